@@ -1,0 +1,310 @@
+/**
+ * The chat hub: rooms, members, names, and who hears what. It never touches a socket;
+ * it talks to {@link Connection}s, so tests drive it with fakes and any transport fits.
+ */
+
+import {
+  CloseCode,
+  encodeJson,
+  encodeText,
+  HELP,
+  JSON_PROTOCOL,
+  parse,
+  type ProtocolError,
+  type Ref,
+  type ServerEvent,
+} from "./protocol.ts";
+import type { Format } from "./protocol.ts";
+import { checkName, checkRoom, MAX_NAME, NAME_RULE, nameKey, quote, ROOM_RULE } from "./text.ts";
+
+/** What the hub needs of a client connection. */
+export interface Connection {
+  /** Unique for the life of the process. */
+  readonly id: string;
+  readonly format: Format;
+  /** False once the connection is closing or closed; the hub then stops sending. */
+  readonly open: boolean;
+  /** Sends one frame. May throw; the hub then closes the connection. */
+  send(frame: string): void;
+  close(code: number, reason: string): void;
+}
+
+/** Hub settings; every field optional. */
+export interface HubOptions {
+  /** The clock, injectable for tests. Milliseconds since the epoch. */
+  now?: () => number;
+  /** Sent in the welcome, e.g. "natter/0.1.0". */
+  server?: string;
+  /** Room for connections that ask for none. */
+  defaultRoom?: string;
+  /** Cap on one incoming frame, in UTF-8 bytes. */
+  maxMessageBytes?: number;
+}
+
+/** What a new connection asks for: its query string, and its remote port for the default name. */
+export interface JoinRequest {
+  name?: string | null;
+  room?: string | null;
+  port?: number;
+}
+
+interface Room {
+  readonly name: string;
+  /** Members keyed by {@link nameKey}, in join order. */
+  readonly members: Map<string, Member>;
+}
+
+interface Member {
+  readonly conn: Connection;
+  name: string;
+  room: Room;
+}
+
+/** Rooms of members, and the rules for who hears what. */
+export class Hub {
+  readonly #rooms = new Map<string, Room>();
+  readonly #members = new Map<Connection, Member>();
+  readonly #now: () => number;
+  readonly #server: string;
+  readonly #defaultRoom: string;
+  readonly #maxMessageBytes: number | undefined;
+  #lastId = 0;
+
+  constructor(options: HubOptions = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#server = options.server ?? "natter";
+    this.#defaultRoom = options.defaultRoom ?? "lobby";
+    this.#maxMessageBytes = options.maxMessageBytes;
+  }
+
+  /** Number of connections in the hub. */
+  get connections(): number {
+    return this.#members.size;
+  }
+
+  /** Number of rooms with at least one member. */
+  get rooms(): number {
+    return this.#rooms.size;
+  }
+
+  /**
+   * Adds a connection: it gets a welcome, its room a `joined`. A bad requested name or room
+   * is replaced by the default and explained with an error event; the connection stays.
+   */
+  connect(conn: Connection, request: JoinRequest = {}): void {
+    if (this.#members.has(conn)) return;
+    const errors: ProtocolError[] = [];
+    let roomName = this.#defaultRoom;
+    if (request.room) {
+      const room = checkRoom(request.room);
+      if (room) roomName = room;
+      else {errors.push({
+          code: "bad_room",
+          message: `room ${
+            quote(request.room)
+          } is not allowed: use ${ROOM_RULE}; you are in #${roomName}`,
+        });}
+    }
+    let base = `guest-${request.port ?? conn.id}`;
+    if (request.name) {
+      const name = checkName(request.name);
+      if (name) base = name;
+      else {errors.push({
+          code: "bad_name",
+          message: `name ${quote(request.name)} is not allowed: use ${NAME_RULE}`,
+        });}
+    }
+    const member: Member = { conn, name: base, room: this.#room(roomName) };
+    this.#members.set(conn, member);
+    this.#enter(member, base);
+    for (const error of errors) this.#sendTo(member, { type: "error", ...error });
+  }
+
+  /** Removes a connection (after it closed); its room gets a `left`. Unknown ones are ignored. */
+  disconnect(conn: Connection): void {
+    const member = this.#members.get(conn);
+    if (!member) return;
+    this.#members.delete(conn);
+    this.#exit(member);
+  }
+
+  /** Handles one text frame from a connection. */
+  receive(conn: Connection, data: string): void {
+    const member = this.#members.get(conn);
+    if (!member) return;
+    const parsed = parse(conn.format, data, this.#maxMessageBytes);
+    if (!parsed.ok) return this.#sendTo(member, { type: "error", ...parsed.error });
+    const msg = parsed.msg;
+    switch (msg.type) {
+      case "say":
+      case "me":
+        return this.#say(member, msg.text, msg.type === "me", msg.ref);
+      case "nick":
+        return this.#rename(member, msg.name, msg.ref);
+      case "join":
+        return this.#move(member, msg.room, msg.ref);
+      case "who":
+        return this.#sendTo(
+          member,
+          withRef(
+            { type: "members", room: member.room.name, members: names(member.room) },
+            msg.ref,
+          ),
+        );
+      case "help":
+        return this.#sendTo(member, { type: "notice", text: HELP });
+      case "quit":
+        return conn.close(CloseCode.normal, "bye");
+    }
+  }
+
+  /** Refuses a frame the transport could not hand over as text (e.g. a binary frame). */
+  reject(conn: Connection, error: ProtocolError): void {
+    const member = this.#members.get(conn);
+    if (member) this.#sendTo(member, { type: "error", ...error });
+  }
+
+  /** Closes every connection with the given code (e.g. 1001 at shutdown). */
+  closeAll(code: number, reason: string): void {
+    for (const conn of [...this.#members.keys()]) conn.close(code, reason);
+  }
+
+  #say(member: Member, text: string, action: boolean, ref: Ref | undefined): void {
+    const room = member.room;
+    const event: ServerEvent = {
+      type: "message",
+      room: room.name,
+      id: ++this.#lastId,
+      ts: this.#now(),
+      from: member.name,
+      text,
+      ...(action ? { action: true as const } : {}),
+    };
+    this.#broadcast(room, event, member);
+    // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
+    if (member.conn.format === "json") this.#sendTo(member, withRef(event, ref));
+  }
+
+  #rename(member: Member, name: string, ref: Ref | undefined): void {
+    const room = member.room;
+    const holder = room.members.get(nameKey(name));
+    if (holder && holder !== member) {
+      return this.#sendTo(member, {
+        type: "error",
+        code: "name_taken",
+        message: `name ${quote(name)} is taken in #${room.name}`,
+        ...refField(ref),
+      });
+    }
+    const event: ServerEvent = {
+      type: "renamed",
+      room: room.name,
+      from: member.name,
+      to: name,
+      ts: this.#now(),
+    };
+    room.members.delete(nameKey(member.name));
+    member.name = name;
+    room.members.set(nameKey(name), member);
+    if (event.from !== name) this.#broadcast(room, event, member);
+    this.#sendTo(member, withRef(event, ref));
+  }
+
+  #move(member: Member, roomName: string, ref: Ref | undefined): void {
+    if (member.room.name === roomName) return this.#sendTo(member, this.#welcome(member, ref));
+    this.#exit(member);
+    member.room = this.#room(roomName);
+    this.#enter(member, member.name, ref);
+  }
+
+  /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */
+  #enter(member: Member, base: string, ref?: Ref): void {
+    const room = member.room;
+    member.name = freeName(room, base);
+    room.members.set(nameKey(member.name), member);
+    this.#sendTo(member, this.#welcome(member, ref));
+    this.#broadcast(
+      room,
+      { type: "joined", room: room.name, name: member.name, ts: this.#now() },
+      member,
+    );
+  }
+
+  #welcome(member: Member, ref: Ref | undefined): ServerEvent {
+    return withRef({
+      type: "welcome",
+      protocol: member.conn.format === "json" ? JSON_PROTOCOL : "text",
+      server: this.#server,
+      name: member.name,
+      room: member.room.name,
+      members: names(member.room),
+    }, ref);
+  }
+
+  #exit(member: Member): void {
+    const room = member.room;
+    if (room.members.get(nameKey(member.name)) !== member) return;
+    room.members.delete(nameKey(member.name));
+    if (room.members.size === 0) this.#rooms.delete(room.name);
+    else {this.#broadcast(room, {
+        type: "left",
+        room: room.name,
+        name: member.name,
+        ts: this.#now(),
+      });}
+  }
+
+  #room(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (!room) this.#rooms.set(name, room = { name, members: new Map() });
+    return room;
+  }
+
+  /** Sends an event to everyone in a room but `skip`, encoding it at most once per format. */
+  #broadcast(room: Room, event: ServerEvent, skip?: Member): void {
+    let text: string | undefined;
+    let json: string | undefined;
+    for (const member of room.members.values()) {
+      if (member === skip) continue;
+      const frame = member.conn.format === "json"
+        ? (json ??= encodeJson(event))
+        : (text ??= encodeText(event));
+      this.#deliver(member, frame);
+    }
+  }
+
+  #sendTo(member: Member, event: ServerEvent): void {
+    this.#deliver(member, member.conn.format === "json" ? encodeJson(event) : encodeText(event));
+  }
+
+  #deliver(member: Member, frame: string): void {
+    if (!member.conn.open) return;
+    try {
+      member.conn.send(frame);
+    } catch {
+      member.conn.close(CloseCode.internalError, "send failed");
+    }
+  }
+}
+
+function names(room: Room): string[] {
+  return [...room.members.values()].map((member) => member.name);
+}
+
+function refField(ref: Ref | undefined): { ref?: Ref } {
+  return ref === undefined ? {} : { ref };
+}
+
+function withRef<E extends ServerEvent>(event: E, ref: Ref | undefined): E {
+  return ref === undefined ? event : { ...event, ref };
+}
+
+/** `base`, or `base-2`, `base-3`… (shortened to fit) when another member holds it. */
+function freeName(room: Room, base: string): string {
+  if (!room.members.has(nameKey(base))) return base;
+  for (let n = 2;; n++) {
+    const suffix = `-${n}`;
+    const name = [...base].slice(0, MAX_NAME - suffix.length).join("") + suffix;
+    if (!room.members.has(nameKey(name))) return name;
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * The wire protocol, both directions, both formats. docs/PROTOCOL.md is its prose twin.
+ *
+ * A connection speaks plain text (no subprotocol: REPLs, scripts, terminals) or JSON
+ * (subprotocol {@link JSON_PROTOCOL}: the page and apps). Parsing turns one incoming
+ * frame into one validated {@link ClientMessage} or one {@link ProtocolError}; encoding
+ * turns one {@link ServerEvent} into one line, done once per format per broadcast.
+ */
+
+import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE, sanitize } from "./text.ts";
+
+/** The subprotocol that selects JSON. */
+export const JSON_PROTOCOL = "natter.v1";
+
+/** How a connection reads and writes. */
+export type Format = "text" | "json";
+
+/** A client's own reference for a request, echoed on the reply (the acknowledgement). */
+export type Ref = string | number;
+
+/** Default cap on one incoming frame, in UTF-8 bytes. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024;
+
+/** Every request a client can make. `help` and `quit` exist only as text commands. */
+export type ClientMessage =
+  | { type: "say"; text: string; ref?: Ref }
+  | { type: "me"; text: string; ref?: Ref }
+  | { type: "nick"; name: string; ref?: Ref }
+  | { type: "join"; room: string; ref?: Ref }
+  | { type: "who"; ref?: Ref }
+  | { type: "help" }
+  | { type: "quit" };
+
+/** Why a request was refused. The connection stays open after each of these. */
+export type ErrorCode =
+  | "bad_json"
+  | "bad_message"
+  | "unknown_type"
+  | "unknown_command"
+  | "empty"
+  | "too_long"
+  | "bad_name"
+  | "name_taken"
+  | "bad_room"
+  | "binary";
+
+/** A refused request: sent to the requester as an `error` event. */
+export interface ProtocolError {
+  code: ErrorCode;
+  message: string;
+  ref?: Ref;
+}
+
+/** Every event the server sends. `ts` is milliseconds since the epoch, server clock. */
+export type ServerEvent =
+  | {
+    type: "welcome";
+    protocol: string;
+    server: string;
+    name: string;
+    room: string;
+    members: string[];
+    ref?: Ref;
+  }
+  | {
+    type: "message";
+    room: string;
+    id: number;
+    ts: number;
+    from: string;
+    text: string;
+    action?: true;
+    ref?: Ref;
+  }
+  | { type: "joined"; room: string; name: string; ts: number }
+  | { type: "left"; room: string; name: string; ts: number }
+  | { type: "renamed"; room: string; from: string; to: string; ts: number; ref?: Ref }
+  | { type: "members"; room: string; members: string[]; ref?: Ref }
+  | { type: "error"; code: ErrorCode; message: string; ref?: Ref }
+  | { type: "notice"; text: string };
+
+/** WebSocket close codes natter uses, with their meaning. */
+export const CloseCode = {
+  /** The client asked to leave (`/quit`). */
+  normal: 1000,
+  /** The server is shutting down. */
+  goingAway: 1001,
+  /** Sending to this connection failed; it is dropped so others are not held up. */
+  internalError: 1011,
+} as const;
+
+/** The outcome of parsing one frame. */
+export type Parsed = { ok: true; msg: ClientMessage } | { ok: false; error: ProtocolError };
+
+const MAX_REF_LENGTH = 64;
+
+function fail(code: ErrorCode, message: string, ref?: Ref): Parsed {
+  return { ok: false, error: ref === undefined ? { code, message } : { code, message, ref } };
+}
+
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit < 0xdc00) bytes += 4, i++;
+    else bytes += 3;
+  }
+  return bytes;
+}
+
+function tooLong(data: string, maxBytes: number): boolean {
+  // A UTF-8 encoding is never shorter than the UTF-16 one, nor more than 3x longer.
+  if (data.length > maxBytes) return true;
+  return data.length * 3 > maxBytes && utf8Length(data) > maxBytes;
+}
+
+function chat(type: "say" | "me", raw: string, ref?: Ref): Parsed {
+  if (raw.trim() === "") return fail("empty", "message is empty", ref);
+  const text = sanitize(raw);
+  return { ok: true, msg: ref === undefined ? { type, text } : { type, text, ref } };
+}
+
+function nick(raw: string, ref?: Ref): Parsed {
+  const name = checkName(raw.trim());
+  if (name === null) {
+    return fail("bad_name", `name ${quote(raw)} is not allowed: use ${NAME_RULE}`, ref);
+  }
+  return {
+    ok: true,
+    msg: ref === undefined ? { type: "nick", name } : { type: "nick", name, ref },
+  };
+}
+
+function join(raw: string, ref?: Ref): Parsed {
+  const room = checkRoom(raw.trim());
+  if (room === null) {
+    return fail("bad_room", `room ${quote(raw)} is not allowed: use ${ROOM_RULE}`, ref);
+  }
+  return {
+    ok: true,
+    msg: ref === undefined ? { type: "join", room } : { type: "join", room, ref },
+  };
+}
+
+/**
+ * Parses one plain-text frame: a chat line, or a command (`/nick`, `/join`, `/who`, `/me`,
+ * `/help`, `/quit`). A line starting with `//` is a chat line starting with `/`.
+ */
+export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Parsed {
+  if (tooLong(data, maxBytes)) return fail("too_long", `message is over ${maxBytes} bytes`);
+  const line = data.replace(/\r?\n$/, "");
+  if (!line.startsWith("/")) return chat("say", line);
+  if (line.startsWith("//")) return chat("say", line.slice(1));
+  const space = line.search(/\s/);
+  const command = (space === -1 ? line.slice(1) : line.slice(1, space)).toLowerCase();
+  const arg = space === -1 ? "" : line.slice(space + 1);
+  switch (command) {
+    case "nick":
+    case "name":
+      return nick(arg);
+    case "join":
+      return join(arg);
+    case "who":
+    case "names":
+      return { ok: true, msg: { type: "who" } };
+    case "me":
+      return chat("me", arg);
+    case "help":
+      return { ok: true, msg: { type: "help" } };
+    case "quit":
+      return { ok: true, msg: { type: "quit" } };
+    default:
+      return fail(
+        "unknown_command",
+        `unknown command ${
+          quote("/" + command)
+        }: type /help for the list, or // to send a line starting with /`,
+      );
+  }
+}
+
+function field(obj: Record<string, unknown>, key: string, ref?: Ref): string | Parsed {
+  const value = obj[key];
+  if (typeof value === "string") return value;
+  return fail("bad_message", `'${obj.type}' needs a string field '${key}'`, ref);
+}
+
+/** Parses one `natter.v1` frame: a JSON object with a `type` and an optional `ref`. */
+export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Parsed {
+  if (tooLong(data, maxBytes)) return fail("too_long", `message is over ${maxBytes} bytes`);
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch (error) {
+    return fail("bad_json", `frame is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return fail("bad_message", "a frame must be a JSON object with a string 'type'");
+  }
+  const obj = value as Record<string, unknown>;
+  let ref: Ref | undefined;
+  if (obj.ref !== undefined) {
+    const okString = typeof obj.ref === "string" && obj.ref.length <= MAX_REF_LENGTH;
+    const okNumber = typeof obj.ref === "number" && Number.isFinite(obj.ref);
+    if (!okString && !okNumber) {
+      return fail(
+        "bad_message",
+        `'ref' must be a number or a string of up to ${MAX_REF_LENGTH} characters`,
+      );
+    }
+    ref = obj.ref as Ref;
+  }
+  if (typeof obj.type !== "string") {
+    return fail("bad_message", "a frame must be a JSON object with a string 'type'", ref);
+  }
+  switch (obj.type) {
+    case "say":
+    case "me": {
+      const text = field(obj, "text", ref);
+      return typeof text === "string" ? chat(obj.type, text, ref) : text;
+    }
+    case "nick": {
+      const name = field(obj, "name", ref);
+      return typeof name === "string" ? nick(name, ref) : name;
+    }
+    case "join": {
+      const room = field(obj, "room", ref);
+      return typeof room === "string" ? join(room, ref) : room;
+    }
+    case "who":
+      return { ok: true, msg: ref === undefined ? { type: "who" } : { type: "who", ref } };
+    default:
+      return fail(
+        "unknown_type",
+        `unknown type ${quote(obj.type)}: expected say, me, nick, join or who`,
+        ref,
+      );
+  }
+}
+
+/** Parses one frame in the connection's format. */
+export function parse(format: Format, data: string, maxBytes?: number): Parsed {
+  return format === "json" ? parseJson(data, maxBytes) : parseText(data, maxBytes);
+}
+
+/** Encodes an event for `natter.v1` clients: one JSON object. */
+export function encodeJson(event: ServerEvent): string {
+  return JSON.stringify(event);
+}
+
+const LISTED_NAMES = 20;
+
+function nameList(names: string[]): string {
+  if (names.length <= LISTED_NAMES) return names.join(", ");
+  return `${names.slice(0, LISTED_NAMES).join(", ")} and ${names.length - LISTED_NAMES} more`;
+}
+
+/**
+ * Encodes an event for plain-text clients: readable lines whose first characters tell
+ * who speaks. `name: ` is a chat line, `~ ` an action, `* ` the server, `! ` an error.
+ */
+export function encodeText(event: ServerEvent): string {
+  switch (event.type) {
+    case "message":
+      return event.action ? `~ ${event.from} ${event.text}` : `${event.from}: ${event.text}`;
+    case "joined":
+      return `* ${event.name} joined`;
+    case "left":
+      return `* ${event.name} left`;
+    case "renamed":
+      return `* ${event.from} is now ${event.to}`;
+    case "welcome": {
+      const others = event.members.filter((name) => name !== event.name);
+      const company = others.length === 0
+        ? "nobody else is here yet"
+        : `also here: ${nameList(others)}`;
+      return `* you are ${event.name} in #${event.room}; ${company}. Type /help for commands.`;
+    }
+    case "members":
+      return `* ${event.members.length} in #${event.room}: ${nameList(event.members)}`;
+    case "error":
+      return `! ${event.message}`;
+    case "notice":
+      return event.text;
+  }
+}
+
+/** The text clients' `/help`. */
+export const HELP = [
+  "* commands:",
+  `*   /nick NAME   change your name (${NAME_RULE})`,
+  "*   /join ROOM   move to another room",
+  "*   /who         list who is in this room",
+  "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
+  "*   /quit        disconnect",
+  "*   //text       send a line that starts with /",
+  "* anything else is a message to everyone in the room.",
+].join("\n");

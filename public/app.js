@@ -1,0 +1,337 @@
+// @ts-check
+/// <reference lib="dom" />
+/**
+ * natter's page: one WebSocket speaking natter.v1, a log, a member list, a status line,
+ * and reconnection with backoff. User text only ever reaches the DOM as textContent.
+ */
+
+const PROTOCOL = "natter.v1";
+const MAX_LOG_ITEMS = 1000;
+const NAME_KEY = "natter.name";
+
+/**
+ * @typedef {{ type: "welcome", name: string, room: string, members: string[], ref?: string | number }
+ *   | { type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, ref?: string | number }
+ *   | { type: "joined" | "left", room: string, name: string, ts: number }
+ *   | { type: "renamed", room: string, from: string, to: string, ts: number, ref?: string | number }
+ *   | { type: "members", room: string, members: string[], ref?: string | number }
+ *   | { type: "error", code: string, message: string, ref?: string | number }
+ *   | { type: "notice", text: string }} ServerEvent
+ */
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {new () => T} type
+ * @returns {T}
+ */
+function byId(id, type) {
+  const element = document.getElementById(id);
+  if (!(element instanceof type)) throw new Error(`page is missing #${id}`);
+  return element;
+}
+
+const ui = {
+  log: byId("log", HTMLOListElement),
+  conversation: byId("conversation", HTMLElement),
+  members: byId("members", HTMLUListElement),
+  count: byId("count", HTMLSpanElement),
+  status: byId("status", HTMLParagraphElement),
+  statusText: byId("status-text", HTMLSpanElement),
+  retry: byId("retry", HTMLButtonElement),
+  identity: byId("identity", HTMLFormElement),
+  name: byId("name", HTMLInputElement),
+  room: byId("room", HTMLInputElement),
+  compose: byId("compose", HTMLFormElement),
+  text: byId("text", HTMLInputElement),
+};
+
+const state = {
+  /** @type {WebSocket | null} */
+  socket: null,
+  name: localStorage.getItem(NAME_KEY) ?? "",
+  room: new URLSearchParams(location.search).get("room") || "lobby",
+  /** @type {string[]} */
+  members: [],
+  attempt: 0,
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  timer: undefined,
+  /** Messages sent and not yet acknowledged, by ref. @type {Map<string, HTMLLIElement>} */
+  pending: new Map(),
+  nextRef: 1,
+  everConnected: false,
+};
+
+// ---- rendering -------------------------------------------------------------------------
+
+/** @param {number} ts */
+function timeOf(ts) {
+  const time = document.createElement("time");
+  const date = new Date(ts);
+  time.dateTime = date.toISOString();
+  time.title = date.toLocaleString();
+  time.textContent = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return time;
+}
+
+/** @param {HTMLLIElement} item */
+function append(item) {
+  const view = ui.conversation;
+  const atBottom = view.scrollHeight - view.scrollTop - view.clientHeight < 40;
+  ui.log.append(item);
+  while (ui.log.childElementCount > MAX_LOG_ITEMS) ui.log.firstElementChild?.remove();
+  if (atBottom) view.scrollTop = view.scrollHeight;
+}
+
+/**
+ * @param {string} text
+ * @param {"notice" | "error"} kind
+ * @param {number} [ts]
+ */
+function note(text, kind = "notice", ts = Date.now()) {
+  const item = document.createElement("li");
+  item.className = kind;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  item.append(timeOf(ts), body);
+  append(item);
+}
+
+/**
+ * Fills a message item: time, author, text — all as text nodes.
+ * @param {HTMLLIElement} item
+ * @param {{ from: string, text: string, ts: number, action?: boolean }} message
+ */
+function fillMessage(item, message) {
+  const from = document.createElement("span");
+  from.className = "from";
+  from.textContent = message.from;
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = message.text;
+  item.classList.toggle("action", Boolean(message.action));
+  item.classList.toggle("mine", message.from === state.name);
+  item.replaceChildren(timeOf(message.ts), from, text);
+}
+
+/** @param {Extract<ServerEvent, { type: "message" }>} event */
+function showMessage(event) {
+  const key = event.ref === undefined ? undefined : String(event.ref);
+  const mine = key === undefined ? undefined : state.pending.get(key);
+  const item = mine ?? document.createElement("li");
+  if (key !== undefined) state.pending.delete(key);
+  item.classList.remove("pending");
+  item.dataset.id = String(event.id);
+  fillMessage(item, event);
+  if (!mine) append(item);
+}
+
+function renderMembers() {
+  ui.count.textContent = `(${state.members.length})`;
+  ui.members.replaceChildren(...state.members.map((name) => {
+    const item = document.createElement("li");
+    item.textContent = name;
+    if (name === state.name) {
+      item.className = "me";
+      item.title = "you";
+    }
+    return item;
+  }));
+}
+
+/**
+ * @param {"connecting" | "online" | "offline" | "closed"} kind
+ * @param {string} text
+ */
+function setStatus(kind, text) {
+  ui.status.dataset.state = kind;
+  ui.statusText.textContent = text;
+  ui.retry.hidden = kind === "online" || kind === "connecting";
+}
+
+function showIdentity() {
+  ui.name.value = state.name;
+  ui.room.value = state.room;
+  ui.text.placeholder = `Message #${state.room} — /me, /nick, /join and /who work too`;
+  document.title = `#${state.room} · natter`;
+  const url = new URL(location.href);
+  if (url.searchParams.get("room") !== state.room) {
+    url.searchParams.set("room", state.room);
+    history.replaceState(null, "", url);
+  }
+}
+
+// ---- the connection --------------------------------------------------------------------
+
+function socketUrl() {
+  const url = new URL("/ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("room", state.room);
+  if (state.name) url.searchParams.set("name", state.name);
+  return url;
+}
+
+function connect() {
+  clearTimeout(state.timer);
+  if (state.socket) return;
+  setStatus("connecting", state.everConnected ? "Reconnecting…" : "Connecting…");
+  const socket = new WebSocket(socketUrl(), PROTOCOL);
+  state.socket = socket;
+  socket.onmessage = (event) => {
+    for (const line of String(event.data).split("\n")) {
+      if (line === "") continue;
+      try {
+        handle(/** @type {ServerEvent} */ (JSON.parse(line)));
+      } catch (error) {
+        console.warn("natter: could not handle", line, error);
+      }
+    }
+  };
+  socket.onclose = (event) => {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    for (const item of state.pending.values()) item.classList.replace("pending", "failed");
+    state.pending.clear();
+    if (event.code === 1000) {
+      setStatus("closed", "Disconnected.");
+      return;
+    }
+    const delay = Math.min(15000, 500 * 2 ** state.attempt) * (0.75 + Math.random() / 2);
+    state.attempt += 1;
+    state.timer = setTimeout(connect, delay);
+    setStatus("offline", `Offline — reconnecting in ${Math.ceil(delay / 1000)} s`);
+  };
+}
+
+/** @param {ServerEvent} event */
+function handle(event) {
+  switch (event.type) {
+    case "welcome": {
+      const moved = event.room !== state.room || !state.everConnected;
+      if (event.room !== state.room) ui.log.replaceChildren();
+      state.room = event.room;
+      state.name = event.name;
+      state.members = event.members;
+      state.attempt = 0;
+      if (moved) note(`You are ${event.name} in #${event.room}.`);
+      else note(`Reconnected as ${event.name}.`);
+      state.everConnected = true;
+      setStatus("online", "Connected");
+      showIdentity();
+      renderMembers();
+      return;
+    }
+    case "message":
+      return showMessage(event);
+    case "joined":
+      state.members.push(event.name);
+      renderMembers();
+      return note(`${event.name} joined`, "notice", event.ts);
+    case "left":
+      state.members = state.members.filter((name) => name !== event.name);
+      renderMembers();
+      return note(`${event.name} left`, "notice", event.ts);
+    case "renamed":
+      state.members = state.members.map((name) => name === event.from ? event.to : name);
+      if (event.ref !== undefined || event.from === state.name) {
+        state.name = event.to;
+        localStorage.setItem(NAME_KEY, event.to);
+        showIdentity();
+      }
+      renderMembers();
+      return note(`${event.from} is now ${event.to}`, "notice", event.ts);
+    case "members":
+      state.members = event.members;
+      renderMembers();
+      return note(`${event.members.length} in #${event.room}: ${event.members.join(", ")}`);
+    case "error": {
+      const item = event.ref === undefined ? undefined : state.pending.get(String(event.ref));
+      if (item) {
+        item.classList.replace("pending", "failed");
+        state.pending.delete(String(event.ref));
+      }
+      return note(event.message, "error");
+    }
+    case "notice":
+      return note(event.text);
+  }
+}
+
+/** @param {Record<string, unknown>} message */
+function send(message) {
+  if (state.socket?.readyState !== WebSocket.OPEN) {
+    note("Not connected: nothing was sent. It will reconnect by itself.", "error");
+    return false;
+  }
+  state.socket.send(JSON.stringify(message));
+  return true;
+}
+
+/** @param {string} text */
+function say(text, action = false) {
+  const ref = String(state.nextRef++);
+  if (!send({ type: action ? "me" : "say", text, ref })) return false;
+  const item = document.createElement("li");
+  item.classList.add("pending");
+  fillMessage(item, { from: state.name, text, ts: Date.now(), action });
+  state.pending.set(ref, item);
+  append(item);
+  return true;
+}
+
+/** @param {string} line */
+function command(line) {
+  const [word = "", ...rest] = line.slice(1).split(" ");
+  const arg = rest.join(" ").trim();
+  switch (word.toLowerCase()) {
+    case "nick":
+    case "name":
+      return send({ type: "nick", name: arg, ref: String(state.nextRef++) });
+    case "join":
+      return send({ type: "join", room: arg, ref: String(state.nextRef++) });
+    case "who":
+    case "names":
+      return send({ type: "who" });
+    case "me":
+      return say(arg, true);
+    default:
+      note("Commands: /nick NAME, /join ROOM, /who, /me ACTION; // sends a line starting with /.");
+      return word.toLowerCase() === "help";
+  }
+}
+
+ui.compose.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const line = ui.text.value;
+  if (line.trim() === "") return;
+  const isCommand = line.startsWith("/") && !line.startsWith("//");
+  const sent = isCommand ? command(line) : say(line.startsWith("//") ? line.slice(1) : line);
+  if (sent) ui.text.value = "";
+});
+
+ui.identity.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = ui.name.value.trim();
+  const room = ui.room.value.trim().replace(/^#/, "").toLowerCase();
+  const online = state.socket?.readyState === WebSocket.OPEN;
+  if (name && name !== state.name) {
+    if (online) send({ type: "nick", name, ref: String(state.nextRef++) });
+    else state.name = name;
+    localStorage.setItem(NAME_KEY, name);
+  }
+  if (room && room !== state.room) {
+    if (online) send({ type: "join", room, ref: String(state.nextRef++) });
+    else state.room = room;
+  }
+  ui.text.focus();
+});
+
+ui.retry.addEventListener("click", () => {
+  state.attempt = 0;
+  connect();
+});
+addEventListener("online", () => state.socket || connect());
+
+showIdentity();
+connect();
