@@ -152,8 +152,12 @@ function describeArgsError(error: unknown): string {
       return `unknown option ${quoted}; the options are ${FLAGS}`;
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `unexpected argument ${JSON.stringify(quoted)}; the options are ${FLAGS}`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return `${message.replace(/\.$/, "")}; the options are ${FLAGS}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      const option = /(--[\w-]+)/.exec(message)?.[1] ?? "the option";
+      return message.includes("ambiguous")
+        ? `${option} needs a value; to pass one that starts with '-', write ${option}=VALUE`
+        : `${option} needs a value; see --help`;
+    }
     default:
       return message;
   }

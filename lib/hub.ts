@@ -50,8 +50,10 @@ export interface JoinRequest {
 
 interface Room {
   readonly name: string;
-  /** Members keyed by {@link nameKey}, in join order. */
-  readonly members: Map<string, Member>;
+  /** Members in join order. */
+  readonly members: Set<Member>;
+  /** The same members by {@link nameKey}, for unique names. */
+  readonly names: Map<string, Member>;
 }
 
 interface Member {
@@ -187,7 +189,7 @@ export class Hub {
 
   #rename(member: Member, name: string, ref: Ref | undefined): void {
     const room = member.room;
-    const holder = room.members.get(nameKey(name));
+    const holder = room.names.get(nameKey(name));
     if (holder && holder !== member) {
       return this.#sendTo(member, {
         type: "error",
@@ -203,9 +205,9 @@ export class Hub {
       to: name,
       ts: this.#now(),
     };
-    room.members.delete(nameKey(member.name));
+    room.names.delete(nameKey(member.name));
     member.name = name;
-    room.members.set(nameKey(name), member);
+    room.names.set(nameKey(name), member);
     if (event.from !== name) this.#broadcast(room, event, member);
     this.#sendTo(member, withRef(event, ref));
   }
@@ -221,7 +223,8 @@ export class Hub {
   #enter(member: Member, base: string, ref?: Ref): void {
     const room = member.room;
     member.name = freeName(room, base);
-    room.members.set(nameKey(member.name), member);
+    room.members.add(member);
+    room.names.set(nameKey(member.name), member);
     this.#sendTo(member, this.#welcome(member, ref));
     this.#broadcast(
       room,
@@ -243,8 +246,8 @@ export class Hub {
 
   #exit(member: Member): void {
     const room = member.room;
-    if (room.members.get(nameKey(member.name)) !== member) return;
-    room.members.delete(nameKey(member.name));
+    if (!room.members.delete(member)) return;
+    room.names.delete(nameKey(member.name));
     if (room.members.size === 0) this.#rooms.delete(room.name);
     else {this.#broadcast(room, {
         type: "left",
@@ -256,7 +259,7 @@ export class Hub {
 
   #room(name: string): Room {
     let room = this.#rooms.get(name);
-    if (!room) this.#rooms.set(name, room = { name, members: new Map() });
+    if (!room) this.#rooms.set(name, room = { name, members: new Set(), names: new Map() });
     return room;
   }
 
@@ -264,7 +267,7 @@ export class Hub {
   #broadcast(room: Room, event: ServerEvent, skip?: Member): void {
     let text: string | undefined;
     let json: string | undefined;
-    for (const member of room.members.values()) {
+    for (const member of room.members) {
       if (member === skip) continue;
       const frame = member.conn.format === "json"
         ? (json ??= encodeJson(event))
@@ -288,7 +291,7 @@ export class Hub {
 }
 
 function names(room: Room): string[] {
-  return [...room.members.values()].map((member) => member.name);
+  return [...room.members].map((member) => member.name);
 }
 
 function refField(ref: Ref | undefined): { ref?: Ref } {
@@ -301,10 +304,10 @@ function withRef<E extends ServerEvent>(event: E, ref: Ref | undefined): E {
 
 /** `base`, or `base-2`, `base-3`… (shortened to fit) when another member holds it. */
 function freeName(room: Room, base: string): string {
-  if (!room.members.has(nameKey(base))) return base;
+  if (!room.names.has(nameKey(base))) return base;
   for (let n = 2;; n++) {
     const suffix = `-${n}`;
     const name = [...base].slice(0, MAX_NAME - suffix.length).join("") + suffix;
-    if (!room.members.has(nameKey(name))) return name;
+    if (!room.names.has(nameKey(name))) return name;
   }
 }

@@ -1,0 +1,173 @@
+/** Shared test tools: a real server on port 0, WebSocket clients that wait for lines, fakes. */
+
+import { createApp } from "../lib/app.ts";
+import type { App } from "../lib/app.ts";
+import type { Options } from "../lib/config.ts";
+import type { Connection } from "../lib/hub.ts";
+import type { Format } from "../lib/protocol.ts";
+
+/** A natter app served on a free loopback port. */
+export interface TestServer {
+  app: App;
+  port: number;
+  /** `http://127.0.0.1:PORT` + path. */
+  http(path?: string): string;
+  /** `ws://127.0.0.1:PORT` + path. */
+  ws(path?: string): string;
+  close(): Promise<void>;
+}
+
+/** Starts the app on `127.0.0.1:0`; `close()` shuts it down and awaits the server. */
+export function startServer(options: Partial<Options> = {}): TestServer {
+  const app = createApp(options);
+  const abort = new AbortController();
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", signal: abort.signal, onListen: () => {} },
+    app.fetch,
+  );
+  const port = server.addr.port;
+  return {
+    app,
+    port,
+    http: (path = "/") => `http://127.0.0.1:${port}${path}`,
+    ws: (path = "/") => `ws://127.0.0.1:${port}${path}`,
+    async close() {
+      app.shutdown();
+      abort.abort();
+      await server.finished;
+    },
+  };
+}
+
+/** Waits until `check()` is true, polling; fails with `what` after `ms`. */
+export async function until(check: () => boolean, what: string, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A real WebSocket client that records every line it receives (frames split on newlines). */
+export class Client {
+  readonly socket: WebSocket;
+  /** Every line received, in order. */
+  readonly lines: string[] = [];
+  /** How many of {@link lines} earlier `next*()` calls have consumed. */
+  #read = 0;
+  readonly closed: Promise<CloseEvent>;
+
+  private constructor(socket: WebSocket) {
+    this.socket = socket;
+    socket.onmessage = (event) => this.lines.push(...String(event.data).split("\n"));
+    this.closed = new Promise((resolve) =>
+      socket.addEventListener("close", resolve, { once: true })
+    );
+  }
+
+  /** Opens a client and waits until it is open (and, by default, welcomed). */
+  static async open(
+    url: string,
+    protocol?: string | string[],
+    { welcomed = true } = {},
+  ): Promise<Client> {
+    const socket = protocol ? new WebSocket(url, protocol) : new WebSocket(url);
+    const client = new Client(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.addEventListener("open", () => resolve(), { once: true });
+      socket.addEventListener("error", () => reject(new Error(`could not connect to ${url}`)), {
+        once: true,
+      });
+    });
+    if (welcomed) {
+      await client.next((line) => line.startsWith("* you are") || line.includes('"welcome"'));
+    }
+    return client;
+  }
+
+  /** Opens a natter.v1 (JSON) client. */
+  static json(url: string): Promise<Client> {
+    return Client.open(url, "natter.v1");
+  }
+
+  send(data: string | Record<string, unknown>): void {
+    this.socket.send(typeof data === "string" ? data : JSON.stringify(data));
+  }
+
+  /** The next unread line that matches, skipping (and consuming) the ones before it. */
+  async next(match: (line: string) => boolean = () => true, ms = 3000): Promise<string> {
+    let found = -1;
+    await until(
+      () => {
+        found = this.lines.findIndex((line, i) => i >= this.#read && match(line));
+        return found !== -1;
+      },
+      `a matching line (got ${JSON.stringify(this.lines.slice(this.#read))})`,
+      ms,
+    );
+    this.#read = found + 1;
+    return this.lines[found]!;
+  }
+
+  /** The next unread JSON event of `type` that matches. */
+  async event(
+    type: string,
+    match: (event: Record<string, unknown>) => boolean = () => true,
+    ms?: number,
+  ): Promise<Record<string, unknown>> {
+    const line = await this.next((line) => {
+      const event = JSON.parse(line);
+      return event.type === type && match(event);
+    }, ms);
+    return JSON.parse(line);
+  }
+
+  /** Lines received and not yet consumed, after waiting `ms` for stragglers. */
+  async unread(ms = 150): Promise<string[]> {
+    await sleep(ms);
+    return this.lines.slice(this.#read);
+  }
+
+  /** Closes (if still open) and waits for the close event. */
+  async close(): Promise<CloseEvent> {
+    if (this.socket.readyState <= WebSocket.OPEN) this.socket.close();
+    return await this.closed;
+  }
+}
+
+/** A connection for hub tests: records frames, can be told to throw, remembers being closed. */
+export class FakeConnection implements Connection {
+  static #count = 0;
+  readonly id = `fake${++FakeConnection.#count}`;
+  readonly frames: string[] = [];
+  open = true;
+  throwOnSend = false;
+  closedWith: { code: number; reason: string } | undefined;
+
+  constructor(readonly format: Format = "text") {}
+
+  send(frame: string): void {
+    if (this.throwOnSend) throw new Error("send failed");
+    this.frames.push(frame);
+  }
+
+  close(code: number, reason: string): void {
+    this.open = false;
+    this.closedWith = { code, reason };
+  }
+
+  /** Frames parsed as JSON (for natter.v1 fakes). */
+  get events(): Record<string, unknown>[] {
+    return this.frames.map((frame) => JSON.parse(frame));
+  }
+
+  /** Forgets the frames received so far. */
+  clear(): void {
+    this.frames.length = 0;
+  }
+}

@@ -1,0 +1,308 @@
+import assert from "node:assert/strict";
+import { Hub } from "../lib/hub.ts";
+import { FakeConnection } from "./helpers.ts";
+
+const clock = () => 1_700_000_000_000;
+
+function setup() {
+  return new Hub({ now: clock, server: "natter/test" });
+}
+
+Deno.test("Hub.connect() welcomes the newcomer and tells only the others", () => {
+  const hub = setup();
+  const alice = new FakeConnection();
+  const bob = new FakeConnection();
+  hub.connect(alice, { port: 1111 });
+  hub.connect(bob, { port: 2222 });
+  assert.deepEqual(alice.frames, [
+    "* you are guest-1111 in #lobby; nobody else is here yet. Type /help for commands.",
+    "* guest-2222 joined",
+  ]);
+  assert.deepEqual(bob.frames, [
+    "* you are guest-2222 in #lobby; also here: guest-1111. Type /help for commands.",
+  ]);
+  assert.equal(hub.connections, 2);
+});
+
+Deno.test("Hub: a plain-text sender does not get its own line back", () => {
+  const hub = setup();
+  const alice = new FakeConnection();
+  const bob = new FakeConnection();
+  hub.connect(alice, { name: "alice" });
+  hub.connect(bob, { name: "bob" });
+  alice.clear();
+  bob.clear();
+  hub.receive(bob, "Your message here..");
+  assert.deepEqual(alice.frames, ["bob: Your message here.."]);
+  assert.deepEqual(bob.frames, []);
+});
+
+Deno.test("Hub: a JSON author gets its message back with its ref; other JSON members get it once without", () => {
+  const hub = setup();
+  const author = new FakeConnection("json");
+  const other = new FakeConnection("json");
+  const text = new FakeConnection("text");
+  hub.connect(author, { name: "alice" });
+  hub.connect(other, { name: "bob" });
+  hub.connect(text, { name: "carol" });
+  author.clear();
+  other.clear();
+  text.clear();
+  hub.receive(author, JSON.stringify({ type: "say", text: "hi", ref: "r1" }));
+  const expected = {
+    type: "message",
+    room: "lobby",
+    id: 1,
+    ts: clock(),
+    from: "alice",
+    text: "hi",
+  };
+  assert.deepEqual(author.events, [{ ...expected, ref: "r1" }]);
+  assert.deepEqual(other.events, [expected]);
+  assert.deepEqual(text.frames, ["alice: hi"]);
+});
+
+Deno.test("Hub: message ids increase", () => {
+  const hub = setup();
+  const a = new FakeConnection("json");
+  hub.connect(a, { name: "a" });
+  a.clear();
+  for (const text of ["one", "two", "three"]) hub.receive(a, JSON.stringify({ type: "say", text }));
+  assert.deepEqual(a.events.map((event) => event.id), [1, 2, 3]);
+});
+
+Deno.test("Hub: rooms are isolated", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const b = new FakeConnection();
+  const c = new FakeConnection();
+  hub.connect(a, { name: "a", room: "dev" });
+  hub.connect(b, { name: "b", room: "dev" });
+  hub.connect(c, { name: "c", room: "ops" });
+  assert.deepEqual(c.frames.length, 1, "c saw nobody join #ops");
+  c.clear();
+  hub.receive(a, "in dev");
+  hub.receive(a, "/nick anna");
+  hub.disconnect(b);
+  assert.deepEqual(c.frames, []);
+  assert.equal(hub.rooms, 2);
+});
+
+Deno.test("Hub: /join moves a member, telling both rooms", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const b = new FakeConnection();
+  const c = new FakeConnection("json");
+  hub.connect(a, { name: "a" });
+  hub.connect(b, { name: "b" });
+  hub.connect(c, { name: "c", room: "dev" });
+  b.clear();
+  c.clear();
+  hub.receive(a, "/join #Dev");
+  assert.deepEqual(b.frames, ["* a left"]);
+  assert.deepEqual(c.events, [{ type: "joined", room: "dev", name: "a", ts: clock() }]);
+  assert.equal(a.frames.at(-1), "* you are a in #dev; also here: c. Type /help for commands.");
+  hub.receive(a, "hello dev");
+  assert.equal(b.frames.length, 1, "the old room hears nothing more");
+  assert.equal(JSON.parse(c.frames.at(-1)!).text, "hello dev");
+});
+
+Deno.test("Hub: the last member leaving deletes the room", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  hub.connect(a, { room: "tmp" });
+  assert.equal(hub.rooms, 1);
+  hub.disconnect(a);
+  assert.equal(hub.rooms, 0);
+  assert.equal(hub.connections, 0);
+  hub.disconnect(a); // a second close is harmless
+});
+
+Deno.test("Hub: default names come from the port and are made unique in the room", () => {
+  const hub = setup();
+  const a = new FakeConnection("json");
+  const b = new FakeConnection("json");
+  const c = new FakeConnection("json");
+  hub.connect(a, { port: 5000 });
+  hub.connect(b, { port: 5000 });
+  hub.connect(c, { name: "GUEST-5000" });
+  assert.equal(a.events[0]?.name, "guest-5000");
+  assert.equal(b.events[0]?.name, "guest-5000-2");
+  assert.equal(c.events[0]?.name, "GUEST-5000-3");
+});
+
+Deno.test("Hub: a long taken name is shortened to fit its suffix", () => {
+  const hub = setup();
+  const long = "x".repeat(24);
+  const a = new FakeConnection("json");
+  const b = new FakeConnection("json");
+  hub.connect(a, { name: long });
+  hub.connect(b, { name: long });
+  assert.equal(b.events[0]?.name, "x".repeat(22) + "-2");
+});
+
+Deno.test("Hub: a bad requested name or room gets an error, a default, and the connection stays", () => {
+  const hub = setup();
+  const a = new FakeConnection("json");
+  hub.connect(a, { name: "<img src=x>", room: "no spaces here", port: 7 });
+  const [welcome, ...errors] = a.events;
+  assert.equal(welcome?.name, "guest-7");
+  assert.equal(welcome?.room, "lobby");
+  assert.deepEqual(errors.map((e) => e.code).sort(), ["bad_name", "bad_room"]);
+  assert.equal(a.open, true);
+});
+
+Deno.test("Hub: /nick renames, tells the room, and refuses a taken name", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const b = new FakeConnection("json");
+  hub.connect(a, { name: "bob" });
+  hub.connect(b, { name: "alice" });
+  a.clear();
+  b.clear();
+  hub.receive(a, "/nick robert");
+  assert.deepEqual(a.frames, ["* bob is now robert"]);
+  assert.deepEqual(b.events, [{
+    type: "renamed",
+    room: "lobby",
+    from: "bob",
+    to: "robert",
+    ts: clock(),
+  }]);
+  hub.receive(b, JSON.stringify({ type: "nick", name: "ROBERT", ref: 9 }));
+  assert.deepEqual(b.events.at(-1), {
+    type: "error",
+    code: "name_taken",
+    message: 'name "ROBERT" is taken in #lobby',
+    ref: 9,
+  });
+  hub.receive(b, JSON.stringify({ type: "who", ref: "w" }));
+  assert.deepEqual(b.events.at(-1), {
+    type: "members",
+    room: "lobby",
+    members: ["robert", "alice"],
+    ref: "w",
+  });
+});
+
+Deno.test("Hub: changing the case of one's own name is allowed", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  hub.connect(a, { name: "bob" });
+  hub.receive(a, "/nick Bob");
+  assert.equal(a.frames.at(-1), "* bob is now Bob");
+});
+
+Deno.test("Hub: /me is an action, shown with ~ to text clients and flagged for JSON ones", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const b = new FakeConnection();
+  const c = new FakeConnection("json");
+  hub.connect(a, { name: "alice" });
+  hub.connect(b, { name: "bob" });
+  hub.connect(c, { name: "carol" });
+  hub.receive(a, "/me joined");
+  assert.equal(b.frames.at(-1), "~ alice joined", "an action cannot pass for a server notice");
+  assert.equal(c.events.at(-1)?.action, true);
+});
+
+Deno.test("Hub: bad frames get an error event and the connection stays open", () => {
+  const hub = setup();
+  const a = new FakeConnection("json");
+  const b = new FakeConnection("json");
+  hub.connect(a, { name: "a" });
+  hub.connect(b, { name: "b" });
+  a.clear();
+  b.clear();
+  for (
+    const frame of ["{", "[]", '{"type":"dance"}', '{"type":"say"}', '{"type":"say","text":""}']
+  ) {
+    hub.receive(a, frame);
+  }
+  hub.reject(a, { code: "binary", message: "binary frames are not supported" });
+  assert.deepEqual(a.events.map((e) => e.code), [
+    "bad_json",
+    "bad_message",
+    "unknown_type",
+    "bad_message",
+    "empty",
+    "binary",
+  ]);
+  assert.deepEqual(b.frames, [], "nobody else hears about it");
+  assert.equal(a.open, true);
+});
+
+Deno.test("Hub: /quit closes the connection normally; /help lists the commands", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  hub.connect(a);
+  hub.receive(a, "/help");
+  assert.match(a.frames.at(-1)!, /\/nick NAME[\s\S]*\/join ROOM[\s\S]*\/who[\s\S]*\/me ACTION/);
+  hub.receive(a, "/quit");
+  assert.deepEqual(a.closedWith, { code: 1000, reason: "bye" });
+});
+
+Deno.test("Hub.broadcast() skips closed connections", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const b = new FakeConnection();
+  hub.connect(a, { name: "a" });
+  hub.connect(b, { name: "b" });
+  b.clear();
+  b.open = false;
+  hub.receive(a, "anyone?");
+  assert.deepEqual(b.frames, []);
+});
+
+Deno.test("Hub: a connection whose send throws is closed and the others still get the message", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const broken = new FakeConnection();
+  const c = new FakeConnection();
+  hub.connect(a, { name: "a" });
+  hub.connect(broken, { name: "broken" });
+  hub.connect(c, { name: "c" });
+  broken.throwOnSend = true;
+  hub.receive(a, "hello");
+  assert.equal(broken.closedWith?.code, 1011);
+  assert.equal(c.frames.at(-1), "a: hello");
+});
+
+Deno.test("Hub: a broadcast encodes the event once per format, not once per recipient", () => {
+  const hub = setup();
+  const author = new FakeConnection("json");
+  hub.connect(author, { name: "author" });
+  for (let i = 0; i < 50; i++) hub.connect(new FakeConnection("json"));
+  for (let i = 0; i < 50; i++) hub.connect(new FakeConnection("text"));
+  const stringify = JSON.stringify;
+  let calls = 0;
+  JSON.stringify =
+    ((...args: Parameters<typeof stringify>) => (calls++, stringify(...args))) as typeof stringify;
+  try {
+    hub.receive(author, stringify({ type: "say", text: "to all", ref: 1 }));
+  } finally {
+    JSON.stringify = stringify;
+  }
+  assert.equal(calls, 2, "one shared encoding plus the author's acknowledgement");
+});
+
+Deno.test("Hub: lines cannot forge other lines or notices", () => {
+  const hub = setup();
+  const a = new FakeConnection();
+  const b = new FakeConnection();
+  hub.connect(a, { name: "mallory" });
+  hub.connect(b, { name: "bob" });
+  hub.receive(a, "hi\n* admin joined\r\nbob: give me your password\x1b[2K");
+  const last = b.frames.at(-1)!;
+  assert.equal(last.includes("\n"), false);
+  assert.equal(last.includes("\x1b"), false);
+  assert.equal(last, "mallory: hi␊* admin joined␍␊bob: give me your password␛[2K");
+});
+
+Deno.test("Hub.closeAll() closes every connection with the given code", () => {
+  const hub = setup();
+  const conns = [new FakeConnection(), new FakeConnection("json")];
+  for (const conn of conns) hub.connect(conn);
+  hub.closeAll(1001, "server shutting down");
+  assert.deepEqual(conns.map((c) => c.closedWith?.code), [1001, 1001]);
+});

@@ -1,0 +1,240 @@
+/** Integration tests: a real server on port 0, real WebSocket clients, real HTTP. */
+
+import assert from "node:assert/strict";
+import { Client, startServer } from "./helpers.ts";
+
+Deno.test("GET / serves the page with its type, an ETag, and 304 when it matches", async () => {
+  const server = startServer();
+  try {
+    const page = await fetch(server.http("/"));
+    assert.equal(page.status, 200);
+    assert.equal(page.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.match(await page.text(), /<title>natter<\/title>/);
+    const etag = page.headers.get("etag");
+    assert.ok(etag);
+    const again = await fetch(server.http("/"), { headers: { "if-none-match": etag } });
+    assert.equal(again.status, 304);
+    assert.equal(await again.text(), "");
+    const script = await fetch(server.http("/app.js"));
+    assert.equal(script.headers.get("content-type"), "text/javascript; charset=utf-8");
+    assert.match(await script.text(), /natter\.v1/);
+    const css = await fetch(server.http("/style.css"));
+    assert.equal(css.headers.get("content-type"), "text/css; charset=utf-8");
+    await css.body?.cancel();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("HEAD / answers with headers and no body; other methods get 405, unknown paths 404", async () => {
+  const server = startServer();
+  try {
+    const head = await fetch(server.http("/"), { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.equal(await head.text(), "");
+    const post = await fetch(server.http("/"), { method: "POST", body: "x" });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get("allow"), "GET, HEAD");
+    await post.body?.cancel();
+    const missing = await fetch(server.http("/nope"));
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+    const traversal = await fetch(server.http("/../lib/app.ts"));
+    assert.equal(traversal.status, 404);
+    await traversal.body?.cancel();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("GET /ws without an upgrade gets 426 and says how to connect", async () => {
+  const server = startServer();
+  try {
+    const response = await fetch(server.http("/ws"));
+    assert.equal(response.status, 426);
+    assert.equal(response.headers.get("upgrade"), "websocket");
+    assert.match(await response.text(), /new WebSocket/);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("the seed flow: a notice on join, the line at the other end, no echo, a notice on leave", async () => {
+  const server = startServer();
+  const first = await Client.open(server.ws());
+  const second = await Client.open(server.ws());
+  try {
+    const joined = await first.next((line) => line.endsWith(" joined"));
+    const name = /^\* (guest-\d+) joined$/.exec(joined)?.[1];
+    assert.ok(name, `a guest name from the port in ${JSON.stringify(joined)}`);
+    second.send("Your message here..");
+    assert.equal(
+      await first.next((line) => line.includes("Your message")),
+      `${name}: Your message here..`,
+    );
+    assert.deepEqual(await second.unread(), [], "the sender gets nothing back");
+    await second.close();
+    assert.equal(await first.next((line) => line.endsWith(" left")), `* ${name} left`);
+  } finally {
+    await first.close();
+    await second.close();
+    await server.close();
+  }
+});
+
+Deno.test("rooms are isolated: messages, joins and renames stay in their room", async () => {
+  const server = startServer();
+  const a = await Client.open(server.ws("/?room=dev&name=a"));
+  const outsider = await Client.open(server.ws("/?room=ops&name=o"));
+  const b = await Client.open(server.ws("/ws?room=dev&name=b"));
+  try {
+    b.send("dev only");
+    assert.equal(await a.next((line) => line.startsWith("b:")), "b: dev only");
+    b.send("/nick bee");
+    await a.next((line) => line === "* b is now bee");
+    await b.close();
+    await a.next((line) => line === "* bee left");
+    assert.deepEqual(await outsider.unread(), []);
+  } finally {
+    await Promise.all([a.close(), b.close(), outsider.close()]);
+    await server.close();
+  }
+});
+
+Deno.test("JSON clients: the author's copy carries its ref, the others get it once", async () => {
+  const server = startServer();
+  const alice = await Client.json(server.ws("/ws?name=alice"));
+  const bob = await Client.json(server.ws("/ws?name=bob"));
+  const carol = await Client.open(server.ws("/?name=carol"));
+  try {
+    assert.equal(alice.socket.protocol, "natter.v1");
+    alice.send({ type: "say", text: "hello", ref: "m1" });
+    const ack = await alice.event("message");
+    assert.equal(ack.ref, "m1");
+    assert.equal(ack.from, "alice");
+    assert.equal(ack.text, "hello");
+    assert.equal(typeof ack.id, "number");
+    assert.ok(Math.abs(Number(ack.ts) - Date.now()) < 5000);
+    const seen = await bob.event("message");
+    const { ref: _ref, ...shared } = ack;
+    assert.deepEqual(seen, shared);
+    assert.equal(await carol.next((line) => line.startsWith("alice")), "alice: hello");
+    assert.deepEqual(
+      (await bob.unread()).filter((line) => line.includes('"message"')),
+      [],
+      "exactly once",
+    );
+  } finally {
+    await Promise.all([alice.close(), bob.close(), carol.close()]);
+    await server.close();
+  }
+});
+
+Deno.test("JSON clients: welcome, presence, rename and join round trip", async () => {
+  const server = startServer();
+  const alice = await Client.json(server.ws("/?room=Dev&name=alice"));
+  try {
+    const welcome = JSON.parse(alice.lines[0]!);
+    assert.deepEqual(
+      { ...welcome, server: undefined },
+      {
+        type: "welcome",
+        protocol: "natter.v1",
+        server: undefined,
+        name: "alice",
+        room: "dev",
+        members: ["alice"],
+      },
+    );
+    const bob = await Client.json(server.ws("/?room=dev&name=bob"));
+    assert.deepEqual(JSON.parse(bob.lines[0]!).members, ["alice", "bob"]);
+    assert.equal((await alice.event("joined")).name, "bob");
+    bob.send({ type: "nick", name: "robert", ref: 1 });
+    assert.deepEqual(await bob.event("renamed"), {
+      type: "renamed",
+      room: "dev",
+      from: "bob",
+      to: "robert",
+      ts: (await alice.event("renamed")).ts,
+      ref: 1,
+    });
+    alice.send({ type: "who", ref: "w" });
+    assert.deepEqual((await alice.event("members")).members, ["alice", "robert"]);
+    bob.send({ type: "join", room: "elsewhere", ref: 2 });
+    const moved = await bob.event("welcome", (event) => event.ref === 2);
+    assert.equal(moved.room, "elsewhere");
+    assert.equal((await alice.event("left")).name, "robert");
+    await bob.close();
+  } finally {
+    await alice.close();
+    await server.close();
+  }
+});
+
+Deno.test("bad input gets an error event and the connection stays usable", async () => {
+  const server = startServer();
+  const json = await Client.json(server.ws("/?name=j"));
+  const text = await Client.open(server.ws("/?name=t"));
+  try {
+    json.send("{oops");
+    assert.equal((await json.event("error")).code, "bad_json");
+    json.send({ type: "fly" });
+    assert.equal((await json.event("error")).code, "unknown_type");
+    json.send({ type: "say", ref: "r9" });
+    assert.deepEqual(await json.event("error"), {
+      type: "error",
+      code: "bad_message",
+      message: "'say' needs a string field 'text'",
+      ref: "r9",
+    });
+    json.socket.send(new Uint8Array([1, 2, 3]));
+    assert.equal((await json.event("error")).code, "binary");
+    text.send("/nick has space");
+    assert.match(
+      await text.next((line) => line.startsWith("!")),
+      /^! name "has space" is not allowed/,
+    );
+    text.socket.send(new Uint8Array([0xff]));
+    assert.match(
+      await text.next((line) => line.startsWith("!")),
+      /^! binary frames are not supported/,
+    );
+    text.send("still here");
+    assert.equal((await json.event("message")).text, "still here");
+  } finally {
+    await Promise.all([json.close(), text.close()]);
+    await server.close();
+  }
+});
+
+Deno.test("natter.v1 is chosen when offered among others; otherwise the connection speaks text", async () => {
+  const server = startServer();
+  const both = await Client.open(server.ws("/"), ["chat.other", "natter.v1"]);
+  const other = await Client.open(server.ws("/"), "chat.other");
+  try {
+    assert.equal(both.socket.protocol, "natter.v1");
+    assert.equal(JSON.parse(both.lines[0]!).type, "welcome");
+    assert.equal(other.socket.protocol, "", "no subprotocol was chosen");
+    assert.match(other.lines[0]!, /^\* you are guest-\d+ in #lobby/);
+  } finally {
+    await Promise.all([both.close(), other.close()]);
+    await server.close();
+  }
+});
+
+Deno.test("/quit closes with 1000; shutdown closes everyone with 1001", async () => {
+  const server = startServer();
+  const quitter = await Client.open(server.ws());
+  const stayer = await Client.open(server.ws());
+  try {
+    quitter.send("/quit");
+    assert.equal((await quitter.closed).code, 1000);
+    server.app.shutdown();
+    const closed = await stayer.closed;
+    assert.equal(closed.code, 1001);
+    assert.equal(closed.reason, "server shutting down");
+  } finally {
+    await server.close();
+  }
+});
