@@ -171,3 +171,97 @@ export class FakeConnection implements Connection {
     this.frames.length = 0;
   }
 }
+
+/** The project's main.ts, as a path for subprocesses. */
+export const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** A running natter process, as a user starts it. */
+export class ServerProcess {
+  readonly child: Deno.ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly #done: Promise<unknown>;
+
+  constructor(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: options.cwd ?? Deno.cwd(),
+      env: { NO_COLOR: "1", ...options.env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const collect = async (stream: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) this[into] += chunk;
+    };
+    this.#done = Promise.all([
+      collect(this.child.stdout, "stdout"),
+      collect(this.child.stderr, "stderr"),
+    ]);
+  }
+
+  /** Starts `deno run --allow-net main.ts ARGS` (or another script) and waits for its banner. */
+  static async start(
+    args: string[] = ["--port", "0"],
+    script = MAIN,
+    permissions = ["--allow-net"],
+  ) {
+    const server = new ServerProcess(["run", ...permissions, script, ...args]);
+    await server.port();
+    return server;
+  }
+
+  /** The port from the banner line, once it is printed. */
+  async port(ms = 15000): Promise<number> {
+    let port = 0;
+    await until(
+      () => {
+        const found = /listening on http:\/\/[^\s]+:(\d+)\//.exec(this.stdout);
+        if (found) port = Number(found[1]);
+        else if (this.stderr.includes("error")) {
+          throw new Error(
+            `natter failed to start: ${this.stderr}`,
+          );
+        }
+        return found !== null;
+      },
+      `natter's banner (stdout ${JSON.stringify(this.stdout)}, stderr ${
+        JSON.stringify(this.stderr)
+      })`,
+      ms,
+    );
+    return port;
+  }
+
+  /** Waits for the process to end and returns its status, with all output collected. */
+  async status(): Promise<Deno.CommandStatus> {
+    const status = await this.child.status;
+    await this.#done;
+    return status;
+  }
+
+  /** Sends a signal (if still running) and waits for the exit. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already gone
+    }
+    return await this.status();
+  }
+}
+
+/** Runs a command to completion and returns its status and output. */
+export async function run(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string } = {},
+) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args,
+    env: { NO_COLOR: "1", ...options.env },
+    cwd: options.cwd ?? Deno.cwd(),
+    stdin: "null",
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+}
