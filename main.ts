@@ -4,8 +4,8 @@
  *     deno run --allow-net main.ts [--port 8080] [--hostname HOST]
  */
 
-import { createApp } from "./lib/app.ts";
-import { ConfigError, parseCommand, USAGE } from "./lib/config.ts";
+import { type App, createApp } from "./lib/app.ts";
+import { ConfigError, type Options, parseCommand, USAGE } from "./lib/config.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** Reads an environment variable only where --allow-env already grants it: never prompts. */
@@ -25,10 +25,8 @@ function banner(addr: Deno.NetAddr): string {
     `or from a REPL: let ws = new WebSocket("ws://${host}:${addr.port}")`;
 }
 
-function serve(
-  options: ReturnType<typeof createApp>["options"],
-  app: ReturnType<typeof createApp>,
-) {
+/** Serves the app; without a hostname, on every interface (IPv6 and IPv4, or IPv4 alone). */
+function serve(options: Options, app: App): Deno.HttpServer<Deno.NetAddr> {
   const listen = (hostname: string) =>
     Deno.serve({
       port: options.port,
