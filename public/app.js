@@ -50,7 +50,10 @@ const state = {
   /** @type {WebSocket | null} */
   socket: null,
   name: localStorage.getItem(NAME_KEY) ?? "",
-  room: new URLSearchParams(location.search).get("room") || "lobby",
+  /** A name chosen while offline, to be remembered once the server has granted it. */
+  chosenName: "",
+  /** Empty until the server's welcome names it: the server knows its default room. */
+  room: new URLSearchParams(location.search).get("room") ?? "",
   /** @type {string[]} */
   members: [],
   attempt: 0,
@@ -153,6 +156,7 @@ function setStatus(kind, text) {
 function showIdentity() {
   ui.name.value = state.name;
   ui.room.value = state.room;
+  if (!state.room) return;
   ui.text.placeholder = `Message #${state.room} — /me, /nick, /join and /who work too`;
   document.title = `#${state.room} · natter`;
   const url = new URL(location.href);
@@ -167,7 +171,7 @@ function showIdentity() {
 function socketUrl() {
   const url = new URL("/ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("room", state.room);
+  if (state.room) url.searchParams.set("room", state.room);
   if (state.name) url.searchParams.set("name", state.name);
   return url;
 }
@@ -208,14 +212,19 @@ function connect() {
 function handle(event) {
   switch (event.type) {
     case "welcome": {
-      const moved = event.room !== state.room || !state.everConnected;
-      if (event.room !== state.room) ui.log.replaceChildren();
+      const moved = state.everConnected && event.room !== state.room;
+      if (moved) ui.log.replaceChildren();
+      if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
+      else if (state.everConnected && !moved) note(`Reconnected as ${event.name}.`);
+      else note(`You are ${event.name} in #${event.room}.`);
+      if (state.chosenName && event.name === state.chosenName) {
+        localStorage.setItem(NAME_KEY, event.name);
+      }
+      state.chosenName = "";
       state.room = event.room;
       state.name = event.name;
       state.members = event.members;
       state.attempt = 0;
-      if (moved) note(`You are ${event.name} in #${event.room}.`);
-      else note(`Reconnected as ${event.name}.`);
       state.everConnected = true;
       setStatus("online", "Connected");
       showIdentity();
@@ -251,6 +260,7 @@ function handle(event) {
         item.classList.replace("pending", "failed");
         state.pending.delete(String(event.ref));
       }
+      if (["bad_name", "name_taken", "bad_room"].includes(event.code)) showIdentity();
       return note(event.message, "error");
     }
     case "notice":
@@ -316,9 +326,9 @@ ui.identity.addEventListener("submit", (event) => {
   const room = ui.room.value.trim().replace(/^#/, "").toLowerCase();
   const online = state.socket?.readyState === WebSocket.OPEN;
   if (name && name !== state.name) {
+    // Remembered only once the server grants it (see "renamed" and "welcome").
     if (online) send({ type: "nick", name, ref: String(state.nextRef++) });
-    else state.name = name;
-    localStorage.setItem(NAME_KEY, name);
+    else state.name = state.chosenName = name;
   }
   if (room && room !== state.room) {
     if (online) send({ type: "join", room, ref: String(state.nextRef++) });

@@ -1,0 +1,419 @@
+/**
+ * The page in a real browser: headless Chromium driven by playwright-core, against a real
+ * server on a free loopback port. Each person gets their own browser context (own storage).
+ *
+ * Needs /usr/bin/chromium. Without it these tests are skipped loudly, except under CI=true,
+ * where they fail: CI must not go green by silently not testing the page.
+ */
+
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import type { Browser, BrowserContextOptions, Page } from "playwright-core";
+import { createApp } from "../lib/app.ts";
+import { Client, startServer } from "./helpers.ts";
+import type { TestServer } from "./helpers.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const IN_CI = Deno.env.get("CI") === "true";
+
+function chromiumInstalled(): boolean {
+  try {
+    Deno.statSync(CHROMIUM);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const HAVE_CHROMIUM = chromiumInstalled();
+const SKIP = !HAVE_CHROMIUM && !IN_CI;
+
+if (SKIP) {
+  const bar = "!".repeat(80);
+  console.warn(
+    [
+      bar,
+      `!!! SKIPPING tests/browser_test.ts: ${CHROMIUM} does not exist, so the page is NOT`,
+      "!!! being tested in a browser. Install Chromium (apt-get install chromium) to run it.",
+      "!!! (With CI=true these tests fail instead of being skipped.)",
+      bar,
+    ].join("\n"),
+  );
+}
+
+// ---- the browser -------------------------------------------------------------------------
+
+/** Launches headless Chromium, hands it to `body`, and always closes it. */
+async function withBrowser(body: (browser: Browser) => Promise<void>): Promise<void> {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+  try {
+    await body(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** Registers a browser test: ignored (loudly, above) without Chromium, failing under CI. */
+function browserTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({
+    name,
+    ignore: SKIP,
+    async fn() {
+      if (!HAVE_CHROMIUM) {
+        throw new Error(`CI=true but ${CHROMIUM} is missing: .ci/run must install it`);
+      }
+      await fn();
+    },
+  });
+}
+
+// ---- the page ------------------------------------------------------------------------------
+
+// The callbacks passed to page.evaluate/waitForFunction run inside Chromium, where the DOM
+// exists; Deno's type library has none, so this declares the little of it they use.
+interface DomElement {
+  readonly className: string;
+  readonly textContent: string | null;
+  readonly dataset: Record<string, string | undefined>;
+  querySelector(selectors: string): DomElement | null;
+}
+declare const localStorage: { getItem(key: string): string | null };
+declare const document: {
+  querySelector(selectors: string): DomElement | null;
+  querySelectorAll(selectors: string): Iterable<DomElement>;
+};
+
+/** One item of a page's #log, as plain data. */
+interface LogItem {
+  className: string;
+  from: string | null;
+  text: string | null;
+  id: string | null;
+}
+
+/** A person's page, and what went wrong in it (uncaught errors, console errors/warnings). */
+interface Person {
+  name: string;
+  page: Page;
+  problems: string[];
+}
+
+/** How long any one wait or action in a page may take (Playwright's default is 30 s). */
+const TIMEOUT = 10_000;
+
+/** Console errors that are expected: a reconnect attempt while the server is down. */
+const EXPECTED_CONSOLE = /^WebSocket connection to '.*' failed/;
+
+/**
+ * Opens `/?room=ROOM` in a new browser context (its own localStorage), waits until it is online,
+ * then sets the name through the #name field and Enter, and waits until the server agreed.
+ */
+async function join(
+  browser: Browser,
+  server: TestServer,
+  room: string,
+  name: string,
+  options: BrowserContextOptions = {},
+): Promise<Person> {
+  const context = await browser.newContext(options);
+  context.setDefaultTimeout(TIMEOUT);
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+  page.on("console", (message) => {
+    const type = message.type();
+    if ((type === "error" || type === "warning") && !EXPECTED_CONSOLE.test(message.text())) {
+      problems.push(`console.${type}: ${message.text()}`);
+    }
+  });
+  await page.goto(server.http(`/?room=${room}`));
+  await waitFor(page, "online", page.locator('#status[data-state="online"]').waitFor());
+  await page.fill("#name", name);
+  await page.press("#name", "Enter");
+  await waitForName(page, name);
+  return { name, page, problems };
+}
+
+/** Waits for `wait`; on failure, says what it waited for and what the page showed instead. */
+async function waitFor(page: Page, what: string, wait: Promise<unknown>): Promise<void> {
+  try {
+    await wait;
+  } catch (error) {
+    const shown = await page.evaluate(() => ({
+      status: document.querySelector("#status")?.dataset.state,
+      members: [...document.querySelectorAll("#members > li")].map((li) => li.textContent),
+      log: [...document.querySelectorAll("#log > li")].map((li) =>
+        [
+          li.className,
+          li.querySelector(".from")?.textContent,
+          li.querySelector(".text")?.textContent,
+        ]
+          .filter(Boolean).join(" | ")
+      ),
+    })).catch(() => "(page gone)");
+    throw new Error(`gave up waiting for ${what}; the page shows ${JSON.stringify(shown)}`, {
+      cause: error,
+    });
+  }
+}
+
+/** Waits until the page's own entry in #members (li.me) is `name`. */
+async function waitForName(page: Page, name: string): Promise<void> {
+  await waitFor(
+    page,
+    `own name ${name}`,
+    page.waitForFunction(
+      (name) => document.querySelector("#members li.me")?.textContent === name,
+      name,
+    ),
+  );
+}
+
+/** Waits until #members lists exactly `names`, in any order. */
+async function waitForMembers(page: Page, names: string[]): Promise<void> {
+  await waitFor(
+    page,
+    `members ${JSON.stringify(names)}`,
+    page.waitForFunction(
+      (expected) => {
+        const shown = [...document.querySelectorAll("#members > li")].map((li) => li.textContent);
+        return shown.length === expected.length && expected.every((name) => shown.includes(name));
+      },
+      names,
+    ),
+  );
+}
+
+/** Waits until #log has an acknowledged message (not pending, with an id) `from: text`. */
+async function waitForMessage(page: Page, from: string, text: string): Promise<void> {
+  await waitFor(
+    page,
+    `message ${JSON.stringify(`${from}: ${text}`)}`,
+    page.waitForFunction(
+      ([from, text]) =>
+        [...document.querySelectorAll("#log > li")].some((li) =>
+          li.querySelector(".from")?.textContent === from &&
+          li.querySelector(".text")?.textContent === text &&
+          !li.className.split(" ").includes("pending") &&
+          li.dataset.id !== undefined
+        ),
+      [from, text] as const,
+    ),
+  );
+}
+
+/** Everything in a page's #log, in order. */
+function readLog(page: Page): Promise<LogItem[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll("#log > li")].map((li) => ({
+      className: li.className,
+      from: li.querySelector(".from")?.textContent ?? null,
+      text: li.querySelector(".text")?.textContent ?? null,
+      id: li.dataset.id ?? null,
+    }))
+  );
+}
+
+/** Types a line into #text and sends it with Enter (or with the Send button). */
+async function say(person: Person, text: string, by: "enter" | "button" = "enter"): Promise<void> {
+  await person.page.fill("#text", text);
+  if (by === "enter") await person.page.press("#text", "Enter");
+  else await person.page.click("#compose button[type=submit]");
+}
+
+function assertNoProblems(...people: Person[]): void {
+  for (const person of people) assert.deepEqual(person.problems, [], `${person.name}'s page`);
+}
+
+// ---- the tests -----------------------------------------------------------------------------
+
+browserTest("page: two people in a room chat; a third room hears nothing", async () => {
+  const server = startServer();
+  try {
+    await withBrowser(async (browser) => {
+      const alice = await join(browser, server, "r1", "alice");
+      // Bob's browser prefers dark mode: the chat must not care, and it gives the dark screenshot.
+      const bob = await join(browser, server, "r1", "bob", { colorScheme: "dark" });
+      const carol = await join(browser, server, "r2", "carol");
+
+      await waitForMembers(bob.page, ["alice", "bob"]);
+      await waitForMembers(alice.page, ["alice", "bob"]);
+
+      await say(alice, "hello bob");
+      await waitForMessage(bob.page, "alice", "hello bob");
+      const atBob = (await readLog(bob.page)).filter((item) => item.text === "hello bob");
+      assert.equal(atBob.length, 1, "bob sees the message once");
+      assert.equal(atBob[0]?.from, "alice");
+
+      // Alice's own copy was shown at once as pending; the server's echo acknowledges it.
+      await waitForMessage(alice.page, "alice", "hello bob");
+      const atAlice = (await readLog(alice.page)).filter((item) => item.text === "hello bob");
+      assert.equal(atAlice.length, 1, "the acknowledgement updates alice's item, not adds one");
+      const mine = atAlice[0]?.className.split(" ") ?? [];
+      assert.ok(!mine.includes("pending"), `alice's item is acknowledged: ${mine.join(" ")}`);
+      assert.ok(mine.includes("mine"), `alice's item is marked as hers: ${mine.join(" ")}`);
+
+      // Carol (r2) says something and waits for its echo: the server sends to one socket in
+      // order, so anything r1 ever sent her would have arrived before that acknowledgement.
+      await say(carol, "anyone in r2?");
+      await waitForMessage(carol.page, "carol", "anyone in r2?");
+      const atCarol = await readLog(carol.page);
+      assert.ok(
+        atCarol.every((item) => item.text !== "hello bob" && item.from !== "alice"),
+        `carol's log has nothing from r1: ${JSON.stringify(atCarol)}`,
+      );
+      await waitForMembers(carol.page, ["carol"]);
+      assert.ok(
+        (await readLog(bob.page)).every((item) => item.text !== "anyone in r2?"),
+        "and r1 hears nothing from r2",
+      );
+      // Bob tries to take alice's name: refused, and his page keeps (and remembers) "bob".
+      await bob.page.fill("#name", "Alice");
+      await bob.page.press("#name", "Enter");
+      await waitFor(
+        bob.page,
+        "the name_taken error",
+        bob.page.locator("#log > li.error", { hasText: 'name "Alice" is taken' }).waitFor(),
+      );
+      assert.equal(await bob.page.inputValue("#name"), "bob");
+      assert.equal(await bob.page.evaluate(() => localStorage.getItem("natter.name")), "bob");
+      await waitForMembers(alice.page, ["alice", "bob"]);
+
+      assertNoProblems(alice, bob, carol);
+
+      // For a human to look at (not asserted).
+      await alice.page.screenshot({ path: "/tmp/natter-page.png" });
+      await bob.page.screenshot({ path: "/tmp/natter-page-dark.png" });
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+browserTest("page: HTML in a message is shown as text and never runs", async () => {
+  const payload = `<img src=x onerror="window.__xss=1">`;
+  const server = startServer();
+  try {
+    await withBrowser(async (browser) => {
+      const alice = await join(browser, server, "r1", "alice");
+      // Bob is on a phone: the phone-sized screenshot comes from his page.
+      const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
+      const bob = await join(browser, server, "r1", "bob", phone);
+      await say(alice, payload);
+      await waitForMessage(bob.page, "alice", payload);
+      await waitForMessage(alice.page, "alice", payload);
+      for (const person of [bob, alice]) {
+        const page = person.page;
+        const texts = await page.locator("#log > li:not(.notice) .text").allTextContents();
+        assert.deepEqual(texts, [payload], `${person.name} sees the payload literally`);
+        assert.equal(await page.locator("#log img").count(), 0, `no <img> at ${person.name}`);
+        assert.equal(await page.locator("img").count(), 0, `no <img> anywhere at ${person.name}`);
+        const xss = await page.evaluate(() => (globalThis as { __xss?: unknown }).__xss);
+        assert.equal(xss, undefined, `window.__xss is unset at ${person.name}`);
+      }
+      assertNoProblems(alice, bob);
+
+      // For a human to look at (not asserted): a long line shows how text wraps on a phone.
+      const long = "and a longer line, to see how text wraps on a narrow screen: ".repeat(3).trim();
+      await say(bob, long);
+      await waitForMessage(bob.page, "bob", long);
+      await bob.page.screenshot({ path: "/tmp/natter-page-phone.png" });
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+browserTest("page and a plain-text (REPL) client in the same room hear each other", async () => {
+  const server = startServer();
+  try {
+    await withBrowser(async (browser) => {
+      const alice = await join(browser, server, "r1", "alice");
+      const repl = await Client.open(server.ws("/?room=r1&name=repl"));
+      try {
+        assert.ok(
+          repl.lines.some((line) => line.startsWith("* you are repl in #r1; also here: alice.")),
+          `the text client's welcome names alice: ${JSON.stringify(repl.lines)}`,
+        );
+        await waitForMembers(alice.page, ["alice", "repl"]);
+
+        await say(alice, "hi repl, from the page", "button");
+        await repl.next((line) => line === "alice: hi repl, from the page");
+
+        repl.send("hi from the repl");
+        await waitForMessage(alice.page, "repl", "hi from the repl");
+        const item = (await readLog(alice.page)).find((item) => item.text === "hi from the repl");
+        assert.ok(item, "alice's page shows the text client's line");
+        assert.equal(item.from, "repl");
+        assert.ok(!item.className.split(" ").includes("mine"), "not marked as alice's own");
+        assertNoProblems(alice);
+      } finally {
+        await repl.close();
+      }
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+browserTest("page: goes offline when the server stops and reconnects by itself", async () => {
+  const first = startServer();
+  const port = first.port;
+  /** Stops the second server, once started on the first one's port. */
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    await withBrowser(async (browser) => {
+      const alice = await join(browser, first, "r1", "alice");
+      const online = alice.page.locator('#status[data-state="online"]');
+      const offline = alice.page.locator('#status[data-state="offline"]');
+
+      await first.close();
+      // Nothing listens now: the page keeps failing to reconnect and shows offline between tries.
+      await waitFor(alice.page, "offline", offline.waitFor());
+
+      const app = createApp();
+      const abort = new AbortController();
+      const second = Deno.serve(
+        { port, hostname: "127.0.0.1", signal: abort.signal, onListen() {} },
+        app.fetch,
+      );
+      stops.push(async () => {
+        app.shutdown();
+        abort.abort();
+        await second.finished;
+      });
+
+      await waitFor(alice.page, "online again", online.waitFor({ timeout: 10_000 }));
+      // It came back under the same name and room, and says so.
+      await waitForName(alice.page, "alice");
+      assert.equal(new URL(alice.page.url()).searchParams.get("room"), "r1");
+      const notices = await alice.page.locator("#log > li.notice .text").allTextContents();
+      assert.ok(notices.includes("Reconnected as alice."), JSON.stringify(notices));
+
+      // And the new server carries the conversation.
+      const repl = await Client.open(`ws://127.0.0.1:${port}/?room=r1&name=repl`);
+      try {
+        await say(alice, "back again");
+        await repl.next((line) => line === "alice: back again");
+      } finally {
+        await repl.close();
+      }
+      assertNoProblems(alice);
+    });
+  } finally {
+    for (const stop of stops) await stop();
+    await first.close(); // again, if the test failed before closing it; closing twice is harmless
+  }
+});
