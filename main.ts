@@ -1,12 +1,17 @@
 /**
  * natter's command line: flags and environment to options, one server, signals.
  *
- *     deno run --allow-net main.ts [--port 8080] [--hostname HOST]
+ *     deno run --allow-net main.ts [--port 8080] [--hostname HOST] [--help]
  */
 
 import { type App, createApp } from "./lib/app.ts";
-import { ConfigError, type Options, parseCommand, USAGE } from "./lib/config.ts";
+import { parseCommand, usage } from "./lib/cli.ts";
+import { ConfigError, type Options } from "./lib/config.ts";
+import { createLogger, type Logger } from "./lib/log.ts";
 import { VERSION } from "./lib/version.ts";
+
+/** How long a clean stop may take before natter exits anyway. */
+const SHUTDOWN_GRACE_MS = 3000;
 
 /** Reads an environment variable only where --allow-env already grants it: never prompts. */
 function readEnv(name: string): string | undefined {
@@ -14,24 +19,37 @@ function readEnv(name: string): string | undefined {
   return state === "granted" ? Deno.env.get(name) : undefined;
 }
 
-function banner(addr: Deno.NetAddr): string {
+function banner(addr: Deno.NetAddr, tls: boolean): string {
   const wildcard = addr.hostname === "::" || addr.hostname === "0.0.0.0";
   const host = wildcard
     ? "localhost"
     : addr.hostname.includes(":")
     ? `[${addr.hostname}]`
     : addr.hostname;
-  return `natter ${VERSION} listening on http://${host}:${addr.port}/ — open it in a browser, ` +
-    `or from a REPL: let ws = new WebSocket("ws://${host}:${addr.port}")`;
+  const [http, ws] = tls ? ["https", "wss"] : ["http", "ws"];
+  return `natter ${VERSION} listening on ${http}://${host}:${addr.port}/ — open it in a browser, ` +
+    `or from a REPL: let ws = new WebSocket("${ws}://${host}:${addr.port}")`;
 }
 
 /** Serves the app; without a hostname, on every interface (IPv6 and IPv4, or IPv4 alone). */
-function serve(options: Options, app: App): Deno.HttpServer<Deno.NetAddr> {
+function serve(options: Options, app: App, log: Logger): Deno.HttpServer<Deno.NetAddr> {
+  const tls = options.cert !== undefined && options.key !== undefined;
   const listen = (hostname: string) =>
     Deno.serve({
       port: options.port,
       hostname,
-      onListen: (addr) => console.log(banner(addr as Deno.NetAddr)),
+      ...(tls ? { cert: options.cert, key: options.key } : {}),
+      onListen: (addr) => {
+        const line = banner(addr as Deno.NetAddr, tls);
+        // The banner is for people and always shows; as JSON it is also a normal log line.
+        if (options.log === "json") {
+          console.log(JSON.stringify({ time: new Date().toISOString(), level: "info", msg: line }));
+        } else console.log(line);
+      },
+      onError: (error) => {
+        log.error("request failed", { error: String(error) });
+        return new Response("Internal Server Error\n", { status: 500 });
+      },
     }, app.fetch);
   if (options.hostname !== undefined) return listen(options.hostname);
   try {
@@ -45,21 +63,23 @@ function serve(options: Options, app: App): Deno.HttpServer<Deno.NetAddr> {
 function main(): number | undefined {
   let command;
   try {
-    command = parseCommand(Deno.args, readEnv);
+    command = parseCommand(Deno.args, { env: readEnv, readFile: Deno.readTextFileSync });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`natter: ${error.message}\nRun with --help for usage.`);
     return 2;
   }
-  if (command.kind === "help") return console.log(USAGE), 0;
+  if (command.kind === "help") return console.log(usage()), 0;
   if (command.kind === "version") return console.log(`natter ${VERSION}`), 0;
 
-  const app = createApp(command.options);
-  let server;
+  const options = command.options;
+  const log = createLogger({ format: options.log, quiet: options.quiet });
+  const app = createApp(options, { log });
+  let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    server = serve(command.options, app);
+    server = serve(options, app, log);
   } catch (error) {
-    const port = command.options.port;
+    const port = options.port;
     if (error instanceof Deno.errors.AddrInUse) {
       console.error(`natter: port ${port} is already in use; pick another with --port`);
     } else if (
@@ -71,15 +91,28 @@ function main(): number | undefined {
     } else console.error(`natter: cannot listen: ${(error as Error).message}`);
     return 1;
   }
+
   let stopping = false;
-  const stop = () => {
-    if (stopping) Deno.exit(130); // a second signal: leave at once
+  const stop = (signal: Deno.Signal) => {
+    if (stopping) {
+      log.warn("second signal: exiting now", { signal });
+      Deno.exit(130);
+    }
     stopping = true;
+    log.info("shutting down", { signal, connections: app.hub.connections });
     app.shutdown();
-    server.shutdown().then(() => Deno.exit(0));
+    const timer = setTimeout(() => {
+      log.warn("clients did not close in time: exiting anyway", { graceMs: SHUTDOWN_GRACE_MS });
+      Deno.exit(0);
+    }, SHUTDOWN_GRACE_MS);
+    server.shutdown().then(() => {
+      clearTimeout(timer);
+      log.info("stopped");
+      Deno.exit(0);
+    });
   };
-  Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
 }
 
 if (import.meta.main) {

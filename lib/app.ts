@@ -1,12 +1,15 @@
 /**
- * The application as one `fetch` handler: the page, the WebSocket upgrade, and the
- * HTTP answers around them. Works with `Deno.serve`, `deno serve` and tests alike.
+ * The application as one `fetch` handler: the page, the guarded WebSocket upgrade,
+ * health and metrics. Works with `Deno.serve`, `deno serve` and tests alike.
  */
 
+import { timingSafeEqual } from "node:crypto";
 import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
 import { attach } from "./connection.ts";
 import { Hub } from "./hub.ts";
+import { type Logger, SILENT } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
 import { isAsset, serveAsset } from "./static.ts";
 import { VERSION } from "./version.ts";
@@ -14,70 +17,246 @@ import { VERSION } from "./version.ts";
 /** A running natter: hand `fetch` to a server, call `shutdown` before stopping it. */
 export interface App {
   fetch(request: Request, info: Deno.ServeHandlerInfo): Response;
-  /** Closes every chat connection with 1001 (going away). */
+  /** Tells every client the server is going away and closes them with 1001. */
   shutdown(): void;
   readonly hub: Hub;
   readonly options: Options;
+  readonly metrics: Metrics;
 }
 
+/** What varies between production and tests. */
+export interface AppDeps {
+  log?: Logger;
+  /** Milliseconds, for uptime. */
+  now?: () => number;
+}
+
+/** Subprotocol prefix that carries the token from browsers, which cannot set headers. */
+export const TOKEN_PROTOCOL_PREFIX = "natter.token.";
+
 const TEXT = { "content-type": "text/plain; charset=utf-8" };
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
+function plain(status: number, body: string, headers: Record<string, string> = {}): Response {
+  return new Response(body + "\n", { status, headers: { ...TEXT, ...headers } });
+}
+
+/** The client's address without the IPv4-mapped IPv6 prefix, so one client has one key. */
+function addressOf(info: Deno.ServeHandlerInfo): string {
+  const remote = info.remoteAddr;
+  if (remote.transport !== "tcp" && remote.transport !== "udp") return "local";
+  return remote.hostname.replace(/^::ffff:(?=\d+\.)/, "");
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = new TextEncoder().encode(given);
+  const b = new TextEncoder().encode(expected);
+  // Compare equal-length buffers in constant time; the length check leaks only the length.
+  return a.length === b.length && timingSafeEqual(a, b);
+}
 
 /** Builds the app from options (validated; throws ConfigError on a bad one). */
-export function createApp(partial: Partial<Options> = {}): App {
+export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): App {
   const options = resolveOptions(partial);
+  const log = deps.log ?? SILENT;
+  const now = deps.now ?? Date.now;
+  const started = now();
+  const metrics = new Metrics();
   const hub = new Hub({
     server: `natter/${VERSION}`,
     defaultRoom: options.defaultRoom,
     maxMessageBytes: options.maxMessageBytes,
+    metrics,
   });
+  /** Sockets from upgrade to close event: what the connection caps count. */
+  let sockets = 0;
+  const perAddress = new Map<string, number>();
+  const anyOrigin = options.allowOrigins.includes("*");
+
+  function refuse(reason: string, address: string, response: Response): Response {
+    Metrics.bump(metrics.refused, reason);
+    log.info("upgrade refused", { reason, status: response.status, address });
+    return response;
+  }
+
+  function originAllowed(request: Request): boolean {
+    const origin = request.headers.get("origin");
+    if (origin === null || anyOrigin) return true; // REPLs and scripts send no Origin
+    if (options.allowOrigins.includes(origin)) return true;
+    try {
+      return new URL(origin).host === request.headers.get("host");
+    } catch {
+      return false;
+    }
+  }
+
+  function tokenOf(request: Request, url: URL, offered: string[]): string | undefined {
+    const header = request.headers.get("authorization");
+    if (header?.startsWith("Bearer ")) return header.slice(7).trim();
+    const fromProtocol = offered.find((p) => p.startsWith(TOKEN_PROTOCOL_PREFIX));
+    if (fromProtocol) return fromProtocol.slice(TOKEN_PROTOCOL_PREFIX.length);
+    return url.searchParams.get("token") ?? undefined;
+  }
+
+  function authorized(request: Request, url: URL, offered: string[]): boolean {
+    if (options.token === undefined) return true;
+    const given = tokenOf(request, url, offered);
+    return given !== undefined && sameSecret(given, options.token);
+  }
 
   function upgrade(request: Request, url: URL, info: Deno.ServeHandlerInfo): Response {
+    const address = addressOf(info);
+    // RFC 6455 §4.2.1: refuse a malformed handshake before any socket exists.
+    if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
+      return refuse(
+        "bad_handshake",
+        address,
+        plain(400, "Bad WebSocket upgrade: Sec-WebSocket-Key is missing or malformed"),
+      );
+    }
+    if (request.headers.get("sec-websocket-version") !== "13") {
+      return refuse(
+        "bad_version",
+        address,
+        plain(426, "Unsupported WebSocket version: natter speaks version 13", {
+          "sec-websocket-version": "13",
+        }),
+      );
+    }
+    if (!originAllowed(request)) {
+      return refuse(
+        "origin",
+        address,
+        plain(403, "Forbidden: pages from this origin may not connect (see --allow-origin)"),
+      );
+    }
     const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) =>
       p.trim()
     );
+    if (!authorized(request, url, offered)) {
+      return refuse(
+        "token",
+        address,
+        plain(
+          401,
+          "Unauthorized: this server needs a token (?token=, or the natter.token.<token> subprotocol)",
+          {
+            "www-authenticate": 'Bearer realm="natter"',
+          },
+        ),
+      );
+    }
+    if (sockets >= options.maxConnections) {
+      return refuse(
+        "full",
+        address,
+        plain(503, "The server is full; try again later", { "retry-after": "10" }),
+      );
+    }
+    const mine = perAddress.get(address) ?? 0;
+    if (options.maxPerAddress > 0 && mine >= options.maxPerAddress) {
+      return refuse(
+        "per_address",
+        address,
+        plain(429, "Too many connections from your address", { "retry-after": "10" }),
+      );
+    }
+
     const format = offered.includes(JSON_PROTOCOL) ? "json" : "text";
     // Read before upgrading: once upgraded, the request is gone and so is its address.
     const remote = info.remoteAddr;
     let upgraded;
     try {
-      upgraded = Deno.upgradeWebSocket(
-        request,
-        format === "json" ? { protocol: JSON_PROTOCOL } : {},
-      );
-    } catch (error) {
-      return new Response(`Bad WebSocket upgrade: ${(error as Error).message}\n`, {
-        status: 400,
-        headers: TEXT,
+      upgraded = Deno.upgradeWebSocket(request, {
+        ...(format === "json" ? { protocol: JSON_PROTOCOL } : {}),
+        idleTimeout: options.idleTimeout,
       });
+    } catch (error) {
+      return refuse(
+        "bad_handshake",
+        address,
+        plain(400, `Bad WebSocket upgrade: ${(error as Error).message}`),
+      );
     }
-    attach(upgraded.socket, hub, format, {
-      name: url.searchParams.get("name"),
-      room: url.searchParams.get("room"),
-      ...(remote.transport === "tcp" ? { port: remote.port } : {}),
+    sockets++;
+    perAddress.set(address, mine + 1);
+    attach(upgraded.socket, {
+      hub,
+      format,
+      address,
+      request: {
+        name: url.searchParams.get("name"),
+        room: url.searchParams.get("room"),
+        ...(remote.transport === "tcp" ? { port: remote.port } : {}),
+      },
+      maxMessageBytes: options.maxMessageBytes,
+      rateBurst: options.rateBurst,
+      ratePerSecond: options.ratePerSecond,
+      maxBufferedBytes: options.maxBufferedBytes,
+      metrics,
+      log,
+      onGone() {
+        sockets--;
+        const left = (perAddress.get(address) ?? 1) - 1;
+        if (left > 0) perAddress.set(address, left);
+        else perAddress.delete(address);
+      },
     });
     return upgraded.response;
+  }
+
+  function health(request: Request): Response {
+    const body = JSON.stringify({
+      status: "ok",
+      version: VERSION,
+      uptime: Math.round((now() - started) / 1000),
+      connections: hub.connections,
+      rooms: hub.rooms,
+      tokenRequired: options.token !== undefined,
+    });
+    return new Response(request.method === "HEAD" ? null : body, {
+      headers: { "content-type": "application/json", "cache-control": "no-store" },
+    });
+  }
+
+  function metricsPage(request: Request): Response {
+    const body = metrics.render({
+      connections: hub.connections,
+      rooms: hub.rooms,
+      uptimeSeconds: Math.round((now() - started) / 1000),
+    });
+    return new Response(request.method === "HEAD" ? null : body, {
+      headers: {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+        "cache-control": "no-store",
+      },
+    });
   }
 
   function fetch(request: Request, info: Deno.ServeHandlerInfo): Response {
     const url = new URL(request.url);
     const path = url.pathname;
     const isEndpoint = path === "/" || path === "/ws";
-    if (!isEndpoint && !isAsset(path)) {
-      return new Response("Not Found\n", { status: 404, headers: TEXT });
-    }
+    const known = isEndpoint || isAsset(path) || path === "/healthz" || path === "/metrics";
+    if (!known) return plain(404, "Not Found");
     const method = request.method;
     if (method !== "GET" && method !== "HEAD") {
-      return new Response("Method Not Allowed\n", {
-        status: 405,
-        headers: { ...TEXT, allow: "GET, HEAD" },
-      });
+      return plain(405, "Method Not Allowed", { allow: "GET, HEAD" });
     }
     const wantsSocket = request.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (isEndpoint && wantsSocket && method === "GET") return upgrade(request, url, info);
+    if (path === "/healthz") return health(request);
+    if (path === "/metrics") return metricsPage(request);
     if (path === "/ws") {
-      return new Response(
-        'This is natter\'s WebSocket endpoint: connect with new WebSocket("ws://<host>/ws").\n',
-        { status: 426, headers: { ...TEXT, upgrade: "websocket", connection: "Upgrade" } },
+      // Pages use this to check a token before connecting: 401 means it is wrong.
+      if (!authorized(request, url, [])) return plain(401, "Unauthorized: wrong or missing token");
+      return plain(
+        426,
+        'This is natter\'s WebSocket endpoint: connect with new WebSocket("ws://<host>/ws").',
+        {
+          upgrade: "websocket",
+          connection: "Upgrade",
+        },
       );
     }
     return serveAsset(request, path);
@@ -85,8 +264,12 @@ export function createApp(partial: Partial<Options> = {}): App {
 
   return {
     fetch,
-    shutdown: () => hub.closeAll(CloseCode.goingAway, "server shutting down"),
+    shutdown() {
+      hub.announce("server is shutting down; reconnect in a moment");
+      hub.closeAll(CloseCode.goingAway, "server shutting down");
+    },
     hub,
     options,
+    metrics,
   };
 }

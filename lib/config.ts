@@ -1,11 +1,13 @@
 /**
- * Options: their defaults in one place, validation with messages that name the option,
- * the bad value and what is allowed, and the command line that produces them.
+ * Options: every field optional for callers, defaults in one place, and validation whose
+ * messages name the option, the bad value and what is allowed.
  */
 
-import { parseArgs } from "node:util";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./protocol.ts";
 import { checkRoom, ROOM_RULE } from "./text.ts";
+
+/** Log line format. */
+export type LogFormat = "text" | "json";
 
 /** Everything that can be configured. */
 export interface Options {
@@ -15,16 +17,51 @@ export interface Options {
   hostname: string | undefined;
   /** Room for connections that ask for none. */
   defaultRoom: string;
-  /** Cap on one incoming frame, in UTF-8 bytes. */
+  /** Cap on one incoming frame, in UTF-8 bytes; larger ones are refused. */
   maxMessageBytes: number;
+  /** Messages a connection may send at once before the rate applies. */
+  rateBurst: number;
+  /** Messages per second a connection may keep sending. */
+  ratePerSecond: number;
+  /** Open connections in total; further upgrades get 503. */
+  maxConnections: number;
+  /** Open connections per remote address; further upgrades get 429. 0 turns it off. */
+  maxPerAddress: number;
+  /** Unsent bytes a connection may hold before it is closed as too slow. */
+  maxBufferedBytes: number;
+  /** Seconds without an answer to a ping before a peer is dropped; 0 turns pings off. */
+  idleTimeout: number;
+  /** Origins whose pages may connect besides the server's own; ["*"] allows any. */
+  allowOrigins: string[];
+  /** Shared secret clients must present; undefined lets anyone in. */
+  token: string | undefined;
+  /** PEM certificate chain and private key: serve https/wss when both are set. */
+  cert: string | undefined;
+  key: string | undefined;
+  /** Log line format. */
+  log: LogFormat;
+  /** Log only warnings and errors. */
+  quiet: boolean;
 }
 
-/** The defaults, as in the original guide: every interface, port 8080. */
+/** The defaults: every interface, port 8080, limits that a chat never notices. */
 export const DEFAULTS: Readonly<Options> = {
   port: 8080,
   hostname: undefined,
   defaultRoom: "lobby",
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+  rateBurst: 20,
+  ratePerSecond: 5,
+  maxConnections: 10_000,
+  maxPerAddress: 0,
+  maxBufferedBytes: 1024 * 1024,
+  idleTimeout: 30,
+  allowOrigins: [],
+  token: undefined,
+  cert: undefined,
+  key: undefined,
+  log: "text",
+  quiet: false,
 };
 
 /** A bad option value or flag; the CLI prints the message and exits with status 2. */
@@ -32,8 +69,15 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-function isPort(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= 65535;
+/** What a token may contain: it travels in a query string or a subprotocol name. */
+export const TOKEN_RULE = "8-256 letters, digits, '-', '.', '_' or '~'";
+const TOKEN = /^[A-Za-z0-9._~-]{8,256}$/;
+
+function whole(name: string, value: number, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
+    throw new ConfigError(`'${name}' must be a whole number ${range}, got ${value}`);
+  }
 }
 
 /** Fills in defaults and validates; throws {@link ConfigError} naming the first bad option. */
@@ -42,9 +86,7 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   for (const [key, value] of Object.entries(partial)) {
     if (value !== undefined) (options as unknown as Record<string, unknown>)[key] = value;
   }
-  if (!isPort(options.port)) {
-    throw new ConfigError(`'port' must be a whole number from 0 to 65535, got ${options.port}`);
-  }
+  whole("port", options.port, 0, 65535);
   if (options.hostname !== undefined && !/^[\w.:\-\[\]%]+$/.test(options.hostname)) {
     throw new ConfigError(
       `'hostname' must be a host name or IP address such as 127.0.0.1 or ::, got ${
@@ -59,106 +101,41 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
     );
   }
   options.defaultRoom = room;
-  if (!Number.isInteger(options.maxMessageBytes) || options.maxMessageBytes < 1) {
-    throw new ConfigError(
-      `'maxMessageBytes' must be a positive whole number, got ${options.maxMessageBytes}`,
-    );
+  whole("maxMessageBytes", options.maxMessageBytes, 64, 16 * 1024 * 1024);
+  whole("rateBurst", options.rateBurst, 1);
+  if (!(options.ratePerSecond > 0) || !Number.isFinite(options.ratePerSecond)) {
+    throw new ConfigError(`'ratePerSecond' must be a number above 0, got ${options.ratePerSecond}`);
+  }
+  whole("maxConnections", options.maxConnections, 1);
+  whole("maxPerAddress", options.maxPerAddress, 0);
+  whole("maxBufferedBytes", options.maxBufferedBytes, 1024);
+  whole("idleTimeout", options.idleTimeout, 0, 3600);
+  for (const origin of options.allowOrigins) {
+    if (origin !== "*" && !isOrigin(origin)) {
+      throw new ConfigError(
+        `'allowOrigins' entries must be '*' or an origin such as https://chat.example.com, got ${
+          JSON.stringify(origin)
+        }`,
+      );
+    }
+  }
+  if (options.token !== undefined && !TOKEN.test(options.token)) {
+    throw new ConfigError(`'token' must be ${TOKEN_RULE} (got ${options.token.length} characters)`);
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new ConfigError("'cert' and 'key' go together: give both to serve TLS, or neither");
+  }
+  if (options.log !== "text" && options.log !== "json") {
+    throw new ConfigError(`'log' must be "text" or "json", got ${JSON.stringify(options.log)}`);
   }
   return options;
 }
 
-/** The `--help` text. */
-export const USAGE = `natter — a small real-time chat server
-
-Usage: deno run --allow-net main.ts [options]
-
-Options:
-  -p, --port PORT        port to listen on, 0-65535; 0 picks a free one (default 8080, env PORT)
-  -H, --hostname HOST    interface to listen on (default: all interfaces, env HOST)
-  -h, --help             print this help and exit
-  -V, --version          print the version and exit
-
-Environment variables are read only when --allow-env is granted.
-Then open http://localhost:8080/ or, from a REPL: new WebSocket("ws://localhost:8080")`;
-
-const FLAGS = "--port, --hostname, --help, --version";
-
-/** What the command line asks for. */
-export type Command =
-  | { kind: "serve"; options: Options }
-  | { kind: "help" }
-  | { kind: "version" };
-
-function parsePort(raw: string, source: string): number {
-  if (!/^\d{1,5}$/.test(raw) || !isPort(Number(raw))) {
-    throw new ConfigError(
-      `${source} must be a whole number from 0 to 65535, got ${JSON.stringify(raw)}`,
-    );
-  }
-  return Number(raw);
-}
-
-/**
- * Parses command-line flags, with environment variables as fallbacks.
- * `env` returns undefined for unset variables and for those it may not read.
- */
-export function parseCommand(
-  args: string[],
-  env: (name: string) => string | undefined = () => undefined,
-): Command {
-  let values;
+function isOrigin(value: string): boolean {
   try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        port: { type: "string", short: "p" },
-        hostname: { type: "string", short: "H" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    }));
-  } catch (error) {
-    throw new ConfigError(describeArgsError(error));
-  }
-  if (values.help) return { kind: "help" };
-  if (values.version) return { kind: "version" };
-  const partial: Partial<Options> = {};
-  const port = values.port ?? env("PORT");
-  if (port !== undefined) {
-    partial.port = parsePort(port, values.port !== undefined ? "--port" : "PORT");
-  }
-  const hostname = values.hostname ?? env("HOST");
-  if (hostname !== undefined) partial.hostname = hostname;
-  try {
-    return { kind: "serve", options: resolveOptions(partial) };
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      throw new ConfigError(
-        error.message.replace("'hostname'", values.hostname !== undefined ? "--hostname" : "HOST"),
-      );
-    }
-    throw error;
-  }
-}
-
-function describeArgsError(error: unknown): string {
-  const code = (error as { code?: string }).code;
-  const message = (error as Error).message;
-  const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
-  switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown option ${quoted}; the options are ${FLAGS}`;
-    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
-      return `unexpected argument ${JSON.stringify(quoted)}; the options are ${FLAGS}`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
-      const option = /(--[\w-]+)/.exec(message)?.[1] ?? "the option";
-      return message.includes("ambiguous")
-        ? `${option} needs a value; to pass one that starts with '-', write ${option}=VALUE`
-        : `${option} needs a value; see --help`;
-    }
-    default:
-      return message;
+    const url = new URL(value);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.origin === value;
+  } catch {
+    return false;
   }
 }

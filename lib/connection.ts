@@ -1,51 +1,145 @@
 /**
- * Maps one Deno WebSocket onto the hub's {@link Connection} interface: the only place
- * where the hub's world meets a real socket.
+ * Maps one Deno WebSocket onto the hub's {@link Connection} interface, and guards it:
+ * the rate limit, the size cap and the slow-consumer cap live here, at the socket.
  */
 
 import type { Connection, Hub, JoinRequest } from "./hub.ts";
-import type { Format } from "./protocol.ts";
+import { TokenBucket } from "./limits.ts";
+import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import { CloseCode, type Format, utf8Length } from "./protocol.ts";
 
 let counter = 0;
 
+/** What {@link attach} needs besides the socket. */
+export interface AttachOptions {
+  hub: Hub;
+  format: Format;
+  request: JoinRequest;
+  /** The client's address, for logs. */
+  address: string;
+  maxMessageBytes: number;
+  rateBurst: number;
+  ratePerSecond: number;
+  maxBufferedBytes: number;
+  metrics: Metrics;
+  log: Logger;
+  /** Called once when the socket is gone (its close event), to release what it held. */
+  onGone?: () => void;
+}
+
+/** Frames this many times over the size cap are abuse, not a typo: the connection is closed. */
+const ABUSIVE_SIZE_FACTOR = 64;
+
 /**
  * Wires a freshly upgraded socket to the hub: it joins on open, its text frames go to
- * the hub, a binary frame gets an error event, and it leaves on close.
+ * the hub (within the rate and size limits), and it leaves on close.
  */
-export function attach(
-  socket: WebSocket,
-  hub: Hub,
-  format: Format,
-  request: JoinRequest,
-): Connection {
+export function attach(socket: WebSocket, options: AttachOptions): Connection {
+  const { hub, metrics, log } = options;
+  const id = `c${++counter}`;
+  const rate = new TokenBucket(options.rateBurst, options.ratePerSecond);
+  // Refusals drain a second bucket: a client that keeps flooding after being told is closed.
+  const patience = new TokenBucket(options.rateBurst, options.ratePerSecond);
+  const opened = performance.now();
+  let closing: { code: number; reason: string } | undefined;
+  let gone = false;
+
   const conn: Connection = {
-    id: `c${++counter}`,
-    format,
+    id,
+    format: options.format,
     get open() {
-      return socket.readyState === WebSocket.OPEN;
+      return closing === undefined && socket.readyState === WebSocket.OPEN;
     },
     send(frame) {
       socket.send(frame);
+      // Deno buffers without bound for a peer that stops reading; past the cap, drop it.
+      if (socket.bufferedAmount > options.maxBufferedBytes) {
+        metrics.slowConsumers++;
+        conn.close(CloseCode.tooSlow, "too slow: not reading");
+      }
     },
     close(code, reason) {
-      if (socket.readyState >= WebSocket.CLOSING) return;
+      if (closing || socket.readyState >= WebSocket.CLOSING) return;
+      closing = { code, reason };
       try {
         socket.close(code, reason);
       } catch {
         // Not open yet: the upgrade failed, and the close event follows anyway.
       }
+      // A peer that does not read may never complete the close handshake; leave the room now.
+      queueMicrotask(() => hub.disconnect(conn));
     },
   };
-  socket.onopen = () => hub.connect(conn, request);
+
+  socket.onopen = () => {
+    metrics.connectionsOpened++;
+    log.info("connected", { id, address: options.address, format: options.format });
+    hub.connect(conn, options.request);
+  };
   socket.onmessage = (event) => {
-    if (typeof event.data === "string") hub.receive(conn, event.data);
+    if (closing) return;
+    const data: unknown = event.data;
+    const size = typeof data === "string"
+      ? utf8Length(data)
+      : (data as ArrayBuffer).byteLength ?? 0;
+    metrics.messagesIn++;
+    metrics.bytesIn += size;
+    if (size > options.maxMessageBytes * ABUSIVE_SIZE_FACTOR) {
+      return conn.close(CloseCode.tooBig, "message too big");
+    }
+    if (!rate.take()) {
+      metrics.rateLimited++;
+      if (!patience.take()) return conn.close(CloseCode.policy, "rate limit exceeded");
+      return hub.reject(conn, {
+        code: "rate_limited",
+        message:
+          `slow down: at most ${options.rateBurst} messages at once and ${options.ratePerSecond} a second`,
+      });
+    }
+    if (typeof data === "string") hub.receive(conn, data);
     else {hub.reject(conn, {
         code: "binary",
         message: "binary frames are not supported: send text",
       });}
   };
-  socket.onclose = () => hub.disconnect(conn);
+  socket.onclose = (event) => {
+    if (gone) return; // Deno may fire close twice
+    gone = true;
+    const { code, reason } = closing ?? { code: event.code, reason: event.reason };
+    Metrics.bump(metrics.closes, closeReason(code, closing !== undefined));
+    log.info("disconnected", {
+      id,
+      address: options.address,
+      code,
+      reason: reason || undefined,
+      seconds: Math.round((performance.now() - opened) / 100) / 10,
+    });
+    hub.disconnect(conn);
+    options.onGone?.();
+  };
   // An error is always followed by a close event, which does the cleanup.
   socket.onerror = () => {};
   return conn;
+}
+
+function closeReason(code: number, byServer: boolean): string {
+  switch (code) {
+    case CloseCode.tooSlow:
+      return "too_slow";
+    case CloseCode.policy:
+      return "rate_limited";
+    case CloseCode.tooBig:
+      return "too_big";
+    case CloseCode.goingAway:
+      return byServer ? "shutdown" : "client_going_away";
+    case CloseCode.internalError:
+      return "send_failed";
+    case CloseCode.normal:
+      return byServer ? "quit" : "client_closed";
+    case 1006:
+      return "abnormal";
+    default:
+      return byServer ? "server" : "client_closed";
+  }
 }

@@ -15,6 +15,8 @@ import {
   type ServerEvent,
 } from "./protocol.ts";
 import type { Format } from "./protocol.ts";
+import { utf8Length } from "./protocol.ts";
+import { Metrics } from "./metrics.ts";
 import { checkName, checkRoom, MAX_NAME, NAME_RULE, nameKey, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
@@ -39,6 +41,8 @@ export interface HubOptions {
   defaultRoom?: string;
   /** Cap on one incoming frame, in UTF-8 bytes. */
   maxMessageBytes?: number;
+  /** Where deliveries are counted. */
+  metrics?: Metrics;
 }
 
 /** What a new connection asks for: its query string, and its remote port for the default name. */
@@ -56,6 +60,12 @@ interface Room {
   readonly names: Map<string, Member>;
 }
 
+/** An encoded event and its size, computed once and shared by its recipients. */
+interface Frame {
+  readonly data: string;
+  readonly bytes: number;
+}
+
 interface Member {
   readonly conn: Connection;
   name: string;
@@ -70,6 +80,7 @@ export class Hub {
   readonly #server: string;
   readonly #defaultRoom: string;
   readonly #maxMessageBytes: number | undefined;
+  readonly #metrics: Metrics;
   #lastId = 0;
 
   constructor(options: HubOptions = {}) {
@@ -77,6 +88,7 @@ export class Hub {
     this.#server = options.server ?? "natter";
     this.#defaultRoom = options.defaultRoom ?? "lobby";
     this.#maxMessageBytes = options.maxMessageBytes;
+    this.#metrics = options.metrics ?? new Metrics();
   }
 
   /** Number of connections in the hub. */
@@ -164,6 +176,16 @@ export class Hub {
   reject(conn: Connection, error: ProtocolError): void {
     const member = this.#members.get(conn);
     if (member) this.#sendTo(member, { type: "error", ...error });
+  }
+
+  /** Sends a server notice to every connection, e.g. that the server is going away. */
+  announce(text: string): void {
+    for (const member of this.#members.values()) {
+      this.#sendTo(member, {
+        type: "notice",
+        text: member.conn.format === "text" ? `* ${text}` : text,
+      });
+    }
   }
 
   /** Closes every connection with the given code (e.g. 1001 at shutdown). */
@@ -265,29 +287,38 @@ export class Hub {
 
   /** Sends an event to everyone in a room but `skip`, encoding it at most once per format. */
   #broadcast(room: Room, event: ServerEvent, skip?: Member): void {
-    let text: string | undefined;
-    let json: string | undefined;
+    let text: Frame | undefined;
+    let json: Frame | undefined;
     for (const member of room.members) {
       if (member === skip) continue;
       const frame = member.conn.format === "json"
-        ? (json ??= encodeJson(event))
-        : (text ??= encodeText(event));
+        ? (json ??= frameOf(encodeJson(event)))
+        : (text ??= frameOf(encodeText(event)));
       this.#deliver(member, frame);
     }
   }
 
   #sendTo(member: Member, event: ServerEvent): void {
-    this.#deliver(member, member.conn.format === "json" ? encodeJson(event) : encodeText(event));
+    const data = member.conn.format === "json" ? encodeJson(event) : encodeText(event);
+    this.#deliver(member, frameOf(data));
   }
 
-  #deliver(member: Member, frame: string): void {
+  #deliver(member: Member, frame: Frame): void {
     if (!member.conn.open) return;
+    const metrics = this.#metrics;
+    metrics.deliveries++;
+    metrics.messagesOut++;
+    metrics.bytesOut += frame.bytes;
     try {
-      member.conn.send(frame);
+      member.conn.send(frame.data);
     } catch {
       member.conn.close(CloseCode.internalError, "send failed");
     }
   }
+}
+
+function frameOf(data: string): Frame {
+  return { data, bytes: utf8Length(data) };
 }
 
 function names(room: Room): string[] {

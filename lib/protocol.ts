@@ -42,7 +42,8 @@ export type ErrorCode =
   | "bad_name"
   | "name_taken"
   | "bad_room"
-  | "binary";
+  | "binary"
+  | "rate_limited";
 
 /** A refused request: sent to the requester as an `error` event. */
 export interface ProtocolError {
@@ -85,8 +86,14 @@ export const CloseCode = {
   normal: 1000,
   /** The server is shutting down. */
   goingAway: 1001,
+  /** The client kept sending faster than the rate limit after being told to slow down. */
+  policy: 1008,
+  /** A frame far over the size cap. */
+  tooBig: 1009,
   /** Sending to this connection failed; it is dropped so others are not held up. */
   internalError: 1011,
+  /** The client stopped reading: its unsent data passed the cap. */
+  tooSlow: 4001,
 } as const;
 
 /** The outcome of parsing one frame. */
@@ -98,7 +105,8 @@ function fail(code: ErrorCode, message: string, ref?: Ref): Parsed {
   return { ok: false, error: ref === undefined ? { code, message } : { code, message, ref } };
 }
 
-function utf8Length(text: string): number {
+/** The length of `text` in UTF-8 bytes, without encoding it. */
+export function utf8Length(text: string): number {
   let bytes = 0;
   for (let i = 0; i < text.length; i++) {
     const unit = text.charCodeAt(i);

@@ -1,84 +1,187 @@
-/** The command line as a user runs it: a real `deno run --allow-net main.ts` process. */
-
 import assert from "node:assert/strict";
-import { Client, MAIN, run, ServerProcess } from "./helpers.ts";
+import { type CliEnvironment, parseCommand, usage } from "../lib/cli.ts";
+import { DEFAULTS } from "../lib/config.ts";
 
-Deno.test("--help prints the usage and exits 0; --version prints the version", async () => {
-  const help = await run(["run", "--allow-net", MAIN, "--help"]);
-  assert.equal(help.code, 0);
-  assert.match(help.stdout, /Usage: deno run --allow-net main\.ts \[options\]/);
-  assert.match(help.stdout, /--port PORT/);
-  const version = await run(["run", "--allow-net", MAIN, "--version"]);
-  assert.equal(version.code, 0);
-  assert.match(version.stdout, /^natter \d+\.\d+\.\d+\n$/);
+const readFile = (path: string): string => {
+  if (path === "/secret/token") return "s3cret-token\n";
+  if (path.endsWith(".pem")) return `PEM of ${path}`;
+  throw new Deno.errors.NotFound(`no such file: ${path}`);
+};
+const NO_ENV: CliEnvironment = { env: () => undefined, readFile };
+
+Deno.test("parseCommand() reads --port, -p, --hostname and -H", () => {
+  const run = (args: string[]) => {
+    const command = parseCommand(args, NO_ENV);
+    assert.equal(command.kind, "serve");
+    return command.kind === "serve" ? command.options : DEFAULTS;
+  };
+  assert.equal(run([]).port, 8080);
+  assert.equal(run(["--port", "0"]).port, 0);
+  assert.equal(run(["-p", "9000"]).port, 9000);
+  assert.equal(run(["--port=9001"]).port, 9001);
+  assert.equal(run(["--hostname", "127.0.0.1"]).hostname, "127.0.0.1");
+  assert.equal(run(["-H", "::1"]).hostname, "::1");
 });
 
-Deno.test("a bad flag or value says what was wrong and what is allowed, and exits 2", async () => {
-  const unknown = await run(["run", "--allow-net", MAIN, "--prot", "80"]);
-  assert.equal(unknown.code, 2);
-  assert.match(
-    unknown.stderr,
-    /unknown option --prot; the options are --port, --hostname, --help, --version/,
+Deno.test("parseCommand() reads --help and --version", () => {
+  assert.deepEqual(parseCommand(["--help"], NO_ENV), { kind: "help" });
+  assert.deepEqual(parseCommand(["-h"], NO_ENV), { kind: "help" });
+  assert.deepEqual(parseCommand(["--version"], NO_ENV), { kind: "version" });
+  assert.deepEqual(parseCommand(["-V"], NO_ENV), { kind: "version" });
+});
+
+Deno.test("parseCommand() uses PORT and HOST, and flags win over them", () => {
+  const env = (name: string) =>
+    ({ PORT: "7000", HOST: "127.0.0.1" } as Record<string, string>)[name];
+  const fromEnv = parseCommand([], { env, readFile });
+  assert.equal(fromEnv.kind === "serve" && fromEnv.options.port, 7000);
+  assert.equal(fromEnv.kind === "serve" && fromEnv.options.hostname, "127.0.0.1");
+  const flagWins = parseCommand(["--port", "7001"], { env, readFile });
+  assert.equal(flagWins.kind === "serve" && flagWins.options.port, 7001);
+});
+
+Deno.test("parseCommand() rejects unknown flags, stray arguments and bad values, listing what is allowed", () => {
+  assert.throws(() => parseCommand(["--prot", "1"], NO_ENV), {
+    name: "ConfigError",
+    message:
+      /^unknown option --prot; the options are --port, --hostname, --max-message, .*--help, --version$/,
+  });
+  assert.throws(
+    () => parseCommand(["serve"], NO_ENV),
+    /unexpected argument "serve"; the options are --port/,
   );
-  const port = await run(["run", "--allow-net", MAIN, "--port", "70000"]);
-  assert.equal(port.code, 2);
-  assert.match(port.stderr, /--port must be a whole number from 0 to 65535, got "70000"/);
-  assert.equal(port.stdout, "");
-});
-
-Deno.test("--port 0 picks a free port, prints where to open the page and how to connect, serves it", async () => {
-  const server = await ServerProcess.start(["--port", "0"]);
-  try {
-    const port = await server.port();
-    assert.match(server.stdout, new RegExp(`http://localhost:${port}/`));
-    assert.match(server.stdout, new RegExp(`new WebSocket\\("ws://localhost:${port}"\\)`));
-    assert.equal(server.stdout.trim().split("\n").length, 1, "one line");
-    const page = await fetch(`http://localhost:${port}/`);
-    assert.equal(page.status, 200);
-    await page.body?.cancel();
-  } finally {
-    await server.stop();
-  }
-});
-
-Deno.test("SIGTERM closes clients with 1001 and exits 0", async () => {
-  const server = await ServerProcess.start();
-  const client = await Client.open(`ws://127.0.0.1:${await server.port()}`);
-  const status = await server.stop("SIGTERM");
-  assert.equal((await client.closed).code, 1001);
-  assert.equal(status.code, 0);
-});
-
-Deno.test("PORT and HOST are read with --allow-env, and ignored without it (no prompt, no error)", async () => {
-  const withEnv = new ServerProcess(["run", "--allow-net", "--allow-env", MAIN], {
-    env: { PORT: "0", HOST: "127.0.0.1" },
+  assert.throws(() => parseCommand(["--port"], NO_ENV), {
+    message: "--port needs a value; see --help",
   });
-  try {
-    await withEnv.port();
-    assert.match(withEnv.stdout, /listening on http:\/\/127\.0\.0\.1:\d+\//);
-  } finally {
-    await withEnv.stop();
+  assert.throws(
+    () => parseCommand(["--port", "-1"], NO_ENV),
+    /--port needs a value; to pass one that starts with '-', write --port=VALUE/,
+  );
+  for (const bad of ["abc", "70000", "-1", "80.5", ""]) {
+    assert.throws(
+      () => parseCommand([`--port=${bad}`], NO_ENV),
+      { message: `--port must be a whole number from 0 to 65535, got ${JSON.stringify(bad)}` },
+    );
   }
-  // Without --allow-env, PORT=1 (a port it could not bind) must be ignored in favour of --port.
-  const without = new ServerProcess(["run", "--allow-net", MAIN, "--port", "0"], {
-    env: { PORT: "1" },
-  });
-  try {
-    const port = await without.port();
-    assert.notEqual(port, 1);
-    assert.equal(without.stderr, "");
-  } finally {
-    await without.stop();
-  }
+  assert.throws(
+    () => parseCommand([], { env: (name) => name === "PORT" ? "http" : undefined, readFile }),
+    /^ConfigError: PORT must be/,
+  );
+  assert.throws(
+    () => parseCommand(["--hostname", "a b"], NO_ENV),
+    /--hostname must be a host name/,
+  );
 });
 
-Deno.test("a port already in use is reported plainly, with exit status 1", async () => {
-  const first = await ServerProcess.start();
-  try {
-    const taken = await run(["run", "--allow-net", MAIN, "--port", String(await first.port())]);
-    assert.equal(taken.code, 1);
-    assert.match(taken.stderr, /port \d+ is already in use; pick another with --port/);
-  } finally {
-    await first.stop();
+function serveOptions(args: string[], env: CliEnvironment = NO_ENV) {
+  const command = parseCommand(args, env);
+  if (command.kind !== "serve") throw new Error(`expected serve, got ${command.kind}`);
+  return command.options;
+}
+
+Deno.test("parseCommand() reads the limits, with sizes in bytes, KiB or MiB", () => {
+  const options = serveOptions([
+    "--max-message=4KiB",
+    "--rate",
+    "2.5",
+    "--rate-burst",
+    "10",
+    "--max-connections",
+    "500",
+    "--max-per-address",
+    "3",
+    "--max-buffered",
+    "2m",
+    "--idle-timeout",
+    "0",
+  ]);
+  assert.equal(options.maxMessageBytes, 4096);
+  assert.equal(options.ratePerSecond, 2.5);
+  assert.equal(options.rateBurst, 10);
+  assert.equal(options.maxConnections, 500);
+  assert.equal(options.maxPerAddress, 3);
+  assert.equal(options.maxBufferedBytes, 2 * 1024 * 1024);
+  assert.equal(options.idleTimeout, 0);
+  assert.equal(serveOptions([]).maxPerAddress, DEFAULTS.maxPerAddress);
+});
+
+Deno.test("parseCommand() names the flag in errors about limits", () => {
+  assert.throws(() => parseCommand(["--max-message", "lots"], NO_ENV), {
+    message: '--max-message must be a size such as 16384, 16KiB or 1MiB, got "lots"',
+  });
+  assert.throws(() => parseCommand(["--max-connections", "0"], NO_ENV), {
+    message: "--max-connections must be a whole number 1 or more, got 0",
+  });
+  assert.throws(
+    () => parseCommand(["--rate", "fast"], NO_ENV),
+    /--rate must be a number of messages per second/,
+  );
+  assert.throws(() => parseCommand(["--log", "xml"], NO_ENV), {
+    message: '--log must be text or json, got "xml"',
+  });
+});
+
+Deno.test("parseCommand() reads origins, tokens, TLS files and logging", () => {
+  const options = serveOptions([
+    "--allow-origin",
+    "https://a.example, https://b.example:8443",
+    "--token-file",
+    "/secret/token",
+    "--cert",
+    "/tls/cert.pem",
+    "--key",
+    "/tls/key.pem",
+    "--log",
+    "json",
+    "-q",
+  ]);
+  assert.deepEqual(options.allowOrigins, ["https://a.example", "https://b.example:8443"]);
+  assert.equal(options.token, "s3cret-token");
+  assert.equal(options.cert, "PEM of /tls/cert.pem");
+  assert.equal(options.key, "PEM of /tls/key.pem");
+  assert.equal(options.log, "json");
+  assert.equal(options.quiet, true);
+  assert.deepEqual(serveOptions(["--allow-origin", "*"]).allowOrigins, ["*"]);
+  const fromEnv = serveOptions([], {
+    env: (name) => name === "NATTER_TOKEN" ? "env-token-123" : undefined,
+    readFile,
+  });
+  assert.equal(fromEnv.token, "env-token-123");
+});
+
+Deno.test("parseCommand() explains unreadable files and bad origins", () => {
+  assert.throws(
+    () => parseCommand(["--token-file", "/nope"], NO_ENV),
+    /--token-file cannot read "\/nope": no such file/,
+  );
+  const denied = {
+    env: () => undefined,
+    readFile: (): string => {
+      throw new Deno.errors.NotCapable("Requires read access");
+    },
+  };
+  assert.throws(() => parseCommand(["--cert", "/c.pem", "--key", "/k.pem"], denied), {
+    message: '--cert cannot read "/c.pem": run with --allow-read=/c.pem',
+  });
+  assert.throws(
+    () => parseCommand(["--allow-origin", "example.com"], NO_ENV),
+    /--allow-origin entries must be/,
+  );
+  assert.throws(() => parseCommand(["--cert", "/c.pem"], NO_ENV), /--cert and --key go together/);
+});
+
+Deno.test("usage() lists every flag with its default", () => {
+  const text = usage();
+  for (
+    const flag of [
+      "--port PORT",
+      "--max-message BYTES",
+      "--allow-origin ORIGINS",
+      "--token TOKEN",
+      "--log FORMAT",
+    ]
+  ) {
+    assert.ok(text.includes(flag), flag);
   }
+  assert.match(text, /\[env PORT\]/);
 });

@@ -1,0 +1,269 @@
+/**
+ * The command line: one table of flags that drives parsing, environment fallbacks and
+ * `--help`, so the three cannot drift apart.
+ */
+
+import { parseArgs } from "node:util";
+import { ConfigError, DEFAULTS, type Options, resolveOptions } from "./config.ts";
+
+/** What the command line asks for. */
+export type Command =
+  | { kind: "serve"; options: Options }
+  | { kind: "help" }
+  | { kind: "version" };
+
+/** How the CLI reaches the outside world; injectable for tests. */
+export interface CliEnvironment {
+  /** An environment variable, or undefined when unset or not readable without a prompt. */
+  env(name: string): string | undefined;
+  /** A file's text; throws when it cannot be read. */
+  readFile(path: string): string;
+}
+
+type Parse = (raw: string, flag: string) => Partial<Options>;
+
+interface Flag {
+  short?: string;
+  env?: string;
+  /** Placeholder for the value in --help; boolean flags have none. */
+  value?: string;
+  help: string;
+  parse?: Parse;
+}
+
+function number(raw: string, flag: string, what: string, pattern = /^\d+$/): number {
+  if (!pattern.test(raw)) {
+    throw new ConfigError(`${flag} must be ${what}, got ${JSON.stringify(raw)}`);
+  }
+  return Number(raw);
+}
+
+const BYTES = /^(\d+)\s*(k|kb|kib|m|mb|mib)?$/i;
+
+function bytes(raw: string, flag: string): number {
+  const match = BYTES.exec(raw.trim());
+  if (!match) {
+    throw new ConfigError(
+      `${flag} must be a size such as 16384, 16KiB or 1MiB, got ${JSON.stringify(raw)}`,
+    );
+  }
+  const unit = (match[2] ?? "").toLowerCase();
+  return Number(match[1]) * (unit.startsWith("k") ? 1024 : unit.startsWith("m") ? 1024 * 1024 : 1);
+}
+
+function file(env: CliEnvironment, path: string, flag: string): string {
+  try {
+    return env.readFile(path);
+  } catch (error) {
+    const denied = error instanceof Deno.errors.NotCapable ||
+      error instanceof Deno.errors.PermissionDenied;
+    const hint = denied ? `: run with --allow-read=${path}` : `: ${(error as Error).message}`;
+    throw new ConfigError(`${flag} cannot read ${JSON.stringify(path)}${hint}`);
+  }
+}
+
+function flags(env: CliEnvironment): Record<string, Flag> {
+  const whole = (key: keyof Options, what = "a whole number"): Parse => (raw, flag) => ({
+    [key]: number(raw, flag, what),
+  });
+  return {
+    port: {
+      short: "p",
+      env: "PORT",
+      value: "PORT",
+      help: `port to listen on, 0-65535; 0 picks a free one (default ${DEFAULTS.port})`,
+      parse: (raw, flag) => {
+        const port = number(raw, flag, "a whole number from 0 to 65535", /^\d{1,5}$/);
+        if (port > 65535) {
+          throw new ConfigError(`${flag} must be a whole number from 0 to 65535, got "${raw}"`);
+        }
+        return { port };
+      },
+    },
+    hostname: {
+      short: "H",
+      env: "HOST",
+      value: "HOST",
+      help: "interface to listen on (default: all interfaces)",
+      parse: (hostname) => ({ hostname }),
+    },
+    "max-message": {
+      value: "BYTES",
+      help: `largest message a client may send (default 16KiB)`,
+      parse: (raw, flag) => ({ maxMessageBytes: bytes(raw, flag) }),
+    },
+    rate: {
+      value: "N",
+      help: `messages per second a connection may keep sending (default ${DEFAULTS.ratePerSecond})`,
+      parse: (raw, flag) => ({
+        ratePerSecond: number(
+          raw,
+          flag,
+          "a number of messages per second, such as 5 or 0.5",
+          /^\d+(\.\d+)?$/,
+        ),
+      }),
+    },
+    "rate-burst": {
+      value: "N",
+      help: `messages a connection may send at once (default ${DEFAULTS.rateBurst})`,
+      parse: whole("rateBurst"),
+    },
+    "max-connections": {
+      value: "N",
+      help: `open connections in all; more get 503 (default ${DEFAULTS.maxConnections})`,
+      parse: whole("maxConnections"),
+    },
+    "max-per-address": {
+      value: "N",
+      help: "open connections per client address; more get 429 (default 0: off)",
+      parse: whole("maxPerAddress"),
+    },
+    "max-buffered": {
+      value: "BYTES",
+      help: "unsent bytes a slow client may hold before it is dropped (default 1MiB)",
+      parse: (raw, flag) => ({ maxBufferedBytes: bytes(raw, flag) }),
+    },
+    "idle-timeout": {
+      value: "SECONDS",
+      help:
+        `drop peers that do not answer pings for this long; 0 turns pings off (default ${DEFAULTS.idleTimeout})`,
+      parse: whole("idleTimeout", "a whole number of seconds"),
+    },
+    "allow-origin": {
+      value: "ORIGINS",
+      help: "other sites whose pages may connect: comma-separated origins, or * (default: none)",
+      parse: (raw) => ({
+        allowOrigins: raw.split(",").map((origin) => origin.trim()).filter(Boolean),
+      }),
+    },
+    token: {
+      env: "NATTER_TOKEN",
+      value: "TOKEN",
+      help: "require this shared secret from every client (?token= or subprotocol)",
+      parse: (token) => ({ token }),
+    },
+    "token-file": {
+      value: "PATH",
+      help: "read the token from a file (needs --allow-read)",
+      parse: (path, flag) => ({ token: file(env, path, flag).trim() }),
+    },
+    cert: {
+      value: "PATH",
+      help: "TLS certificate chain (PEM), to serve https and wss (needs --allow-read)",
+      parse: (path, flag) => ({ cert: file(env, path, flag) }),
+    },
+    key: {
+      value: "PATH",
+      help: "TLS private key (PEM), with --cert",
+      parse: (path, flag) => ({ key: file(env, path, flag) }),
+    },
+    log: {
+      value: "FORMAT",
+      help: "log lines as text or json (default text)",
+      parse: (raw, flag) => {
+        if (raw !== "text" && raw !== "json") {
+          throw new ConfigError(`${flag} must be text or json, got ${JSON.stringify(raw)}`);
+        }
+        return { log: raw };
+      },
+    },
+    quiet: { short: "q", help: "log only warnings and errors" },
+    help: { short: "h", help: "print this help and exit" },
+    version: { short: "V", help: "print the version and exit" },
+  };
+}
+
+/** The `--help` text. */
+export function usage(): string {
+  const table = flags({ env: () => undefined, readFile: () => "" });
+  const rows = Object.entries(table).map(([name, flag]) => {
+    const left = `${flag.short ? `-${flag.short}, ` : "    "}--${name}${
+      flag.value ? ` ${flag.value}` : ""
+    }`;
+    return `  ${left.padEnd(28)} ${flag.help}${flag.env ? ` [env ${flag.env}]` : ""}`;
+  });
+  return [
+    "natter — a small real-time chat server",
+    "",
+    "Usage: deno run --allow-net main.ts [options]",
+    "",
+    "Options:",
+    ...rows,
+    "",
+    "Environment variables are read only when --allow-env is granted.",
+    'Then open http://localhost:8080/ or, from a REPL: new WebSocket("ws://localhost:8080")',
+  ].join("\n");
+}
+
+/** Parses command-line flags, with environment variables as fallbacks. */
+export function parseCommand(args: string[], env: CliEnvironment): Command {
+  const table = flags(env);
+  const names = Object.keys(table).map((name) => `--${name}`).join(", ");
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: Object.fromEntries(
+        Object.entries(table).map(([name, flag]) => [
+          name,
+          {
+            type: flag.parse ? "string" as const : "boolean" as const,
+            ...(flag.short ? { short: flag.short } : {}),
+          },
+        ]),
+      ),
+    }));
+  } catch (error) {
+    throw new ConfigError(describeArgsError(error, names));
+  }
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  const partial: Partial<Options> = { quiet: values.quiet === true };
+  /** Which flag or variable set each option, to name it in errors. */
+  const sources: Record<string, string> = {};
+  for (const [name, flag] of Object.entries(table)) {
+    if (!flag.parse) continue;
+    const given = values[name];
+    const raw = typeof given === "string" ? given : flag.env ? env.env(flag.env) : undefined;
+    if (raw === undefined) continue;
+    const source = typeof given === "string" ? `--${name}` : flag.env!;
+    const parsed = flag.parse(raw, source);
+    for (const key of Object.keys(parsed)) sources[key] = source;
+    Object.assign(partial, parsed);
+  }
+  if ((partial.cert === undefined) !== (partial.key === undefined)) {
+    throw new ConfigError("--cert and --key go together: give both to serve TLS, or neither");
+  }
+  try {
+    return { kind: "serve", options: resolveOptions(partial) };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    // Name the flag the user typed rather than the option behind it.
+    throw new ConfigError(
+      error.message.replace(/^'(\w+)'/, (quoted, key: string) => sources[key] ?? quoted),
+    );
+  }
+}
+
+function describeArgsError(error: unknown, names: string): string {
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message;
+  const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option ${quoted}; the options are ${names}`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `unexpected argument ${JSON.stringify(quoted)}; the options are ${names}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      const option = /(--[\w-]+)/.exec(message)?.[1] ?? "the option";
+      return message.includes("ambiguous")
+        ? `${option} needs a value; to pass one that starts with '-', write ${option}=VALUE`
+        : `${option} needs a value; see --help`;
+    }
+    default:
+      return message;
+  }
+}

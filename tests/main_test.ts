@@ -1,0 +1,84 @@
+/** The command line as a user runs it: a real `deno run --allow-net main.ts` process. */
+
+import assert from "node:assert/strict";
+import { Client, MAIN, run, ServerProcess } from "./helpers.ts";
+
+Deno.test("--help prints the usage and exits 0; --version prints the version", async () => {
+  const help = await run(["run", "--allow-net", MAIN, "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: deno run --allow-net main\.ts \[options\]/);
+  assert.match(help.stdout, /--port PORT/);
+  const version = await run(["run", "--allow-net", MAIN, "--version"]);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout, /^natter \d+\.\d+\.\d+\n$/);
+});
+
+Deno.test("a bad flag or value says what was wrong and what is allowed, and exits 2", async () => {
+  const unknown = await run(["run", "--allow-net", MAIN, "--prot", "80"]);
+  assert.equal(unknown.code, 2);
+  assert.match(
+    unknown.stderr,
+    /unknown option --prot; the options are --port, --hostname, .*--help, --version/,
+  );
+  const port = await run(["run", "--allow-net", MAIN, "--port", "70000"]);
+  assert.equal(port.code, 2);
+  assert.match(port.stderr, /--port must be a whole number from 0 to 65535, got "70000"/);
+  assert.equal(port.stdout, "");
+});
+
+Deno.test("--port 0 picks a free port, prints where to open the page and how to connect, serves it", async () => {
+  const server = await ServerProcess.start(["--port", "0"]);
+  try {
+    const port = await server.port();
+    assert.match(server.stdout, new RegExp(`http://localhost:${port}/`));
+    assert.match(server.stdout, new RegExp(`new WebSocket\\("ws://localhost:${port}"\\)`));
+    assert.equal(server.stdout.trim().split("\n").length, 1, "one line");
+    const page = await fetch(`http://localhost:${port}/`);
+    assert.equal(page.status, 200);
+    await page.body?.cancel();
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("SIGTERM closes clients with 1001 and exits 0", async () => {
+  const server = await ServerProcess.start();
+  const client = await Client.open(`ws://127.0.0.1:${await server.port()}`);
+  const status = await server.stop("SIGTERM");
+  assert.equal((await client.closed).code, 1001);
+  assert.equal(status.code, 0);
+});
+
+Deno.test("PORT and HOST are read with --allow-env, and ignored without it (no prompt, no error)", async () => {
+  const withEnv = new ServerProcess(["run", "--allow-net", "--allow-env", MAIN], {
+    env: { PORT: "0", HOST: "127.0.0.1" },
+  });
+  try {
+    await withEnv.port();
+    assert.match(withEnv.stdout, /listening on http:\/\/127\.0\.0\.1:\d+\//);
+  } finally {
+    await withEnv.stop();
+  }
+  // Without --allow-env, PORT=1 (a port it could not bind) must be ignored in favour of --port.
+  const without = new ServerProcess(["run", "--allow-net", MAIN, "--port", "0"], {
+    env: { PORT: "1" },
+  });
+  try {
+    const port = await without.port();
+    assert.notEqual(port, 1);
+    assert.equal(without.stderr, "");
+  } finally {
+    await without.stop();
+  }
+});
+
+Deno.test("a port already in use is reported plainly, with exit status 1", async () => {
+  const first = await ServerProcess.start();
+  try {
+    const taken = await run(["run", "--allow-net", MAIN, "--port", String(await first.port())]);
+    assert.equal(taken.code, 1);
+    assert.match(taken.stderr, /port \d+ is already in use; pick another with --port/);
+  } finally {
+    await first.stop();
+  }
+});
