@@ -35,7 +35,15 @@ export interface AppDeps {
 export const TOKEN_PROTOCOL_PREFIX = "natter.token.";
 
 const TEXT = { "content-type": "text/plain; charset=utf-8" };
+const ROUTES = new Set(["/healthz", "/metrics", "/auth"]);
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
+/** A JSON answer that no cache keeps. */
+function json(request: Request, value: unknown): Response {
+  return new Response(request.method === "HEAD" ? null : JSON.stringify(value), {
+    headers: { "content-type": "application/json", "cache-control": "no-store" },
+  });
+}
 
 function plain(status: number, body: string, headers: Record<string, string> = {}): Response {
   return new Response(body + "\n", { status, headers: { ...TEXT, ...headers } });
@@ -206,16 +214,12 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   }
 
   function health(request: Request): Response {
-    const body = JSON.stringify({
+    return json(request, {
       status: "ok",
       version: VERSION,
       uptime: Math.round((now() - started) / 1000),
       connections: hub.connections,
       rooms: hub.rooms,
-      tokenRequired: options.token !== undefined,
-    });
-    return new Response(request.method === "HEAD" ? null : body, {
-      headers: { "content-type": "application/json", "cache-control": "no-store" },
     });
   }
 
@@ -237,7 +241,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     const url = new URL(request.url);
     const path = url.pathname;
     const isEndpoint = path === "/" || path === "/ws";
-    const known = isEndpoint || isAsset(path) || path === "/healthz" || path === "/metrics";
+    const known = isEndpoint || isAsset(path) || ROUTES.has(path);
     if (!known) return plain(404, "Not Found");
     const method = request.method;
     if (method !== "GET" && method !== "HEAD") {
@@ -246,10 +250,14 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     const wantsSocket = request.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (isEndpoint && wantsSocket && method === "GET") return upgrade(request, url, info);
     if (path === "/healthz") return health(request);
+    if (path === "/auth") {
+      return json(request, {
+        required: options.token !== undefined,
+        accepted: authorized(request, url, []),
+      });
+    }
     if (path === "/metrics") return metricsPage(request);
     if (path === "/ws") {
-      // Pages use this to check a token before connecting: 401 means it is wrong.
-      if (!authorized(request, url, [])) return plain(401, "Unauthorized: wrong or missing token");
       return plain(
         426,
         'This is natter\'s WebSocket endpoint: connect with new WebSocket("ws://<host>/ws").',

@@ -8,6 +8,8 @@
 const PROTOCOL = "natter.v1";
 const MAX_LOG_ITEMS = 1000;
 const NAME_KEY = "natter.name";
+const TOKEN_KEY = "natter.token";
+const TOKEN_PROTOCOL_PREFIX = "natter.token.";
 
 /**
  * @typedef {{ type: "welcome", name: string, room: string, members: string[], ref?: string | number }
@@ -43,6 +45,8 @@ const ui = {
   name: byId("name", HTMLInputElement),
   room: byId("room", HTMLInputElement),
   compose: byId("compose", HTMLFormElement),
+  auth: byId("auth", HTMLFormElement),
+  token: byId("token", HTMLInputElement),
   text: byId("text", HTMLInputElement),
 };
 
@@ -63,6 +67,8 @@ const state = {
   pending: new Map(),
   nextRef: 1,
   everConnected: false,
+  token: localStorage.getItem(TOKEN_KEY) ?? "",
+  tokenRequired: false,
 };
 
 // ---- rendering -------------------------------------------------------------------------
@@ -176,12 +182,41 @@ function socketUrl() {
   return url;
 }
 
+/**
+ * Asks the server whether it needs a token and takes ours. A browser cannot see why an
+ * upgrade failed, so the page asks `/auth` first, and again when a connection is refused.
+ * @returns {Promise<{ required: boolean, accepted: boolean } | undefined>} undefined when unreachable
+ */
+async function checkToken() {
+  try {
+    /** @type {Record<string, string>} */
+    const headers = state.token ? { authorization: `Bearer ${state.token}` } : {};
+    const response = await fetch("/auth", { headers, cache: "no-store" });
+    return await response.json();
+  } catch {
+    return undefined;
+  }
+}
+
+function askForToken() {
+  clearTimeout(state.timer);
+  setStatus("closed", state.token ? "The token was not accepted." : "A token is needed.");
+  ui.retry.hidden = true;
+  ui.auth.hidden = false;
+  ui.token.focus();
+}
+
 function connect() {
   clearTimeout(state.timer);
   if (state.socket) return;
   setStatus("connecting", state.everConnected ? "Reconnecting…" : "Connecting…");
-  const socket = new WebSocket(socketUrl(), PROTOCOL);
+  const protocols = state.token ? [PROTOCOL, TOKEN_PROTOCOL_PREFIX + state.token] : [PROTOCOL];
+  const socket = new WebSocket(socketUrl(), protocols);
   state.socket = socket;
+  let opened = false;
+  socket.onopen = () => {
+    opened = true;
+  };
   socket.onmessage = (event) => {
     for (const line of String(event.data).split("\n")) {
       if (line === "") continue;
@@ -201,11 +236,21 @@ function connect() {
       setStatus("closed", "Disconnected.");
       return;
     }
-    const delay = Math.min(15000, 500 * 2 ** state.attempt) * (0.75 + Math.random() / 2);
-    state.attempt += 1;
-    state.timer = setTimeout(connect, delay);
-    setStatus("offline", `Offline — reconnecting in ${Math.ceil(delay / 1000)} s`);
+    if (!opened && state.tokenRequired) {
+      // Refused before it opened: maybe the token changed, maybe the server is away. Ask which.
+      checkToken().then((auth) => auth && !auth.accepted ? askForToken() : retryLater());
+      return;
+    }
+    retryLater();
   };
+}
+
+/** Schedules the next connection attempt with exponential backoff and jitter. */
+function retryLater() {
+  const delay = Math.min(15000, 500 * 2 ** state.attempt) * (0.75 + Math.random() / 2);
+  state.attempt += 1;
+  state.timer = setTimeout(connect, delay);
+  setStatus("offline", `Offline — reconnecting in ${Math.ceil(delay / 1000)} s`);
 }
 
 /** @param {ServerEvent} event */
@@ -337,6 +382,19 @@ ui.identity.addEventListener("submit", (event) => {
   ui.text.focus();
 });
 
+ui.auth.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  state.token = ui.token.value.trim();
+  const auth = await checkToken();
+  if (auth && !auth.accepted) return askForToken();
+  localStorage.setItem(TOKEN_KEY, state.token);
+  ui.auth.hidden = true;
+  ui.token.value = "";
+  state.attempt = 0;
+  connect();
+  ui.text.focus();
+});
+
 ui.retry.addEventListener("click", () => {
   state.attempt = 0;
   connect();
@@ -344,4 +402,8 @@ ui.retry.addEventListener("click", () => {
 addEventListener("online", () => state.socket || connect());
 
 showIdentity();
-connect();
+checkToken().then((auth) => {
+  state.tokenRequired = auth?.required ?? false;
+  if (auth && !auth.accepted) askForToken();
+  else connect();
+});

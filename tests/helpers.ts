@@ -265,3 +265,46 @@ export async function run(
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
 }
+
+/** Sends raw bytes to a TCP port and returns the response head (or what came within `ms`). */
+export async function rawExchange(port: number, request: string, ms = 2000): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let closed = false;
+  const close = () => {
+    if (!closed) conn.close();
+    closed = true;
+  };
+  const timer = setTimeout(close, ms);
+  let text = "";
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const buffer = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+  } catch (error) {
+    if (!closed) throw error; // the timer closed it: return what came
+  } finally {
+    clearTimeout(timer);
+    close();
+  }
+  return text;
+}
+
+/** A WebSocket upgrade request, with headers to override or drop (value null). */
+export function upgradeRequest(path = "/", headers: Record<string, string | null> = {}): string {
+  const all: Record<string, string | null> = {
+    host: "127.0.0.1",
+    upgrade: "websocket",
+    connection: "Upgrade",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "sec-websocket-version": "13",
+    ...headers,
+  };
+  const lines = Object.entries(all).filter(([, value]) => value !== null).map(([name, value]) =>
+    `${name}: ${value}`
+  );
+  return `GET ${path} HTTP/1.1\r\n${lines.join("\r\n")}\r\n\r\n`;
+}
