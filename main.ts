@@ -93,23 +93,23 @@ function main(): number | undefined {
   }
 
   let stopping = false;
-  const stop = (signal: Deno.Signal) => {
+  const stop = async (signal: Deno.Signal) => {
     if (stopping) {
       log.warn("second signal: exiting now", { signal });
       Deno.exit(130);
     }
     stopping = true;
     log.info("shutting down", { signal, connections: app.hub.connections });
-    app.shutdown();
-    const timer = setTimeout(() => {
-      log.warn("clients did not close in time: exiting anyway", { graceMs: SHUTDOWN_GRACE_MS });
-      Deno.exit(0);
-    }, SHUTDOWN_GRACE_MS);
-    server.shutdown().then(() => {
-      clearTimeout(timer);
-      log.info("stopped");
-      Deno.exit(0);
-    });
+    const stuck = await app.shutdown(SHUTDOWN_GRACE_MS);
+    if (stuck > 0) {
+      log.warn("clients did not finish closing in time", {
+        clients: stuck,
+        graceMs: SHUTDOWN_GRACE_MS,
+      });
+    }
+    await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 1000))]);
+    log.info("stopped");
+    Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));

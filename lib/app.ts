@@ -17,8 +17,11 @@ import { VERSION } from "./version.ts";
 /** A running natter: hand `fetch` to a server, call `shutdown` before stopping it. */
 export interface App {
   fetch(request: Request, info: Deno.ServeHandlerInfo): Response;
-  /** Tells every client the server is going away and closes them with 1001. */
-  shutdown(): void;
+  /**
+   * Tells every client the server is going away, closes them with 1001, and waits up to
+   * `graceMs` for their sockets to finish closing. Resolves with how many did not.
+   */
+  shutdown(graceMs?: number): Promise<number>;
   readonly hub: Hub;
   readonly options: Options;
   readonly metrics: Metrics;
@@ -272,9 +275,14 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
 
   return {
     fetch,
-    shutdown() {
+    async shutdown(graceMs = 3000) {
       hub.announce("server is shutting down; reconnect in a moment");
       hub.closeAll(CloseCode.goingAway, "server shutting down");
+      const deadline = Date.now() + graceMs;
+      while (sockets > 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      return sockets;
     },
     hub,
     options,

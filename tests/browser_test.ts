@@ -390,7 +390,7 @@ browserTest("page: goes offline when the server stops and reconnects by itself",
         app.fetch,
       );
       stops.push(async () => {
-        app.shutdown();
+        await app.shutdown(1000);
         abort.abort();
         await second.finished;
       });

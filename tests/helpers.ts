@@ -32,7 +32,7 @@ export function startServer(options: Partial<Options> = {}): TestServer {
     http: (path = "/") => `http://127.0.0.1:${port}${path}`,
     ws: (path = "/") => `ws://127.0.0.1:${port}${path}`,
     async close() {
-      app.shutdown();
+      await app.shutdown(1000);
       abort.abort();
       await server.finished;
     },
@@ -51,6 +51,12 @@ export async function until(check: () => boolean, what: string, ms = 3000): Prom
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The last few lines, each cut short, for failure messages that stay readable. */
+function describe(lines: string[]): string {
+  const shown = lines.slice(-5).map((line) => line.length > 120 ? `${line.slice(0, 120)}…` : line);
+  return `${lines.length} lines${lines.length > 5 ? ", the last 5" : ""}: ${JSON.stringify(shown)}`;
 }
 
 /** A real WebSocket client that records every line it receives (frames split on newlines). */
@@ -107,7 +113,7 @@ export class Client {
         found = this.lines.findIndex((line, i) => i >= this.#read && match(line));
         return found !== -1;
       },
-      `a matching line (got ${JSON.stringify(this.lines.slice(this.#read))})`,
+      `a matching line (unread: ${describe(this.lines.slice(this.#read))})`,
       ms,
     );
     this.#read = found + 1;
@@ -307,4 +313,110 @@ export function upgradeRequest(path = "/", headers: Record<string, string | null
     `${name}: ${value}`
   );
   return `GET ${path} HTTP/1.1\r\n${lines.join("\r\n")}\r\n\r\n`;
+}
+
+/** One masked client frame (RFC 6455 §5.2): FIN set, the given opcode and payload. */
+export function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const length = payload.length;
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10;
+  const frame = new Uint8Array(header + 4 + length);
+  frame[0] = 0x80 | opcode;
+  if (length < 126) frame[1] = 0x80 | length;
+  else if (length < 65536) {
+    frame[1] = 0x80 | 126;
+    new DataView(frame.buffer).setUint16(2, length);
+  } else {
+    frame[1] = 0x80 | 127;
+    new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+  }
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  frame.set(mask, header);
+  for (let i = 0; i < length; i++) frame[header + 4 + i] = payload[i]! ^ mask[i % 4]!;
+  return frame;
+}
+
+/**
+ * A WebSocket client on a bare TCP connection: it completes the handshake and then does
+ * only what the test says — send raw frames, or never read again (a slow or dead peer).
+ */
+export class RawSocket {
+  private constructor(readonly conn: Deno.TcpConn, readonly head: string) {}
+
+  static async open(port: number, path = "/"): Promise<RawSocket> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new TextEncoder().encode(upgradeRequest(path)));
+    let head = "";
+    const buffer = new Uint8Array(1);
+    // Byte by byte, so that nothing after the handshake is consumed.
+    while (!head.endsWith("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error(`closed during the handshake: ${head}`);
+      head += String.fromCharCode(buffer[0]!);
+    }
+    if (!head.startsWith("HTTP/1.1 101")) throw new Error(`handshake refused: ${head}`);
+    return new RawSocket(conn, head);
+  }
+
+  async send(opcode: number, payload: Uint8Array): Promise<void> {
+    await this.conn.write(clientFrame(opcode, payload));
+  }
+
+  /**
+   * Reads until the server ends the connection or `ms` pass. `ended` says whether the
+   * server ended it; `code` is the close frame's code, if one came.
+   */
+  async readUntilClosed(ms = 5000): Promise<{ ended: boolean; code: number | undefined }> {
+    const chunks: number[] = [];
+    const buffer = new Uint8Array(65536);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.close();
+    }, ms);
+    try {
+      for (;;) {
+        const n = await this.conn.read(buffer);
+        if (n === null) break;
+        chunks.push(...buffer.subarray(0, n));
+      }
+    } catch {
+      // closed by the timer, or reset by the server
+    } finally {
+      clearTimeout(timer);
+    }
+    return { ended: !timedOut, code: closeCode(chunks) };
+  }
+
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** The code of the first close frame (opcode 8) among unmasked server frames. */
+function closeCode(chunks: number[]): number | undefined {
+  for (let i = 0; i < chunks.length;) {
+    const opcode = chunks[i]! & 0x0f;
+    let length = chunks[i + 1]! & 0x7f;
+    let offset = i + 2;
+    if (length === 126) length = (chunks[i + 2]! << 8) | chunks[i + 3]!, offset = i + 4;
+    else if (length === 127) {
+      length = Number(
+        new DataView(new Uint8Array(chunks.slice(i + 2, i + 10)).buffer).getBigUint64(0),
+      );
+      offset = i + 10;
+    }
+    if (opcode === 8 && length >= 2) return (chunks[offset]! << 8) | chunks[offset + 1]!;
+    i = offset + length;
+  }
+  return undefined;
+}
+
+/** Resident memory of a process, in MiB, from /proc. */
+export function rssMiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
 }

@@ -230,8 +230,9 @@ Deno.test("/quit closes with 1000; shutdown closes everyone with 1001", async ()
   try {
     quitter.send("/quit");
     assert.equal((await quitter.closed).code, 1000);
-    server.app.shutdown();
+    const stopping = server.app.shutdown(1000);
     const closed = await stayer.closed;
+    assert.equal(await stopping, 0, "every socket finished closing");
     assert.equal(closed.code, 1001);
     assert.equal(closed.reason, "server shutting down");
   } finally {
