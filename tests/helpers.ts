@@ -222,7 +222,7 @@ export class ServerProcess {
     let port = 0;
     await until(
       () => {
-        const found = /listening on http:\/\/[^\s]+:(\d+)\//.exec(this.stdout);
+        const found = /listening on https?:\/\/[^\s]+:(\d+)\//.exec(this.stdout);
         if (found) port = Number(found[1]);
         else if (this.stderr.includes("error")) {
           throw new Error(

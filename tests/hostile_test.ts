@@ -204,7 +204,7 @@ Deno.test("hostile: invalid UTF-8 in a text frame drops that connection and nobo
 });
 
 Deno.test("hostile: malformed upgrades, foreign origins and bad tokens are refused before any socket", async () => {
-  await withServer(["--quiet", "--token", "sesame-open-up"], async (_server, port) => {
+  await withServer(["--token", "sesame-open-up", "--log", "json"], async (server, port) => {
     const code = async (request: string) =>
       Number(/^HTTP\/1\.1 (\d{3})/.exec(await rawExchange(port, request))?.[1]);
     assert.equal(
@@ -223,6 +223,17 @@ Deno.test("hostile: malformed upgrades, foreign origins and bad tokens are refus
     assert.equal(await code(upgradeRequest("/")), 401);
     assert.equal(await code("NOT HTTP AT ALL\r\n\r\n"), 400);
     assert.equal(await code(upgradeRequest("/?token=sesame-open-up")), 101);
+    // Every attempt was logged, and no token — right or wrong — appears in the logs.
+    await until(
+      () => server.stdout.includes('"msg":"connected"'),
+      "the log of the accepted upgrade",
+    );
+    const log = server.stdout + server.stderr;
+    assert.match(log, /"msg":"upgrade refused","reason":"token","status":401/);
+    assert.ok(
+      !log.includes("sesame") && !log.includes("guess-guess"),
+      "tokens never appear in logs",
+    );
   });
 });
 
