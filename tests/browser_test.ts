@@ -417,3 +417,46 @@ browserTest("page: goes offline when the server stops and reconnects by itself",
     await first.close(); // again, if the test failed before closing it; closing twice is harmless
   }
 });
+
+browserTest("page: asks for the token when the server needs one, and remembers it", async () => {
+  const token = "let-me-in-please";
+  const server = startServer({ token });
+  try {
+    await withBrowser(async (browser) => {
+      const context = await browser.newContext();
+      context.setDefaultTimeout(TIMEOUT);
+      const page = await context.newPage();
+      await page.goto(server.http("/?room=secret"));
+      const auth = page.locator("#auth");
+      await waitFor(page, "the token form", auth.waitFor({ state: "visible" }));
+      assert.equal(await page.locator("#status").getAttribute("data-state"), "closed");
+      assert.equal(server.app.hub.connections, 0, "no socket without the token");
+
+      await page.fill("#token", "wrong-token-123");
+      await page.press("#token", "Enter");
+      await waitFor(
+        page,
+        "the refusal",
+        page.locator("#status-text", { hasText: "not accepted" }).waitFor(),
+      );
+      assert.equal(await auth.isVisible(), true);
+
+      await page.fill("#token", token);
+      await page.press("#token", "Enter");
+      await waitFor(page, "online", page.locator('#status[data-state="online"]').waitFor());
+      assert.equal(await auth.isVisible(), false);
+      assert.equal(server.app.hub.connections, 1);
+
+      await page.reload();
+      await waitFor(
+        page,
+        "online after a reload",
+        page.locator('#status[data-state="online"]').waitFor(),
+      );
+      assert.equal(await auth.isVisible(), false, "the token was remembered");
+      await context.close();
+    });
+  } finally {
+    await server.close();
+  }
+});
