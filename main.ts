@@ -55,8 +55,10 @@ function serve(options: Options, app: App, log: Logger): Deno.HttpServer<Deno.Ne
   try {
     return listen("::"); // all interfaces, IPv6 and IPv4 alike
   } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) throw error;
-    return listen("0.0.0.0"); // a host without IPv6
+    // Only a host without IPv6 gets the IPv4 fallback; a busy port or a permission is the answer.
+    const final = [Deno.errors.AddrInUse, Deno.errors.NotCapable, Deno.errors.PermissionDenied];
+    if (final.some((kind) => error instanceof kind)) throw error;
+    return listen("0.0.0.0");
   }
 }
 
@@ -85,8 +87,10 @@ function main(): number | undefined {
     } else if (
       error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
     ) {
+      const where = options.hostname ?? "all interfaces";
       console.error(
-        `natter: no permission to listen: run with --allow-net (${(error as Error).message})`,
+        `natter: no permission to listen on ${where}, port ${port}: grant it with --allow-net, ` +
+          `or choose an allowed interface with --hostname (${(error as Error).message})`,
       );
     } else console.error(`natter: cannot listen: ${(error as Error).message}`);
     return 1;

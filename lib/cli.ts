@@ -187,6 +187,7 @@ export function usage(): string {
     "natter — a small real-time chat server",
     "",
     "Usage: deno run --allow-net main.ts [options]",
+    "   or: deno run --allow-net natter.js [options]   (the bundled file; a compiled binary takes the same)",
     "",
     "Options:",
     ...rows,
@@ -259,6 +260,9 @@ function describeArgsError(error: unknown, names: string): string {
       return `unexpected argument ${JSON.stringify(quoted)}; the options are ${names}`;
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
       const option = /(--[\w-]+)/.exec(message)?.[1] ?? "the option";
+      if (message.includes("does not take an argument")) {
+        return `${option} takes no value; see --help`;
+      }
       return message.includes("ambiguous")
         ? `${option} needs a value; to pass one that starts with '-', write ${option}=VALUE`
         : `${option} needs a value; see --help`;

@@ -69,6 +69,8 @@ interface Frame {
 interface Member {
   readonly conn: Connection;
   name: string;
+  /** The name it asked for; `name` may carry a suffix where that one was taken. */
+  wanted: string;
   room: Room;
 }
 
@@ -128,7 +130,7 @@ export class Hub {
           message: `name ${quote(request.name)} is not allowed: use ${NAME_RULE}`,
         });}
     }
-    const member: Member = { conn, name: base, room: this.#room(roomName) };
+    const member: Member = { conn, name: base, wanted: base, room: this.#room(roomName) };
     this.#members.set(conn, member);
     this.#enter(member, base);
     for (const error of errors) this.#sendTo(member, { type: "error", ...error });
@@ -228,7 +230,7 @@ export class Hub {
       ts: this.#now(),
     };
     room.names.delete(nameKey(member.name));
-    member.name = name;
+    member.name = member.wanted = name;
     room.names.set(nameKey(name), member);
     if (event.from !== name) this.#broadcast(room, event, member);
     this.#sendTo(member, withRef(event, ref));
@@ -238,7 +240,7 @@ export class Hub {
     if (member.room.name === roomName) return this.#sendTo(member, this.#welcome(member, ref));
     this.#exit(member);
     member.room = this.#room(roomName);
-    this.#enter(member, member.name, ref);
+    this.#enter(member, member.wanted, ref);
   }
 
   /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */

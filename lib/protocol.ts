@@ -131,6 +131,7 @@ function chat(type: "say" | "me", raw: string, ref?: Ref): Parsed {
 }
 
 function nick(raw: string, ref?: Ref): Parsed {
+  if (raw.trim() === "") return fail("bad_name", `a name is needed: use ${NAME_RULE}`, ref);
   const name = checkName(raw.trim());
   if (name === null) {
     return fail("bad_name", `name ${quote(raw)} is not allowed: use ${NAME_RULE}`, ref);
@@ -174,7 +175,7 @@ export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
     case "names":
       return { ok: true, msg: { type: "who" } };
     case "me":
-      return chat("me", arg);
+      return chat("me", arg.trim());
     case "help":
       return { ok: true, msg: { type: "help" } };
     case "quit":
@@ -210,7 +211,7 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
   const obj = value as Record<string, unknown>;
   let ref: Ref | undefined;
   if (obj.ref !== undefined) {
-    const okString = typeof obj.ref === "string" && obj.ref.length <= MAX_REF_LENGTH;
+    const okString = typeof obj.ref === "string" && [...obj.ref].length <= MAX_REF_LENGTH;
     const okNumber = typeof obj.ref === "number" && Number.isFinite(obj.ref);
     if (!okString && !okNumber) {
       return fail(
@@ -298,10 +299,11 @@ export function encodeText(event: ServerEvent): string {
 /** The text clients' `/help`. */
 export const HELP = [
   "* commands:",
-  `*   /nick NAME   change your name (${NAME_RULE})`,
+  `*   /nick NAME   change your name (${NAME_RULE}); also /name`,
   "*   /join ROOM   move to another room",
-  "*   /who         list who is in this room",
+  "*   /who         list who is in this room; also /names",
   "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
+  "*   /help        this list",
   "*   /quit        disconnect",
   "*   //text       send a line that starts with /",
   "* anything else is a message to everyone in the room.",

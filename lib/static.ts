@@ -50,7 +50,8 @@ export function serveAsset(request: Request, path: string): Response {
     "cache-control": "no-cache",
   };
   const match = request.headers.get("if-none-match");
-  if (match && match.split(",").some((tag) => tag.trim().replace(/^W\//, "") === found.etag)) {
+  const tags = match?.split(",").map((tag) => tag.trim().replace(/^W\//, "")) ?? [];
+  if (tags.includes("*") || tags.includes(found.etag)) {
     return new Response(null, { status: 304, headers });
   }
   const body = request.method === "HEAD" ? null : found.body;

@@ -11,8 +11,18 @@ export const MAX_NAME = 24;
 /** Longest room name, in characters. */
 export const MAX_ROOM = 32;
 
-const NAME = new RegExp(`^[\\p{L}\\p{N}_.-]{1,${MAX_NAME}}$`, "u");
-const ROOM = new RegExp(`^[\\p{L}\\p{N}_.-]{1,${MAX_ROOM}}$`, "u");
+// A letter, digit or - _ . followed by at most two combining marks (Hindi needs them;
+// a tower of marks is noise). The length is counted separately, in code points.
+const UNIT = "[\\p{L}\\p{N}_.-]\\p{M}{0,2}";
+const NAME = new RegExp(`^(?:${UNIT})+$`, "u");
+const ROOM = NAME;
+// Letters that render as nothing: Hangul fillers, and the like.
+const INVISIBLE = /[\u115f\u1160\u3164\uffa0\u17b4\u17b5]/u;
+
+function fits(text: string, pattern: RegExp, max: number): boolean {
+  const length = [...text].length;
+  return length >= 1 && length <= max && pattern.test(text) && !INVISIBLE.test(text);
+}
 
 // C0 and C1 controls, DEL, line/paragraph separators, and the bidi embeddings,
 // overrides and isolates that can visually reorder a line ("Trojan Source").
@@ -52,19 +62,19 @@ export function nameKey(name: string): string {
 /** A validated name (NFC-normalized), or null when it breaks the rule in {@link NAME_RULE}. */
 export function checkName(name: string): string | null {
   const normal = name.normalize("NFC");
-  return NAME.test(normal) ? normal : null;
+  return fits(normal, NAME, MAX_NAME) ? normal : null;
 }
 
 /** What a valid name looks like, for error messages and help. */
-export const NAME_RULE = `1-${MAX_NAME} letters, digits, '-', '_' or '.'`;
+export const NAME_RULE = `1-${MAX_NAME} letters (any script), digits, '-', '_' or '.'`;
 
 /**
  * A validated, canonical room name (lowercase, a leading '#' dropped), or null when it
  * breaks {@link ROOM_RULE}. Rooms are case-insensitive so that links and typing agree.
  */
 export function checkRoom(room: string): string | null {
-  const normal = room.replace(/^#/, "").normalize("NFKC").toLowerCase();
-  return ROOM.test(normal) ? normal : null;
+  const normal = room.replace(/^#/, "").normalize("NFKC").toLowerCase().normalize("NFC");
+  return fits(normal, ROOM, MAX_ROOM) ? normal : null;
 }
 
 /** What a valid room name looks like, for error messages and help. */

@@ -10,6 +10,8 @@ const MAX_LOG_ITEMS = 1000;
 const NAME_KEY = "natter.name";
 const TOKEN_KEY = "natter.token";
 const TOKEN_PROTOCOL_PREFIX = "natter.token.";
+const COMMANDS =
+  "Commands: /nick NAME, /join ROOM, /who, /me ACTION, /quit; // sends a line starting with /.";
 
 /**
  * @typedef {{ type: "welcome", name: string, room: string, members: string[], ref?: string | number }
@@ -33,6 +35,26 @@ function byId(id, type) {
   return element;
 }
 
+/** localStorage that degrades to nothing where storage is blocked, instead of breaking the page. */
+const store = {
+  /** @param {string} key */
+  get(key) {
+    try {
+      return localStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  },
+  /** @param {string} key @param {string} value */
+  set(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch {
+      // not remembered, but the chat goes on
+    }
+  },
+};
+
 const ui = {
   log: byId("log", HTMLOListElement),
   conversation: byId("conversation", HTMLElement),
@@ -53,11 +75,14 @@ const ui = {
 const state = {
   /** @type {WebSocket | null} */
   socket: null,
-  name: localStorage.getItem(NAME_KEY) ?? "",
-  /** A name chosen while offline, to be remembered once the server has granted it. */
-  chosenName: "",
-  /** Empty until the server's welcome names it: the server knows its default room. */
+  /** The name the server gave us (it may carry a suffix where ours was taken). */
+  name: "",
+  /** The name we ask for on every (re)connect: the one the person chose. */
+  wanted: store.get(NAME_KEY) ?? "",
+  /** The room we ask for; empty until the welcome names it (the server knows its default). */
   room: new URLSearchParams(location.search).get("room") ?? "",
+  /** The room of the last welcome: the one the log shows. */
+  joined: "",
   /** @type {string[]} */
   members: [],
   attempt: 0,
@@ -67,7 +92,7 @@ const state = {
   pending: new Map(),
   nextRef: 1,
   everConnected: false,
-  token: localStorage.getItem(TOKEN_KEY) ?? "",
+  token: store.get(TOKEN_KEY) ?? "",
   tokenRequired: false,
 };
 
@@ -102,6 +127,7 @@ function note(text, kind = "notice", ts = Date.now()) {
   item.className = kind;
   const body = document.createElement("span");
   body.className = "text";
+  body.dir = "auto";
   body.textContent = text;
   item.append(timeOf(ts), body);
   append(item);
@@ -115,9 +141,11 @@ function note(text, kind = "notice", ts = Date.now()) {
 function fillMessage(item, message) {
   const from = document.createElement("span");
   from.className = "from";
+  from.dir = "auto";
   from.textContent = message.from;
   const text = document.createElement("span");
   text.className = "text";
+  text.dir = "auto";
   text.textContent = message.text;
   item.classList.toggle("action", Boolean(message.action));
   item.classList.toggle("mine", message.from === state.name);
@@ -178,7 +206,8 @@ function socketUrl() {
   const url = new URL("/ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (state.room) url.searchParams.set("room", state.room);
-  if (state.name) url.searchParams.set("name", state.name);
+  const name = state.wanted || state.name;
+  if (name) url.searchParams.set("name", name);
   return url;
 }
 
@@ -257,16 +286,13 @@ function retryLater() {
 function handle(event) {
   switch (event.type) {
     case "welcome": {
-      const moved = state.everConnected && event.room !== state.room;
+      const moved = state.everConnected && event.room !== state.joined;
       if (moved) ui.log.replaceChildren();
       if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
       else if (state.everConnected && !moved) note(`Reconnected as ${event.name}.`);
       else note(`You are ${event.name} in #${event.room}.`);
-      if (state.chosenName && event.name === state.chosenName) {
-        localStorage.setItem(NAME_KEY, event.name);
-      }
-      state.chosenName = "";
-      state.room = event.room;
+      if (state.wanted && event.name === state.wanted) store.set(NAME_KEY, event.name);
+      state.room = state.joined = event.room;
       state.name = event.name;
       state.members = event.members;
       state.attempt = 0;
@@ -289,8 +315,8 @@ function handle(event) {
     case "renamed":
       state.members = state.members.map((name) => name === event.from ? event.to : name);
       if (event.ref !== undefined || event.from === state.name) {
-        state.name = event.to;
-        localStorage.setItem(NAME_KEY, event.to);
+        state.name = state.wanted = event.to;
+        store.set(NAME_KEY, event.to);
         showIdentity();
       }
       renderMembers();
@@ -337,8 +363,8 @@ function say(text, action = false) {
 
 /** @param {string} line */
 function command(line) {
-  const [word = "", ...rest] = line.slice(1).split(" ");
-  const arg = rest.join(" ").trim();
+  const [word = "", ...rest] = line.slice(1).trim().split(/\s+/);
+  const arg = rest.join(" ");
   switch (word.toLowerCase()) {
     case "nick":
     case "name":
@@ -350,9 +376,15 @@ function command(line) {
       return send({ type: "who" });
     case "me":
       return say(arg, true);
+    case "quit":
+      state.socket?.close(1000, "bye");
+      return true;
+    case "help":
+      note(COMMANDS);
+      return true;
     default:
-      note("Commands: /nick NAME, /join ROOM, /who, /me ACTION; // sends a line starting with /.");
-      return word.toLowerCase() === "help";
+      note(`Unknown command /${word}. ${COMMANDS}`, "error");
+      return false;
   }
 }
 
@@ -373,7 +405,7 @@ ui.identity.addEventListener("submit", (event) => {
   if (name && name !== state.name) {
     // Remembered only once the server grants it (see "renamed" and "welcome").
     if (online) send({ type: "nick", name, ref: String(state.nextRef++) });
-    else state.name = state.chosenName = name;
+    else state.wanted = name;
   }
   if (room && room !== state.room) {
     if (online) send({ type: "join", room, ref: String(state.nextRef++) });

@@ -233,6 +233,12 @@ async function say(person: Person, text: string, by: "enter" | "button" = "enter
   else await person.page.click("#compose button[type=submit]");
 }
 
+/** Saves a screenshot for a person to look at, when NATTER_SCREENSHOTS names a directory. */
+async function screenshot(page: Page, name: string): Promise<void> {
+  const dir = Deno.env.get("NATTER_SCREENSHOTS");
+  if (dir) await page.screenshot({ path: `${dir}/${name}` });
+}
+
 function assertNoProblems(...people: Person[]): void {
   for (const person of people) assert.deepEqual(person.problems, [], `${person.name}'s page`);
 }
@@ -294,8 +300,8 @@ browserTest("page: two people in a room chat; a third room hears nothing", async
       assertNoProblems(alice, bob, carol);
 
       // For a human to look at (not asserted).
-      await alice.page.screenshot({ path: "/tmp/natter-page.png" });
-      await bob.page.screenshot({ path: "/tmp/natter-page-dark.png" });
+      await screenshot(alice.page, "page.png");
+      await screenshot(bob.page, "page-dark.png");
     });
   } finally {
     await server.close();
@@ -329,7 +335,7 @@ browserTest("page: HTML in a message is shown as text and never runs", async () 
       const long = "and a longer line, to see how text wraps on a narrow screen: ".repeat(3).trim();
       await say(bob, long);
       await waitForMessage(bob.page, "bob", long);
-      await bob.page.screenshot({ path: "/tmp/natter-page-phone.png" });
+      await screenshot(bob.page, "page-phone.png");
     });
   } finally {
     await server.close();

@@ -50,6 +50,9 @@ Deno.test("parseCommand() rejects unknown flags, stray arguments and bad values,
     () => parseCommand(["serve"], NO_ENV),
     /unexpected argument "serve"; the options are --port/,
   );
+  assert.throws(() => parseCommand(["--help=1"], NO_ENV), {
+    message: "--help takes no value; see --help",
+  });
   assert.throws(() => parseCommand(["--port"], NO_ENV), {
     message: "--port needs a value; see --help",
   });

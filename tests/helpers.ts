@@ -224,7 +224,7 @@ export class ServerProcess {
       () => {
         const found = /listening on https?:\/\/[^\s]+:(\d+)\//.exec(this.stdout);
         if (found) port = Number(found[1]);
-        else if (this.stderr.includes("error")) {
+        else if (this.stderr.includes("error") || this.stderr.includes("natter:")) {
           throw new Error(
             `natter failed to start: ${this.stderr}`,
           );

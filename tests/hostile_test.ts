@@ -347,7 +347,9 @@ Deno.test("hostile: SIGTERM tells clients, closes them with 1001 and exits 0 —
     const seconds = (performance.now() - started) / 1000;
     assert.equal(status.code, 0);
     assert.ok(seconds < 5, `exited in ${seconds.toFixed(1)} s`);
-    assert.equal((await text.closed).code, 1001);
+    const closed = await text.closed;
+    assert.equal(closed.code, 1001);
+    assert.equal(closed.reason, "server shutting down");
     assert.ok(
       text.lines.includes("* server is shutting down; reconnect in a moment"),
       text.lines.at(-1),

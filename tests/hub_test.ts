@@ -306,3 +306,15 @@ Deno.test("Hub.closeAll() closes every connection with the given code", () => {
   hub.closeAll(1001, "server shutting down");
   assert.deepEqual(conns.map((c) => c.closedWith?.code), [1001, 1001]);
 });
+
+Deno.test("Hub: /join into a room where one's name is taken adds a suffix there only", () => {
+  const hub = setup();
+  const mine = new FakeConnection("json");
+  const other = new FakeConnection();
+  hub.connect(mine, { name: "alice" });
+  hub.connect(other, { name: "alice", room: "dev" });
+  hub.receive(mine, JSON.stringify({ type: "join", room: "dev" }));
+  assert.equal(JSON.parse(mine.frames.at(-1)!).name, "alice-2");
+  hub.receive(mine, JSON.stringify({ type: "join", room: "lobby" }));
+  assert.equal(JSON.parse(mine.frames.at(-1)!).name, "alice", "back under the name it asked for");
+});

@@ -1,7 +1,7 @@
 /** Integration tests: a real server on port 0, real WebSocket clients, real HTTP. */
 
 import assert from "node:assert/strict";
-import { Client, startServer } from "./helpers.ts";
+import { Client, rawExchange, startServer } from "./helpers.ts";
 
 Deno.test("GET / serves the page with its type, an ETag, and 304 when it matches", async () => {
   const server = startServer();
@@ -15,6 +15,14 @@ Deno.test("GET / serves the page with its type, an ETag, and 304 when it matches
     const again = await fetch(server.http("/"), { headers: { "if-none-match": etag } });
     assert.equal(again.status, 304);
     assert.equal(await again.text(), "");
+    for (const tag of [`W/${etag}`, `"other", ${etag}`, "*"]) {
+      const matched = await fetch(server.http("/"), { headers: { "if-none-match": tag } });
+      assert.equal(matched.status, 304, tag);
+      await matched.body?.cancel();
+    }
+    const stale = await fetch(server.http("/"), { headers: { "if-none-match": '"stale"' } });
+    assert.equal(stale.status, 200);
+    await stale.body?.cancel();
     const script = await fetch(server.http("/app.js"));
     assert.equal(script.headers.get("content-type"), "text/javascript; charset=utf-8");
     assert.match(await script.text(), /natter\.v1/);
@@ -40,9 +48,15 @@ Deno.test("HEAD / answers with headers and no body; other methods get 405, unkno
     const missing = await fetch(server.http("/nope"));
     assert.equal(missing.status, 404);
     await missing.body?.cancel();
-    const traversal = await fetch(server.http("/../lib/app.ts"));
-    assert.equal(traversal.status, 404);
-    await traversal.body?.cancel();
+    // fetch() would normalise the path away; send it raw.
+    const traversal = await rawExchange(
+      server.port,
+      "GET /../lib/app.ts HTTP/1.1\r\nhost: x\r\n\r\n",
+    );
+    assert.match(traversal, /^HTTP\/1\.1 404/);
+    const wsPost = await fetch(server.http("/ws"), { method: "POST", body: "x" });
+    assert.equal(wsPost.status, 405);
+    await wsPost.body?.cancel();
   } finally {
     await server.close();
   }

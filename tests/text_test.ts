@@ -49,3 +49,17 @@ Deno.test("quote() shortens and sanitizes what it quotes", () => {
   assert.equal(quote("a\nb"), '"a␊b"');
   assert.equal(quote("x".repeat(50), 10), `"${"x".repeat(10)}…"`);
 });
+
+Deno.test("checkName() takes scripts that need combining marks, and refuses invisible or piled-up ones", () => {
+  assert.equal(checkName("हिंदी"), "हिंदी");
+  assert.equal(checkName("x\u0301"), "x\u0301".normalize("NFC"));
+  for (
+    const bad of ["\u3164", "alice\u3164", "\u115f\u1160", "a\u0301\u0301\u0301\u0301", "\u0301a"]
+  ) {
+    assert.equal(checkName(bad), null, JSON.stringify(bad));
+  }
+});
+
+Deno.test("checkRoom() accepts names whose lowercase needs a combining mark", () => {
+  assert.equal(checkRoom("İstanbul"), "i̇stanbul");
+});
