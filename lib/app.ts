@@ -42,8 +42,9 @@ const ROUTES = new Set(["/healthz", "/metrics", "/auth"]);
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
 
 /** A JSON answer that no cache keeps. */
-function json(request: Request, value: unknown): Response {
+function json(request: Request, value: unknown, status = 200): Response {
   return new Response(request.method === "HEAD" ? null : JSON.stringify(value), {
+    status,
     headers: { "content-type": "application/json", "cache-control": "no-store" },
   });
 }
@@ -83,6 +84,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   let sockets = 0;
   const perAddress = new Map<string, number>();
   const anyOrigin = options.allowOrigins.includes("*");
+  /** Set once shutdown begins: no new sockets, and /healthz says so to load balancers. */
+  let draining = false;
 
   function refuse(reason: string, address: string, response: Response): Response {
     Metrics.bump(metrics.refused, reason);
@@ -157,6 +160,13 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         ),
       );
     }
+    if (draining) {
+      return refuse(
+        "shutting_down",
+        address,
+        plain(503, "The server is shutting down; try again in a moment", { "retry-after": "5" }),
+      );
+    }
     if (sockets >= options.maxConnections) {
       return refuse(
         "full",
@@ -218,12 +228,12 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
 
   function health(request: Request): Response {
     return json(request, {
-      status: "ok",
+      status: draining ? "stopping" : "ok",
       version: VERSION,
       uptime: Math.round((now() - started) / 1000),
       connections: hub.connections,
       rooms: hub.rooms,
-    });
+    }, draining ? 503 : 200);
   }
 
   function metricsPage(request: Request): Response {
@@ -276,6 +286,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   return {
     fetch,
     async shutdown(graceMs = 3000) {
+      draining = true;
       hub.announce("server is shutting down; reconnect in a moment");
       hub.closeAll(CloseCode.goingAway, "server shutting down");
       const deadline = Date.now() + graceMs;

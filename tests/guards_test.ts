@@ -1,7 +1,7 @@
 /** Who may connect, and the HTTP endpoints around the socket: a real server, real requests. */
 
 import assert from "node:assert/strict";
-import { Client, rawExchange, startServer, upgradeRequest } from "./helpers.ts";
+import { Client, rawExchange, RawSocket, startServer, upgradeRequest } from "./helpers.ts";
 
 function status(head: string): number {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]);
@@ -172,6 +172,24 @@ Deno.test("GET /metrics counts connections, messages, deliveries, refusals and c
     assert.match(text, /^# TYPE natter_deliveries_total counter$/m);
   } finally {
     await a.close();
+    await server.close();
+  }
+});
+
+Deno.test("while shutting down, new upgrades get 503 and /healthz says stopping", async () => {
+  const server = startServer();
+  const lingering = await RawSocket.open(server.port); // never answers the close: keeps it draining
+  try {
+    const stopping = server.app.shutdown(2000);
+    const refused = await rawExchange(server.port, upgradeRequest());
+    assert.equal(status(refused), 503, refused);
+    const health = await fetch(server.http("/healthz"));
+    assert.equal(health.status, 503);
+    assert.equal((await health.json()).status, "stopping");
+    lingering.close();
+    assert.equal(await stopping, 0, "the last socket went when its peer closed");
+  } finally {
+    lingering.close();
     await server.close();
   }
 });
