@@ -32,62 +32,54 @@ export class Metrics {
 
   /** The Prometheus exposition text. */
   render(gauges: Gauges): string {
-    const lines: string[] = [];
-    const metric = (
-      name: string,
-      type: "counter" | "gauge",
-      help: string,
-      samples: [string, number][],
-    ) => {
-      lines.push(`# HELP natter_${name} ${help}`, `# TYPE natter_${name} ${type}`);
-      for (const [labels, value] of samples) lines.push(`natter_${name}${labels} ${value}`);
-    };
+    const plain = (value: number): [string, number][] => [["", value]];
     const labelled = (key: string, map: Map<string, number>): [string, number][] =>
       [...map].map(([label, value]) => [`{${key}="${label}"}`, value]);
-    metric("connections", "gauge", "Open chat connections.", [["", gauges.connections]]);
-    metric("rooms", "gauge", "Rooms with at least one member.", [["", gauges.rooms]]);
-    metric("uptime_seconds", "gauge", "Seconds since the server started.", [[
-      "",
-      gauges.uptimeSeconds,
-    ]]);
-    metric("connections_opened_total", "counter", "Chat connections accepted.", [[
-      "",
-      this.connectionsOpened,
-    ]]);
-    metric("messages_in_total", "counter", "Frames received from clients.", [[
-      "",
-      this.messagesIn,
-    ]]);
-    metric("messages_out_total", "counter", "Frames sent to clients.", [["", this.messagesOut]]);
-    metric("deliveries_total", "counter", "Events delivered to a member.", [["", this.deliveries]]);
-    metric("bytes_in_total", "counter", "Bytes of frames received (UTF-16 code units).", [[
-      "",
-      this.bytesIn,
-    ]]);
-    metric("bytes_out_total", "counter", "Bytes of frames sent (UTF-16 code units).", [[
-      "",
-      this.bytesOut,
-    ]]);
-    metric("rate_limited_total", "counter", "Frames refused by the rate limit.", [[
-      "",
-      this.rateLimited,
-    ]]);
-    metric("slow_consumers_total", "counter", "Connections dropped as too slow.", [[
-      "",
-      this.slowConsumers,
-    ]]);
-    metric(
-      "closes_total",
-      "counter",
-      "Connections closed, by reason.",
-      labelled("reason", this.closes),
-    );
-    metric(
-      "refused_total",
-      "counter",
-      "Upgrades refused, by reason.",
-      labelled("reason", this.refused),
-    );
+    const table: [string, "counter" | "gauge", string, [string, number][]][] = [
+      ["connections", "gauge", "Open chat connections.", plain(gauges.connections)],
+      ["rooms", "gauge", "Rooms with at least one member.", plain(gauges.rooms)],
+      ["uptime_seconds", "gauge", "Seconds since the server started.", plain(gauges.uptimeSeconds)],
+      [
+        "connections_opened_total",
+        "counter",
+        "Chat connections accepted.",
+        plain(this.connectionsOpened),
+      ],
+      ["messages_in_total", "counter", "Frames received from clients.", plain(this.messagesIn)],
+      ["messages_out_total", "counter", "Frames sent to clients.", plain(this.messagesOut)],
+      ["deliveries_total", "counter", "Events delivered to a member.", plain(this.deliveries)],
+      ["bytes_in_total", "counter", "UTF-8 bytes of frames received.", plain(this.bytesIn)],
+      ["bytes_out_total", "counter", "UTF-8 bytes of frames sent.", plain(this.bytesOut)],
+      [
+        "rate_limited_total",
+        "counter",
+        "Frames refused by the rate limit.",
+        plain(this.rateLimited),
+      ],
+      [
+        "slow_consumers_total",
+        "counter",
+        "Connections dropped as too slow.",
+        plain(this.slowConsumers),
+      ],
+      [
+        "closes_total",
+        "counter",
+        "Connections closed, by reason.",
+        labelled("reason", this.closes),
+      ],
+      [
+        "refused_total",
+        "counter",
+        "Upgrades refused, by reason.",
+        labelled("reason", this.refused),
+      ],
+    ];
+    const lines: string[] = [];
+    for (const [name, type, help, samples] of table) {
+      lines.push(`# HELP natter_${name} ${help}`, `# TYPE natter_${name} ${type}`);
+      for (const [labels, value] of samples) lines.push(`natter_${name}${labels} ${value}`);
+    }
     return lines.join("\n") + "\n";
   }
 }

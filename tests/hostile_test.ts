@@ -321,7 +321,11 @@ Deno.test("hostile: connection churn leaves natter's JS heap where it was (after
   }
 });
 
-Deno.test("hostile: SIGTERM tells clients, closes them with 1001 and exits 0 — even with a stuck client", async () => {
+/**
+ * A natter process with a client that never reads and whose buffers are full, so that its
+ * closing handshake cannot finish: shutdown has to get past it.
+ */
+async function serverWithStuckClient() {
   const server = await ServerProcess.start([
     "--port",
     "0",
@@ -332,16 +336,24 @@ Deno.test("hostile: SIGTERM tells clients, closes them with 1001 and exits 0 —
   ]);
   const port = await server.port();
   const stuck = await RawSocket.open(port, "/?name=stuck");
-  const text = await Client.open(`ws://127.0.0.1:${port}/?name=t`);
+  const sender = await Client.open(`ws://127.0.0.1:${port}/?name=t`);
+  return { server, port, stuck, sender };
+}
+
+/** Sends 3 MiB, paced so that clients that do read keep up. */
+async function fillStuckClient(sender: Client): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    sender.send("w".repeat(16000));
+    if (i % 10 === 0) await sleep(5);
+  }
+  await sleep(300);
+}
+
+Deno.test("hostile: SIGTERM tells clients, closes them with 1001 and exits 0 — even with a stuck client", async () => {
+  const { server, port, stuck, sender: text } = await serverWithStuckClient();
   const json = await Client.json(`ws://127.0.0.1:${port}/?name=j`);
   try {
-    // Fill the stuck client's buffers so that its close handshake cannot finish; pace the
-    // sending so that the two reading clients keep up.
-    for (let i = 0; i < 200; i++) {
-      text.send("w".repeat(16000));
-      if (i % 10 === 0) await sleep(5);
-    }
-    await sleep(300);
+    await fillStuckClient(text);
     const started = performance.now();
     const status = await server.stop("SIGTERM");
     const seconds = (performance.now() - started) / 1000;
@@ -366,23 +378,9 @@ Deno.test("hostile: SIGTERM tells clients, closes them with 1001 and exits 0 —
 });
 
 Deno.test("hostile: a second signal exits at once", async () => {
-  const server = await ServerProcess.start([
-    "--port",
-    "0",
-    "--hostname",
-    "127.0.0.1",
-    "--rate",
-    "100000",
-  ]);
-  const port = await server.port();
-  const stuck = await RawSocket.open(port, "/?name=stuck");
-  const sender = await Client.open(`ws://127.0.0.1:${port}/?name=s`);
+  const { server, stuck, sender } = await serverWithStuckClient();
   try {
-    for (let i = 0; i < 300; i++) {
-      sender.send("w".repeat(16000));
-      if (i % 10 === 0) await sleep(5);
-    }
-    await sleep(300);
+    await fillStuckClient(sender);
     server.child.kill("SIGTERM");
     await sleep(100);
     const started = performance.now();
