@@ -1,0 +1,223 @@
+/**
+ * The SQLite history store (`--data natter.db`), on `node:sqlite`. WAL mode: each message
+ * is its own committed transaction before anyone hears of it, so it survives `kill -9`.
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import {
+  DEFAULT_RETENTION,
+  type Draft,
+  type HistoryStore,
+  type Message,
+  type Recovery,
+  type Retention,
+} from "./history.ts";
+
+/** `PRAGMA application_id` of a natter database: "natt". */
+const APPLICATION_ID = 0x6e617474;
+const SCHEMA_VERSION = 1;
+/** How often old messages are deleted by age, at most. */
+const AGE_SWEEP_MS = 60_000;
+
+/** The file cannot serve as natter's database; the message says why and what to do. */
+export class StoreError extends Error {
+  override name = "StoreError";
+}
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS rooms (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL,
+    action INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room, id)
+  ) WITHOUT ROWID;
+`;
+
+interface Row {
+  room: string;
+  id: number;
+  ts: number;
+  sender: string;
+  text: string;
+  action: number;
+}
+
+function toMessage(row: Row): Message {
+  const message: Message = {
+    room: row.room,
+    id: row.id,
+    ts: row.ts,
+    from: row.sender,
+    text: row.text,
+  };
+  if (row.action) message.action = true;
+  return message;
+}
+
+function open(path: string): DatabaseSync {
+  try {
+    return new DatabaseSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      throw new StoreError(
+        `cannot open ${path}: no permission. Run with --allow-read=${path} --allow-write=${path} ` +
+          `(and for ${path}-wal, ${path}-shm), or simply --allow-read --allow-write`,
+      );
+    }
+    throw new StoreError(`cannot open ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** History in a SQLite file; created if missing, refused if it is some other database. */
+export class SqliteStore implements HistoryStore {
+  readonly epoch: string;
+  readonly #db: DatabaseSync;
+  readonly #retention: Retention;
+  readonly #now: () => number;
+  readonly #next: StatementSync;
+  readonly #insert: StatementSync;
+  readonly #trim: StatementSync;
+  readonly #latest: StatementSync;
+  readonly #before: StatementSync;
+  readonly #after: StatementSync;
+  readonly #bounds: StatementSync;
+  #lastSweep = 0;
+
+  constructor(readonly path: string, retention: Partial<Retention> = {}) {
+    this.#retention = { ...DEFAULT_RETENTION, ...retention };
+    this.#now = this.#retention.now ?? Date.now;
+    const db = this.#db = open(path);
+    try {
+      this.epoch = SqliteStore.#prepare(db, path);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+    this.#next = db.prepare(
+      "INSERT INTO rooms (name, last_id) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+    );
+    this.#insert = db.prepare(
+      "INSERT INTO messages (room, id, ts, sender, text, action) VALUES (?, ?, ?, ?, ?, ?)",
+    );
+    this.#trim = db.prepare("DELETE FROM messages WHERE room = ? AND id <= ?");
+    this.#latest = db.prepare(
+      "SELECT * FROM (SELECT * FROM messages WHERE room = ? AND ts >= ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+    );
+    this.#before = db.prepare(
+      "SELECT * FROM (SELECT * FROM messages WHERE room = ? AND ts >= ? AND id < ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+    );
+    this.#after = db.prepare(
+      "SELECT * FROM messages WHERE room = ? AND ts >= ? AND id > ? ORDER BY id",
+    );
+    this.#bounds = db.prepare(
+      "SELECT (SELECT last_id FROM rooms WHERE name = ?1) AS last, (SELECT min(id) FROM messages WHERE room = ?1 AND ts >= ?2) AS first",
+    );
+  }
+
+  /** Checks (or sets up) the file as a natter database and returns its epoch. */
+  static #prepare(db: DatabaseSync, path: string): string {
+    let applicationId: number;
+    let tables: number;
+    try {
+      applicationId = Number(
+        (db.prepare("PRAGMA application_id").get() as { application_id: number }).application_id,
+      );
+      tables = Number(
+        (db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n,
+      );
+    } catch (error) {
+      throw new StoreError(
+        `${path} is not a natter database (${(error as Error).message}); give a new file name`,
+      );
+    }
+    if (applicationId !== APPLICATION_ID && (applicationId !== 0 || tables > 0)) {
+      throw new StoreError(
+        `${path} is not a natter database: it holds other data; give a new file name`,
+      );
+    }
+    const version = Number(
+      (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
+    );
+    if (applicationId === APPLICATION_ID && version > SCHEMA_VERSION) {
+      throw new StoreError(
+        `${path} was written by a newer natter (schema ${version}); upgrade natter`,
+      );
+    }
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = NORMAL");
+    db.exec("PRAGMA busy_timeout = 5000");
+    db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    db.exec(SCHEMA);
+    db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)").run(
+      crypto.randomUUID(),
+    );
+    return (db.prepare("SELECT value FROM meta WHERE key = 'epoch'").get() as { value: string })
+      .value;
+  }
+
+  append(room: string, draft: Draft): Message {
+    const db = this.#db;
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const id = Number((this.#next.get(room) as { last_id: number }).last_id);
+      this.#insert.run(room, id, draft.ts, draft.from, draft.text, draft.action ? 1 : 0);
+      this.#trim.run(room, id - this.#retention.maxCount);
+      db.exec("COMMIT");
+      this.#sweep();
+      return { room, id, ...draft };
+    } catch (error) {
+      db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  latest(room: string, limit: number, before?: number): Message[] {
+    const rows = before === undefined
+      ? this.#latest.all(room, this.#cutoff(), limit)
+      : this.#before.all(room, this.#cutoff(), before, limit);
+    return (rows as unknown as Row[]).map(toMessage);
+  }
+
+  after(room: string, since: number): Recovery {
+    const bounds = this.#bounds.get(room, this.#cutoff()) as {
+      last: number | null;
+      first: number | null;
+    };
+    const last = Number(bounds.last ?? 0);
+    if (since > last || since < 0) return { messages: [], complete: false };
+    const first = bounds.first === null ? last + 1 : Number(bounds.first);
+    const messages = (this.#after.all(room, this.#cutoff(), since) as unknown as Row[]).map(
+      toMessage,
+    );
+    return { messages, complete: since + 1 >= first };
+  }
+
+  close(): void {
+    try {
+      this.#db.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  #cutoff(): number {
+    return this.#retention.maxAgeMs > 0
+      ? this.#now() - this.#retention.maxAgeMs
+      : Number.MIN_SAFE_INTEGER;
+  }
+
+  /** Deletes messages past their age now and then; reads filter by age meanwhile. */
+  #sweep(): void {
+    if (this.#retention.maxAgeMs <= 0) return;
+    const now = this.#now();
+    if (now - this.#lastSweep < AGE_SWEEP_MS) return;
+    this.#lastSweep = now;
+    this.#db.prepare("DELETE FROM messages WHERE ts < ?").run(this.#cutoff());
+  }
+}

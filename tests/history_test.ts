@@ -1,0 +1,139 @@
+/** One suite, every store: the memory store and the SQLite store keep the same promises. */
+
+import assert from "node:assert/strict";
+import { type HistoryStore, MemoryStore, type Retention } from "../lib/history.ts";
+import { SqliteStore, StoreError } from "../lib/sqlite.ts";
+import { DatabaseSync } from "node:sqlite";
+
+type Factory = (retention?: Partial<Retention>) => { store: HistoryStore; cleanup: () => void };
+
+const factories: Record<string, Factory> = {
+  memory: (retention) => ({ store: new MemoryStore(retention), cleanup: () => {} }),
+  sqlite: (retention) => {
+    const dir = Deno.makeTempDirSync({ prefix: "natter-store-" });
+    const store = new SqliteStore(`${dir}/natter.db`, retention);
+    return { store, cleanup: () => (store.close(), Deno.removeSync(dir, { recursive: true })) };
+  },
+};
+
+const draft = (text: string, ts = 1000) => ({ ts, from: "alice", text });
+
+for (const [kind, make] of Object.entries(factories)) {
+  const test = (
+    name: string,
+    fn: (store: HistoryStore, clock: { now: number }) => void,
+    retention: Partial<Retention> = {},
+  ) =>
+    Deno.test(`${kind} store: ${name}`, () => {
+      const clock = { now: 10_000 };
+      const { store, cleanup } = make({ now: () => clock.now, ...retention });
+      try {
+        fn(store, clock);
+      } finally {
+        cleanup();
+      }
+    });
+
+  test("ids start at 1 and grow by one per room", (store) => {
+    assert.deepEqual([store.append("a", draft("1")).id, store.append("a", draft("2")).id], [1, 2]);
+    assert.equal(store.append("b", draft("x")).id, 1, "each room counts for itself");
+    const stored = store.append("a", { ts: 5, from: "bob", text: "waves", action: true });
+    assert.deepEqual(stored, { room: "a", id: 3, ts: 5, from: "bob", text: "waves", action: true });
+  });
+
+  test("latest() returns the newest, oldest first, and pages back with before", (store) => {
+    for (let i = 1; i <= 10; i++) store.append("r", draft(`m${i}`));
+    assert.deepEqual(store.latest("r", 3).map((m) => m.text), ["m8", "m9", "m10"]);
+    assert.deepEqual(store.latest("r", 3, 8).map((m) => m.id), [5, 6, 7]);
+    assert.deepEqual(store.latest("r", 3, 2).map((m) => m.id), [1]);
+    assert.deepEqual(store.latest("r", 50).length, 10);
+    assert.deepEqual(store.latest("nowhere", 5), []);
+    const action = store.append("r", { ts: 1, from: "a", text: "x", action: true });
+    assert.deepEqual(store.latest("r", 1), [action]);
+  });
+
+  test("after() returns exactly what came after an id", (store) => {
+    for (let i = 1; i <= 5; i++) store.append("r", draft(`m${i}`));
+    assert.deepEqual(store.after("r", 2), {
+      complete: true,
+      messages: store.latest("r", 3),
+    });
+    assert.deepEqual(store.after("r", 5), { complete: true, messages: [] });
+    assert.deepEqual(store.after("r", 0).messages.length, 5);
+    assert.equal(
+      store.after("r", 6).complete,
+      false,
+      "an id from the future is from another store",
+    );
+    assert.equal(store.after("empty", 0).complete, true);
+  });
+
+  test("retention by count drops the oldest and never reuses ids", (store) => {
+    for (let i = 1; i <= 250; i++) store.append("r", draft(`m${i}`));
+    const kept = store.latest("r", 1000);
+    assert.equal(kept.length, 100);
+    assert.equal(kept[0]!.id, 151);
+    assert.deepEqual(store.after("r", 150), { complete: true, messages: kept });
+    assert.equal(store.after("r", 149).complete, false, "message 150 is gone");
+    assert.equal(store.after("r", 149).messages.length, 100, "but what is kept still comes");
+    assert.equal(store.append("r", draft("next")).id, 251);
+  }, { maxCount: 100 });
+
+  test("retention by age hides and drops old messages", (store, clock) => {
+    store.append("r", draft("old", 10_000));
+    clock.now = 20_000;
+    store.append("r", draft("new", 20_000));
+    clock.now = 71_000; // the first is now 61 s old, past the 60 s limit
+    assert.deepEqual(store.latest("r", 10).map((m) => m.text), ["new"]);
+    assert.equal(store.after("r", 0).complete, false);
+    assert.equal(store.append("r", draft("newer", 71_000)).id, 3);
+  }, { maxAgeMs: 60_000 });
+
+  test("epoch names the id space", (store) => {
+    assert.equal(typeof store.epoch, "string");
+    assert.ok(store.epoch.length >= 8);
+  });
+}
+
+Deno.test("memory store: a new store is a new epoch", () => {
+  assert.notEqual(new MemoryStore().epoch, new MemoryStore().epoch);
+});
+
+Deno.test("sqlite store: reopening keeps the history, the epoch, and continues the ids", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "natter-store-" });
+  try {
+    const first = new SqliteStore(`${dir}/chat.db`);
+    for (let i = 1; i <= 3; i++) first.append("r", draft(`m${i}`));
+    const epoch = first.epoch;
+    first.close();
+    const second = new SqliteStore(`${dir}/chat.db`);
+    assert.equal(second.epoch, epoch);
+    assert.deepEqual(second.latest("r", 10).map((m) => m.text), ["m1", "m2", "m3"]);
+    assert.equal(second.append("r", draft("m4")).id, 4);
+    second.close();
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite store: refuses a file that is not a natter database, saying so", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "natter-store-" });
+  try {
+    Deno.writeTextFileSync(
+      `${dir}/notes.txt`,
+      "just some text, not a database at all\n".repeat(20),
+    );
+    assert.throws(() => new SqliteStore(`${dir}/notes.txt`), StoreError);
+    assert.throws(() => new SqliteStore(`${dir}/notes.txt`), /is not a natter database/);
+    // Another application's SQLite database is left alone.
+    const foreign = new DatabaseSync(`${dir}/app.db`);
+    foreign.exec("CREATE TABLE users (name TEXT)");
+    foreign.close();
+    assert.throws(
+      () => new SqliteStore(`${dir}/app.db`),
+      /app\.db is not a natter database: it holds other data/,
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
