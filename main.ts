@@ -8,6 +8,7 @@ import { type App, createApp } from "./lib/app.ts";
 import { parseCommand, usage } from "./lib/cli.ts";
 import { ConfigError, type Options } from "./lib/config.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
+import { StoreError } from "./lib/sqlite.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** How long a clean stop may take before natter exits anyway. */
@@ -76,7 +77,14 @@ function main(): number | undefined {
 
   const options = command.options;
   const log = createLogger({ format: options.log, quiet: options.quiet });
-  const app = createApp(options, { log });
+  let app: App;
+  try {
+    app = createApp(options, { log });
+  } catch (error) {
+    if (!(error instanceof StoreError)) throw error;
+    console.error(`natter: cannot use --data: ${error.message}`);
+    return 1;
+  }
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
     server = serve(options, app, log);

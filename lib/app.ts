@@ -7,10 +7,12 @@ import { timingSafeEqual } from "node:crypto";
 import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
 import { attach } from "./connection.ts";
+import { type HistoryStore, MemoryStore } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, SILENT } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
+import { SqliteStore } from "./sqlite.ts";
 import { isAsset, serveAsset } from "./static.ts";
 import { VERSION } from "./version.ts";
 
@@ -32,6 +34,8 @@ export interface AppDeps {
   log?: Logger;
   /** Milliseconds, for uptime. */
   now?: () => number;
+  /** The history store; by default memory, or SQLite at `options.data`. */
+  store?: HistoryStore;
 }
 
 /** Subprotocol prefix that carries the token from browsers, which cannot set headers. */
@@ -40,6 +44,12 @@ export const TOKEN_PROTOCOL_PREFIX = "natter.token.";
 const TEXT = { "content-type": "text/plain; charset=utf-8" };
 const ROUTES = new Set(["/healthz", "/metrics", "/auth"]);
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
+/** `?since=ID`: the last message id a reconnecting client saw, or null. */
+function sinceOf(url: URL): number | null {
+  const raw = url.searchParams.get("since");
+  return raw !== null && /^\d{1,15}$/.test(raw) ? Number(raw) : null;
+}
 
 /** A JSON answer that no cache keeps. */
 function json(request: Request, value: unknown, status = 200): Response {
@@ -67,18 +77,28 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Builds the app from options (validated; throws ConfigError on a bad one). */
+/**
+ * Builds the app from options. Throws ConfigError on a bad option, StoreError when the
+ * `data` file cannot be used.
+ */
 export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): App {
   const options = resolveOptions(partial);
   const log = deps.log ?? SILENT;
   const now = deps.now ?? Date.now;
   const started = now();
   const metrics = new Metrics();
+  const retention = { maxCount: options.historyLimit, maxAgeMs: options.historyMaxAgeMs };
+  const store = deps.store ??
+    (options.data === undefined
+      ? new MemoryStore(retention)
+      : new SqliteStore(options.data, retention));
   const hub = new Hub({
     server: `natter/${VERSION}`,
     defaultRoom: options.defaultRoom,
     maxMessageBytes: options.maxMessageBytes,
     metrics,
+    store,
+    historyOnJoin: options.history,
   });
   /** Sockets from upgrade to close event: what the connection caps count. */
   let sockets = 0;
@@ -208,6 +228,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       request: {
         name: url.searchParams.get("name"),
         room: url.searchParams.get("room"),
+        since: sinceOf(url),
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
       },
       maxMessageBytes: options.maxMessageBytes,
@@ -293,6 +314,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       while (sockets > 0 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
+      store.close();
       return sockets;
     },
     hub,

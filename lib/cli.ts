@@ -51,6 +51,18 @@ function bytes(raw: string, flag: string): number {
   return Number(match[1]) * (unit.startsWith("k") ? 1024 : unit.startsWith("m") ? 1024 * 1024 : 1);
 }
 
+const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+function duration(raw: string, flag: string): number {
+  const match = /^(\d+)\s*([smhd])$/.exec(raw.trim());
+  if (!match) {
+    throw new ConfigError(
+      `${flag} must be a duration such as 90s, 30m, 12h or 7d, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return Number(match[1]) * UNITS[match[2]!]!;
+}
+
 function file(env: CliEnvironment, path: string, flag: string): string {
   try {
     return env.readFile(path);
@@ -169,6 +181,27 @@ function flags(env: CliEnvironment): Record<string, Flag> {
       },
     },
     quiet: { short: "q", help: "log only warnings and errors" },
+    data: {
+      value: "PATH",
+      help:
+        "keep history in this SQLite file (needs --allow-read and --allow-write; default: memory)",
+      parse: (data) => ({ data }),
+    },
+    history: {
+      value: "N",
+      help: `messages a page or app gets when it joins, 0-1000 (default ${DEFAULTS.history})`,
+      parse: whole("history"),
+    },
+    "history-limit": {
+      value: "N",
+      help: `messages kept per room (default ${DEFAULTS.historyLimit})`,
+      parse: whole("historyLimit"),
+    },
+    "history-max-age": {
+      value: "AGE",
+      help: "drop messages older than this, e.g. 30d, 12h, 90m (default: keep)",
+      parse: (raw, flag) => ({ historyMaxAgeMs: duration(raw, flag) }),
+    },
     help: { short: "h", help: "print this help and exit" },
     version: { short: "V", help: "print the version and exit" },
   };

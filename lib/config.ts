@@ -42,6 +42,14 @@ export interface Options {
   log: LogFormat;
   /** Log only warnings and errors. */
   quiet: boolean;
+  /** SQLite file for history; undefined keeps history in memory. */
+  data: string | undefined;
+  /** Messages a JSON client gets with its welcome. */
+  history: number;
+  /** Messages kept per room. */
+  historyLimit: number;
+  /** Oldest message kept, in milliseconds; 0 keeps them regardless of age. */
+  historyMaxAgeMs: number;
 }
 
 /** The defaults: every interface, port 8080, limits that a chat never notices. */
@@ -62,6 +70,10 @@ export const DEFAULTS: Readonly<Options> = {
   key: undefined,
   log: "text",
   quiet: false,
+  data: undefined,
+  history: 50,
+  historyLimit: 5000,
+  historyMaxAgeMs: 0,
 };
 
 /** A bad option value or flag; the CLI prints the message and exits with status 2. */
@@ -124,6 +136,12 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   }
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new ConfigError("'cert' and 'key' go together: give both to serve TLS, or neither");
+  }
+  whole("history", options.history, 0, 1000);
+  whole("historyLimit", options.historyLimit, 1);
+  whole("historyMaxAgeMs", options.historyMaxAgeMs, 0);
+  if (options.data !== undefined && options.data.trim() === "") {
+    throw new ConfigError("'data' must be a file path, such as natter.db");
   }
   if (options.log !== "text" && options.log !== "json") {
     throw new ConfigError(`'log' must be "text" or "json", got ${JSON.stringify(options.log)}`);

@@ -3,20 +3,20 @@
  * it talks to {@link Connection}s, so tests drive it with fakes and any transport fits.
  */
 
+import { encodeJson, encodeText, HELP } from "./encode.ts";
+import { type HistoryStore, MemoryStore, type Message } from "./history.ts";
+import { Metrics } from "./metrics.ts";
 import {
   CloseCode,
-  encodeJson,
-  encodeText,
-  HELP,
+  type Format,
   JSON_PROTOCOL,
+  type MessageEvent,
   parse,
   type ProtocolError,
   type Ref,
   type ServerEvent,
+  utf8Length,
 } from "./protocol.ts";
-import type { Format } from "./protocol.ts";
-import { utf8Length } from "./protocol.ts";
-import { Metrics } from "./metrics.ts";
 import { checkName, checkRoom, MAX_NAME, NAME_RULE, nameKey, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
@@ -43,14 +43,25 @@ export interface HubOptions {
   maxMessageBytes?: number;
   /** Where deliveries are counted. */
   metrics?: Metrics;
+  /** Where messages are kept; an in-memory store by default. */
+  store?: HistoryStore;
+  /** Messages a JSON client gets with its welcome. */
+  historyOnJoin?: number;
+  /** A member's `typing` is passed on at most this often, in milliseconds. */
+  typingIntervalMs?: number;
 }
 
 /** What a new connection asks for: its query string, and its remote port for the default name. */
 export interface JoinRequest {
   name?: string | null;
   room?: string | null;
+  /** The last message id the client saw in the room (its `?since=`), to recover what it missed. */
+  since?: number | null;
   port?: number;
 }
+
+/** Messages a JSON client gets with its welcome, unless told otherwise. */
+export const DEFAULT_HISTORY_ON_JOIN = 50;
 
 interface Room {
   readonly name: string;
@@ -72,6 +83,8 @@ interface Member {
   /** The name it asked for; `name` may carry a suffix where that one was taken. */
   wanted: string;
   room: Room;
+  /** When its last `typing` was passed on. */
+  typedAt: number;
 }
 
 /** Rooms of members, and the rules for who hears what. */
@@ -83,7 +96,9 @@ export class Hub {
   readonly #defaultRoom: string;
   readonly #maxMessageBytes: number | undefined;
   readonly #metrics: Metrics;
-  #lastId = 0;
+  readonly #store: HistoryStore;
+  readonly #historyOnJoin: number;
+  readonly #typingIntervalMs: number;
 
   constructor(options: HubOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -91,6 +106,9 @@ export class Hub {
     this.#defaultRoom = options.defaultRoom ?? "lobby";
     this.#maxMessageBytes = options.maxMessageBytes;
     this.#metrics = options.metrics ?? new Metrics();
+    this.#store = options.store ?? new MemoryStore();
+    this.#historyOnJoin = options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN;
+    this.#typingIntervalMs = options.typingIntervalMs ?? 2000;
   }
 
   /** Number of connections in the hub. */
@@ -130,9 +148,15 @@ export class Hub {
           message: `name ${quote(request.name)} is not allowed: use ${NAME_RULE}`,
         });}
     }
-    const member: Member = { conn, name: base, wanted: base, room: this.#room(roomName) };
+    const member: Member = {
+      conn,
+      name: base,
+      wanted: base,
+      room: this.#room(roomName),
+      typedAt: -Infinity,
+    };
     this.#members.set(conn, member);
-    this.#enter(member, base);
+    this.#enter(member, base, undefined, request.since ?? undefined);
     for (const error of errors) this.#sendTo(member, { type: "error", ...error });
   }
 
@@ -167,6 +191,21 @@ export class Hub {
             msg.ref,
           ),
         );
+      case "history": {
+        const limit = msg.limit ?? (conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
+        const messages = this.#store.latest(member.room.name, limit, msg.before).map(asEvent);
+        const event = {
+          type: "history" as const,
+          room: member.room.name,
+          messages,
+          more: messages.length === limit,
+        };
+        return this.#sendTo(member, withRef(event, msg.ref));
+      }
+      case "rooms":
+        return this.#sendTo(member, withRef({ type: "rooms", rooms: this.roomList() }, msg.ref));
+      case "typing":
+        return this.#typing(member);
       case "help":
         return this.#sendTo(member, { type: "notice", text: HELP });
       case "quit":
@@ -190,6 +229,14 @@ export class Hub {
     }
   }
 
+  /** Rooms with members, the busiest first (at most 100). */
+  roomList(): { room: string; members: number }[] {
+    return [...this.#rooms.values()]
+      .map((room) => ({ room: room.name, members: room.members.size }))
+      .sort((a, b) => b.members - a.members || a.room.localeCompare(b.room))
+      .slice(0, 100);
+  }
+
   /** Closes every connection with the given code (e.g. 1001 at shutdown). */
   closeAll(code: number, reason: string): void {
     for (const conn of [...this.#members.keys()]) conn.close(code, reason);
@@ -197,15 +244,27 @@ export class Hub {
 
   #say(member: Member, text: string, action: boolean, ref: Ref | undefined): void {
     const room = member.room;
-    const event: ServerEvent = {
-      type: "message",
-      room: room.name,
-      id: ++this.#lastId,
-      ts: this.#now(),
-      from: member.name,
-      text,
-      ...(action ? { action: true as const } : {}),
-    };
+    let stored: Message;
+    try {
+      // Stored before anyone hears of it: the author's copy is the promise that it was kept.
+      stored = this.#store.append(room.name, {
+        ts: this.#now(),
+        from: member.name,
+        text,
+        ...(action ? { action: true as const } : {}),
+      });
+    } catch (error) {
+      const message = `your message was not sent: the server could not store it (${
+        (error as Error).message
+      })`;
+      return this.#sendTo(member, {
+        type: "error",
+        code: "unavailable",
+        message,
+        ...refField(ref),
+      });
+    }
+    const event = asEvent(stored);
     this.#broadcast(room, event, member);
     // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
     if (member.conn.format === "json") this.#sendTo(member, withRef(event, ref));
@@ -237,19 +296,23 @@ export class Hub {
   }
 
   #move(member: Member, roomName: string, ref: Ref | undefined): void {
-    if (member.room.name === roomName) return this.#sendTo(member, this.#welcome(member, ref));
+    if (member.room.name === roomName) {
+      return this.#sendTo(member, this.#welcome(member, ref, undefined));
+    }
     this.#exit(member);
     member.room = this.#room(roomName);
     this.#enter(member, member.wanted, ref);
   }
 
   /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */
-  #enter(member: Member, base: string, ref?: Ref): void {
+  #enter(member: Member, base: string, ref?: Ref, since?: number): void {
     const room = member.room;
     member.name = freeName(room, base);
     room.members.add(member);
     room.names.set(nameKey(member.name), member);
-    this.#sendTo(member, this.#welcome(member, ref));
+    // The welcome (with its history) and membership happen in one turn, so no message can
+    // fall between what the history holds and what arrives live.
+    this.#sendTo(member, this.#welcome(member, ref, since));
     this.#broadcast(
       room,
       { type: "joined", room: room.name, name: member.name, ts: this.#now() },
@@ -257,15 +320,40 @@ export class Hub {
     );
   }
 
-  #welcome(member: Member, ref: Ref | undefined): ServerEvent {
-    return withRef({
+  #welcome(member: Member, ref: Ref | undefined, since: number | undefined): ServerEvent {
+    const room = member.room.name;
+    const welcome: ServerEvent = {
       type: "welcome",
       protocol: member.conn.format === "json" ? JSON_PROTOCOL : "text",
       server: this.#server,
       name: member.name,
-      room: member.room.name,
+      room,
       members: names(member.room),
-    }, ref);
+    };
+    // Plain-text clients get no replay: the seed's REPL experience stays as it was.
+    if (member.conn.format === "json") {
+      welcome.epoch = this.#store.epoch;
+      const missed = since === undefined ? undefined : this.#store.after(room, since);
+      if (missed) welcome.recovered = missed.complete;
+      const history = missed?.complete
+        ? missed.messages
+        : this.#store.latest(room, this.#historyOnJoin);
+      welcome.history = history.map(asEvent);
+    }
+    return withRef(welcome, ref);
+  }
+
+  /** Passes `typing` on to the room's other JSON members, at most once per interval. */
+  #typing(member: Member): void {
+    const now = this.#now();
+    if (now - member.typedAt < this.#typingIntervalMs) return;
+    member.typedAt = now;
+    this.#broadcast(member.room, {
+      type: "typing",
+      room: member.room.name,
+      name: member.name,
+      ts: now,
+    }, member);
   }
 
   #exit(member: Member): void {
@@ -289,20 +377,22 @@ export class Hub {
 
   /** Sends an event to everyone in a room but `skip`, encoding it at most once per format. */
   #broadcast(room: Room, event: ServerEvent, skip?: Member): void {
-    let text: Frame | undefined;
-    let json: Frame | undefined;
+    let text: Frame | null | undefined;
+    let json: Frame | null | undefined;
     for (const member of room.members) {
       if (member === skip) continue;
-      const frame = member.conn.format === "json"
-        ? (json ??= frameOf(encodeJson(event)))
-        : (text ??= frameOf(encodeText(event)));
-      this.#deliver(member, frame);
+      let frame: Frame | null;
+      if (member.conn.format === "json") {
+        frame = json === undefined ? (json = frameOf(encodeJson(event))) : json;
+      } else frame = text === undefined ? (text = frameOf(encodeText(event))) : text;
+      if (frame) this.#deliver(member, frame);
     }
   }
 
   #sendTo(member: Member, event: ServerEvent): void {
     const data = member.conn.format === "json" ? encodeJson(event) : encodeText(event);
-    this.#deliver(member, frameOf(data));
+    const frame = frameOf(data);
+    if (frame) this.#deliver(member, frame);
   }
 
   #deliver(member: Member, frame: Frame): void {
@@ -319,8 +409,13 @@ export class Hub {
   }
 }
 
-function frameOf(data: string): Frame {
-  return { data, bytes: utf8Length(data) };
+/** A frame to send, or null for an event this format does not carry. */
+function frameOf(data: string | null): Frame | null {
+  return data === null ? null : { data, bytes: utf8Length(data) };
+}
+
+function asEvent(message: Message): MessageEvent {
+  return { type: "message", ...message };
 }
 
 function names(room: Room): string[] {

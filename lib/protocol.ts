@@ -7,6 +7,7 @@
  * turns one {@link ServerEvent} into one line, done once per format per broadcast.
  */
 
+import type { Message } from "./history.ts";
 import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE, sanitize } from "./text.ts";
 
 /** The subprotocol that selects JSON. */
@@ -21,13 +22,19 @@ export type Ref = string | number;
 /** Default cap on one incoming frame, in UTF-8 bytes. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024;
 
-/** Every request a client can make. `help` and `quit` exist only as text commands. */
+/** Most messages one history request may return. */
+export const MAX_HISTORY_PAGE = 200;
+
+/** Every request a client can make. `help` and `quit` exist only as text commands, `typing` only in JSON. */
 export type ClientMessage =
   | { type: "say"; text: string; ref?: Ref }
   | { type: "me"; text: string; ref?: Ref }
   | { type: "nick"; name: string; ref?: Ref }
   | { type: "join"; room: string; ref?: Ref }
   | { type: "who"; ref?: Ref }
+  | { type: "history"; limit?: number; before?: number; ref?: Ref }
+  | { type: "rooms"; ref?: Ref }
+  | { type: "typing" }
   | { type: "help" }
   | { type: "quit" };
 
@@ -43,7 +50,8 @@ export type ErrorCode =
   | "name_taken"
   | "bad_room"
   | "binary"
-  | "rate_limited";
+  | "rate_limited"
+  | "unavailable";
 
 /** A refused request: sent to the requester as an `error` event. */
 export interface ProtocolError {
@@ -51,6 +59,9 @@ export interface ProtocolError {
   message: string;
   ref?: Ref;
 }
+
+/** A chat message as clients see it: the stored message, tagged. */
+export type MessageEvent = { type: "message"; ref?: Ref } & Message;
 
 /** Every event the server sends. `ts` is milliseconds since the epoch, server clock. */
 export type ServerEvent =
@@ -61,18 +72,18 @@ export type ServerEvent =
     name: string;
     room: string;
     members: string[];
+    /** Names the id space of `history` and `since` (see docs/PROTOCOL.md). */
+    epoch?: string;
+    /** Recent messages, oldest first (JSON clients only). */
+    history?: MessageEvent[];
+    /** Present when the client asked with `since`: whether `history` is all it missed. */
+    recovered?: boolean;
     ref?: Ref;
   }
-  | {
-    type: "message";
-    room: string;
-    id: number;
-    ts: number;
-    from: string;
-    text: string;
-    action?: true;
-    ref?: Ref;
-  }
+  | MessageEvent
+  | { type: "history"; room: string; messages: MessageEvent[]; more: boolean; ref?: Ref }
+  | { type: "rooms"; rooms: { room: string; members: number }[]; ref?: Ref }
+  | { type: "typing"; room: string; name: string; ts: number }
   | { type: "joined"; room: string; name: string; ts: number }
   | { type: "left"; room: string; name: string; ts: number }
   | { type: "renamed"; room: string; from: string; to: string; ts: number; ref?: Ref }
@@ -174,6 +185,16 @@ export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
     case "who":
     case "names":
       return { ok: true, msg: { type: "who" } };
+    case "rooms":
+      return { ok: true, msg: { type: "rooms" } };
+    case "history": {
+      if (arg.trim() === "") return { ok: true, msg: { type: "history" } };
+      const limit = count(arg.trim());
+      if (limit === null) {
+        return fail("bad_message", `usage: /history [N], N from 1 to ${MAX_HISTORY_PAGE}`);
+      }
+      return { ok: true, msg: { type: "history", limit } };
+    }
     case "me":
       return chat("me", arg.trim());
     case "help":
@@ -188,6 +209,14 @@ export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
         }: type /help for the list, or // to send a line starting with /`,
       );
   }
+}
+
+/** A positive whole number (from a JSON number, or digits in a text command), or null. */
+function count(value: unknown): number | null {
+  const number = typeof value === "string" && /^\d{1,9}$/.test(value) ? Number(value) : value;
+  if (typeof number !== "number" || !Number.isSafeInteger(number) || number < 1) return null;
+  if (typeof value === "string" && number > MAX_HISTORY_PAGE) return null;
+  return number;
 }
 
 function field(obj: Record<string, unknown>, key: string, ref?: Ref): string | Parsed {
@@ -239,11 +268,32 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       return typeof room === "string" ? join(room, ref) : room;
     }
     case "who":
-      return { ok: true, msg: ref === undefined ? { type: "who" } : { type: "who", ref } };
+    case "rooms":
+      return { ok: true, msg: ref === undefined ? { type: obj.type } : { type: obj.type, ref } };
+    case "typing":
+      return { ok: true, msg: { type: "typing" } };
+    case "history": {
+      const msg: { type: "history"; limit?: number; before?: number; ref?: Ref } = {
+        type: "history",
+      };
+      for (const key of ["limit", "before"] as const) {
+        if (obj[key] === undefined) continue;
+        const value = count(obj[key]);
+        if (value === null || (key === "limit" && value > MAX_HISTORY_PAGE)) {
+          const most = key === "limit" ? ` to ${MAX_HISTORY_PAGE}` : " or more";
+          return fail("bad_message", `'${key}' must be a whole number from 1${most}`, ref);
+        }
+        msg[key] = value;
+      }
+      if (ref !== undefined) msg.ref = ref;
+      return { ok: true, msg };
+    }
     default:
       return fail(
         "unknown_type",
-        `unknown type ${quote(obj.type)}: expected say, me, nick, join or who`,
+        `unknown type ${
+          quote(obj.type)
+        }: expected say, me, nick, join, who, history, rooms or typing`,
         ref,
       );
   }
@@ -253,58 +303,3 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
 export function parse(format: Format, data: string, maxBytes?: number): Parsed {
   return format === "json" ? parseJson(data, maxBytes) : parseText(data, maxBytes);
 }
-
-/** Encodes an event for `natter.v1` clients: one JSON object. */
-export function encodeJson(event: ServerEvent): string {
-  return JSON.stringify(event);
-}
-
-const LISTED_NAMES = 20;
-
-function nameList(names: string[]): string {
-  if (names.length <= LISTED_NAMES) return names.join(", ");
-  return `${names.slice(0, LISTED_NAMES).join(", ")} and ${names.length - LISTED_NAMES} more`;
-}
-
-/**
- * Encodes an event for plain-text clients: readable lines whose first characters tell
- * who speaks. `name: ` is a chat line, `~ ` an action, `* ` the server, `! ` an error.
- */
-export function encodeText(event: ServerEvent): string {
-  switch (event.type) {
-    case "message":
-      return event.action ? `~ ${event.from} ${event.text}` : `${event.from}: ${event.text}`;
-    case "joined":
-      return `* ${event.name} joined`;
-    case "left":
-      return `* ${event.name} left`;
-    case "renamed":
-      return `* ${event.from} is now ${event.to}`;
-    case "welcome": {
-      const others = event.members.filter((name) => name !== event.name);
-      const company = others.length === 0
-        ? "nobody else is here yet"
-        : `also here: ${nameList(others)}`;
-      return `* you are ${event.name} in #${event.room}; ${company}. Type /help for commands.`;
-    }
-    case "members":
-      return `* ${event.members.length} in #${event.room}: ${nameList(event.members)}`;
-    case "error":
-      return `! ${event.message}`;
-    case "notice":
-      return event.text;
-  }
-}
-
-/** The text clients' `/help`. */
-export const HELP = [
-  "* commands:",
-  `*   /nick NAME   change your name (${NAME_RULE}); also /name`,
-  "*   /join ROOM   move to another room",
-  "*   /who         list who is in this room; also /names",
-  "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
-  "*   /help        this list",
-  "*   /quit        disconnect",
-  "*   //text       send a line that starts with /",
-  "* anything else is a message to everyone in the room.",
-].join("\n");

@@ -115,7 +115,8 @@ Deno.test("hostile: a client that bursts past the limit and then listens is clos
 });
 
 Deno.test("hostile: a client that never reads is dropped as too slow and memory stays bounded", async () => {
-  const flags = ["--quiet", "--rate", "100000", "--rate-burst", "100000"];
+  // Keep history small: this measures the slow-consumer cap, not what history retains.
+  const flags = ["--quiet", "--rate", "100000", "--rate-burst", "100000", "--history-limit", "10"];
   await withServer(flags, async (server, port) => {
     const pid = server.child.pid;
     const stuck = await RawSocket.open(port, "/?name=stuck"); // never reads again

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { MemoryStore } from "../lib/history.ts";
 import { Hub } from "../lib/hub.ts";
 import { FakeConnection } from "./helpers.ts";
 
@@ -317,4 +318,149 @@ Deno.test("Hub: /join into a room where one's name is taken adds a suffix there 
   assert.equal(JSON.parse(mine.frames.at(-1)!).name, "alice-2");
   hub.receive(mine, JSON.stringify({ type: "join", room: "lobby" }));
   assert.equal(JSON.parse(mine.frames.at(-1)!).name, "alice", "back under the name it asked for");
+});
+
+// ---- history, recovery, typing, rooms ----------------------------------------------------------
+
+function chatter(hub: Hub, count: number, room = "lobby") {
+  const author = new FakeConnection();
+  hub.connect(author, { name: "author", room });
+  for (let i = 1; i <= count; i++) hub.receive(author, `m${i}`);
+  return author;
+}
+
+Deno.test("Hub: a JSON client's welcome carries the last messages; a text client's does not", () => {
+  const hub = new Hub({ now: clock, historyOnJoin: 3 });
+  chatter(hub, 5);
+  const json = new FakeConnection("json");
+  const text = new FakeConnection("text");
+  hub.connect(json, { name: "j" });
+  hub.connect(text, { name: "t" });
+  const welcome = json.events[0]!;
+  assert.deepEqual((welcome.history as { text: string }[]).map((m) => m.text), ["m3", "m4", "m5"]);
+  assert.equal((welcome.history as { type: string }[])[0]!.type, "message");
+  assert.equal(welcome.recovered, undefined, "no since, no recovery flag");
+  assert.deepEqual(text.frames, [
+    "* you are t in #lobby; also here: author, j. Type /help for commands.",
+  ]);
+});
+
+Deno.test("Hub: since= recovers exactly the missed messages, or says it cannot", () => {
+  const store = new MemoryStore({ maxCount: 10 });
+  const hub = new Hub({ now: clock, store, historyOnJoin: 2 });
+  chatter(hub, 5);
+  const back = new FakeConnection("json");
+  hub.connect(back, { name: "back", since: 2 });
+  assert.equal(back.events[0]!.recovered, true);
+  assert.deepEqual((back.events[0]!.history as { id: number }[]).map((m) => m.id), [3, 4, 5]);
+
+  const foreign = new FakeConnection("json");
+  hub.connect(foreign, { name: "foreign", since: 99 }); // an id from another life of the server
+  assert.equal(foreign.events[0]!.recovered, false);
+  assert.deepEqual((foreign.events[0]!.history as { id: number }[]).map((m) => m.id), [4, 5]);
+
+  chatter(hub, 20, "busy");
+  const late = new FakeConnection("json");
+  hub.connect(late, { name: "late", room: "busy", since: 3 }); // 4..10 are gone: only 10 kept
+  assert.equal(late.events[0]!.recovered, false);
+  assert.deepEqual((late.events[0]!.history as { id: number }[]).map((m) => m.id), [19, 20]);
+});
+
+Deno.test("Hub: /history prints past lines with their UTC time, distinct from live ones", () => {
+  const hub = setup();
+  chatter(hub, 3);
+  const reader = new FakeConnection();
+  hub.connect(reader, { name: "reader" });
+  hub.receive(reader, "/history 2");
+  assert.equal(
+    reader.frames.at(-1),
+    ["* last 2 in #lobby:", "[22:13Z] author: m2", "[22:13Z] author: m3", "* end of history"].join(
+      "\n",
+    ),
+  );
+  hub.receive(reader, "/join empty");
+  hub.receive(reader, "/history");
+  assert.equal(reader.frames.at(-1), "* no history in #empty yet");
+  hub.receive(reader, "/history lots");
+  assert.match(reader.frames.at(-1)!, /^! usage: \/history \[N\]/);
+});
+
+Deno.test("Hub: a JSON history request pages back with before and limit", () => {
+  const hub = setup();
+  chatter(hub, 10);
+  const app = new FakeConnection("json");
+  hub.connect(app, { name: "app" });
+  hub.receive(app, JSON.stringify({ type: "history", before: 5, limit: 3, ref: "h" }));
+  const page = JSON.parse(app.frames.at(-1)!);
+  assert.deepEqual(
+    { ...page, messages: page.messages.map((m: { id: number }) => m.id) },
+    { type: "history", room: "lobby", messages: [2, 3, 4], more: true, ref: "h" },
+  );
+  hub.receive(app, JSON.stringify({ type: "history", before: 2, limit: 3 }));
+  assert.equal(JSON.parse(app.frames.at(-1)!).more, false);
+  hub.receive(app, JSON.stringify({ type: "history", limit: 5000 }));
+  assert.equal(JSON.parse(app.frames.at(-1)!).code, "bad_message");
+});
+
+Deno.test("Hub: typing reaches the room's other JSON members, throttled", () => {
+  let now = 0;
+  const hub = new Hub({ now: () => now, typingIntervalMs: 2000 });
+  const typist = new FakeConnection("json");
+  const watcher = new FakeConnection("json");
+  const terminal = new FakeConnection("text");
+  hub.connect(typist, { name: "typist" });
+  hub.connect(watcher, { name: "watcher" });
+  hub.connect(terminal, { name: "terminal" });
+  watcher.clear();
+  terminal.clear();
+  typist.clear();
+  hub.receive(typist, '{"type":"typing"}');
+  now = 500;
+  hub.receive(typist, '{"type":"typing"}'); // dropped: too soon
+  now = 2500;
+  hub.receive(typist, '{"type":"typing"}');
+  assert.deepEqual(watcher.events, [
+    { type: "typing", room: "lobby", name: "typist", ts: 0 },
+    { type: "typing", room: "lobby", name: "typist", ts: 2500 },
+  ]);
+  assert.deepEqual(terminal.frames, [], "terminals are spared");
+  assert.deepEqual(typist.frames, []);
+});
+
+Deno.test("Hub: the room list counts members, busiest first", () => {
+  const hub = setup();
+  for (const room of ["a", "b", "b"]) hub.connect(new FakeConnection(), { room });
+  const asker = new FakeConnection("json");
+  hub.connect(asker, { room: "b" });
+  hub.receive(asker, '{"type":"rooms","ref":1}');
+  assert.deepEqual(JSON.parse(asker.frames.at(-1)!), {
+    type: "rooms",
+    rooms: [{ room: "b", members: 3 }, { room: "a", members: 1 }],
+    ref: 1,
+  });
+  const text = new FakeConnection();
+  hub.connect(text, { room: "a" });
+  hub.receive(text, "/rooms");
+  assert.equal(text.frames.at(-1), "* 2 rooms: b (3), a (2)");
+});
+
+Deno.test("Hub: a message the store cannot keep is refused, and nobody hears it", () => {
+  const store = new MemoryStore();
+  store.append = () => {
+    throw new Error("disk full");
+  };
+  const hub = new Hub({ now: clock, store });
+  const author = new FakeConnection("json");
+  const other = new FakeConnection("json");
+  hub.connect(author, { name: "a" });
+  hub.connect(other, { name: "b" });
+  other.clear();
+  hub.receive(author, '{"type":"say","text":"lost?","ref":"x"}');
+  assert.deepEqual(JSON.parse(author.frames.at(-1)!), {
+    type: "error",
+    code: "unavailable",
+    message: "your message was not sent: the server could not store it (disk full)",
+    ref: "x",
+  });
+  assert.deepEqual(other.frames, []);
 });

@@ -151,16 +151,20 @@ Deno.test("JSON clients: welcome, presence, rename and join round trip", async (
   try {
     const welcome = JSON.parse(alice.lines[0]!);
     assert.deepEqual(
-      { ...welcome, server: undefined },
+      { ...welcome, server: undefined, epoch: undefined },
       {
         type: "welcome",
         protocol: "natter.v1",
         server: undefined,
+        epoch: undefined,
         name: "alice",
         room: "dev",
         members: ["alice"],
+        history: [],
       },
     );
+    assert.match(welcome.server, /^natter\/\d+\.\d+\.\d+$/);
+    assert.equal(typeof welcome.epoch, "string");
     const bob = await Client.json(server.ws("/?room=dev&name=bob"));
     assert.deepEqual(JSON.parse(bob.lines[0]!).members, ["alice", "bob"]);
     assert.equal((await alice.event("joined")).name, "bob");

@@ -1,0 +1,84 @@
+/**
+ * Encoding: one {@link ServerEvent} to one frame, for each format. Done once per format per
+ * broadcast, never once per recipient.
+ */
+
+import type { MessageEvent, ServerEvent } from "./protocol.ts";
+import { NAME_RULE } from "./text.ts";
+
+/** Encodes an event for `natter.v1` clients: one JSON object. */
+export function encodeJson(event: ServerEvent): string {
+  return JSON.stringify(event);
+}
+
+const LISTED_NAMES = 20;
+
+function nameList(names: string[]): string {
+  if (names.length <= LISTED_NAMES) return names.join(", ");
+  return `${names.slice(0, LISTED_NAMES).join(", ")} and ${names.length - LISTED_NAMES} more`;
+}
+
+/**
+ * Encodes an event for plain-text clients: readable lines whose first characters tell
+ * who speaks. `name: ` is a chat line, `~ ` an action, `* ` the server, `! ` an error.
+ */
+export function encodeText(event: ServerEvent): string | null {
+  switch (event.type) {
+    case "message":
+      return event.action ? `~ ${event.from} ${event.text}` : `${event.from}: ${event.text}`;
+    case "joined":
+      return `* ${event.name} joined`;
+    case "left":
+      return `* ${event.name} left`;
+    case "renamed":
+      return `* ${event.from} is now ${event.to}`;
+    case "welcome": {
+      const others = event.members.filter((name) => name !== event.name);
+      const company = others.length === 0
+        ? "nobody else is here yet"
+        : `also here: ${nameList(others)}`;
+      return `* you are ${event.name} in #${event.room}; ${company}. Type /help for commands.`;
+    }
+    case "members":
+      return `* ${event.members.length} in #${event.room}: ${nameList(event.members)}`;
+    case "error":
+      return `! ${event.message}`;
+    case "notice":
+      return event.text;
+    case "history":
+      return historyLines(event.room, event.messages);
+    case "rooms": {
+      if (event.rooms.length === 0) return "* no rooms";
+      const list = event.rooms.map(({ room, members }) => `${room} (${members})`);
+      return `* ${event.rooms.length} rooms: ${nameList(list)}`;
+    }
+    case "typing":
+      return null; // too chatty for a terminal
+  }
+}
+
+function clock(ts: number): string {
+  return new Date(ts).toISOString().slice(11, 16);
+}
+
+/** Past messages as readable lines, each with its UTC time so that none passes for a live one. */
+function historyLines(room: string, messages: MessageEvent[]): string {
+  if (messages.length === 0) return `* no history in #${room} yet`;
+  const lines = messages.map((m) =>
+    m.action ? `[${clock(m.ts)}Z] ~ ${m.from} ${m.text}` : `[${clock(m.ts)}Z] ${m.from}: ${m.text}`
+  );
+  return [`* last ${messages.length} in #${room}:`, ...lines, "* end of history"].join("\n");
+}
+
+/** The text clients' `/help`. */
+export const HELP = [
+  "* commands:",
+  `*   /nick NAME   change your name (${NAME_RULE}); also /name`,
+  "*   /join ROOM   move to another room",
+  "*   /who         list who is in this room; also /names",
+  "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
+  "*   /help        this list",
+  "*   /quit        disconnect",
+  "*   //text       send a line that starts with /",
+  "* anything else is a message to everyone in the room.",
+].join("\n");
