@@ -229,6 +229,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         name: url.searchParams.get("name"),
         room: url.searchParams.get("room"),
         since: sinceOf(url),
+        epoch: url.searchParams.get("epoch"),
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
       },
       maxMessageBytes: options.maxMessageBytes,

@@ -57,6 +57,8 @@ export interface JoinRequest {
   room?: string | null;
   /** The last message id the client saw in the room (its `?since=`), to recover what it missed. */
   since?: number | null;
+  /** The epoch the client's `since` belongs to (`?epoch=`); another one makes `since` meaningless here. */
+  epoch?: string | null;
   port?: number;
 }
 
@@ -156,7 +158,10 @@ export class Hub {
       typedAt: -Infinity,
     };
     this.#members.set(conn, member);
-    this.#enter(member, base, undefined, request.since ?? undefined);
+    const foreign = request.epoch != null && request.epoch !== this.#store.epoch;
+    // An id from another id space recovers nothing; -1 makes the store say so.
+    const since = request.since == null ? undefined : foreign ? -1 : request.since;
+    this.#enter(member, base, undefined, since);
     for (const error of errors) this.#sendTo(member, { type: "error", ...error });
   }
 

@@ -14,8 +14,12 @@ const COMMANDS =
   "Commands: /nick NAME, /join ROOM, /who, /me ACTION, /quit; // sends a line starting with /.";
 
 /**
- * @typedef {{ type: "welcome", name: string, room: string, members: string[], ref?: string | number }
- *   | { type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, ref?: string | number }
+ * @typedef {{ type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, ref?: string | number }} MessageEvent
+ * @typedef {{ type: "welcome", name: string, room: string, members: string[], epoch?: string, history?: MessageEvent[], recovered?: boolean, ref?: string | number }
+ *   | MessageEvent
+ *   | { type: "history", room: string, messages: MessageEvent[], more: boolean, ref?: string | number }
+ *   | { type: "typing", room: string, name: string, ts: number }
+ *   | { type: "rooms", rooms: { room: string, members: number }[], ref?: string | number }
  *   | { type: "joined" | "left", room: string, name: string, ts: number }
  *   | { type: "renamed", room: string, from: string, to: string, ts: number, ref?: string | number }
  *   | { type: "members", room: string, members: string[], ref?: string | number }
@@ -70,6 +74,8 @@ const ui = {
   auth: byId("auth", HTMLFormElement),
   token: byId("token", HTMLInputElement),
   text: byId("text", HTMLInputElement),
+  older: byId("older", HTMLButtonElement),
+  typing: byId("typing", HTMLParagraphElement),
 };
 
 const state = {
@@ -92,6 +98,15 @@ const state = {
   pending: new Map(),
   nextRef: 1,
   everConnected: false,
+  /** The id space of the messages shown; a new one means ids start over. */
+  epoch: "",
+  /** Ids of the messages shown in this room, so that nothing shows twice. */
+  shown: new Set(),
+  /** The newest message id shown: where a reconnect resumes (`since`). */
+  lastId: 0,
+  /** Who is typing, and until when (ms). @type {Map<string, number>} */
+  typing: new Map(),
+  typingSentAt: 0,
   token: store.get(TOKEN_KEY) ?? "",
   tokenRequired: false,
 };
@@ -156,13 +171,71 @@ function fillMessage(item, message) {
 function showMessage(event) {
   const key = event.ref === undefined ? undefined : String(event.ref);
   const mine = key === undefined ? undefined : state.pending.get(key);
-  const item = mine ?? document.createElement("li");
   if (key !== undefined) state.pending.delete(key);
+  stopTyping(event.from);
+  if (state.shown.has(event.id)) return mine?.remove();
+  const item = mine ?? document.createElement("li");
   item.classList.remove("pending");
   item.dataset.id = String(event.id);
   fillMessage(item, event);
+  remember(event);
   if (!mine) append(item);
 }
+
+/** @param {MessageEvent} event */
+function remember(event) {
+  state.shown.add(event.id);
+  state.lastId = Math.max(state.lastId, event.id);
+}
+
+/** Older messages from a `history` reply, put above what is shown. @param {MessageEvent[]} messages */
+function prependHistory(messages) {
+  const view = ui.conversation;
+  const fromBottom = view.scrollHeight - view.scrollTop;
+  const items = messages.filter((m) => !state.shown.has(m.id)).map((message) => {
+    const item = document.createElement("li");
+    item.dataset.id = String(message.id);
+    fillMessage(item, message);
+    remember(message);
+    return item;
+  });
+  ui.log.prepend(...items);
+  view.scrollTop = view.scrollHeight - fromBottom;
+}
+
+function clearLog() {
+  ui.log.replaceChildren();
+  state.shown.clear();
+  state.lastId = 0;
+  state.typing.clear();
+  renderTyping();
+}
+
+function oldestShown() {
+  let oldest = Infinity;
+  for (const id of state.shown) oldest = Math.min(oldest, id);
+  return oldest;
+}
+
+function renderTyping() {
+  const now = Date.now();
+  for (const [name, until] of state.typing) if (until <= now) state.typing.delete(name);
+  const names = [...state.typing.keys()];
+  ui.typing.textContent = names.length === 0
+    ? ""
+    : names.length === 1
+    ? `${names[0]} is typing…`
+    : names.length <= 3
+    ? `${names.join(", ")} are typing…`
+    : "Several people are typing…";
+}
+
+/** @param {string} name */
+function stopTyping(name) {
+  if (state.typing.delete(name)) renderTyping();
+}
+
+setInterval(renderTyping, 1000);
 
 function renderMembers() {
   ui.count.textContent = `(${state.members.length})`;
@@ -206,6 +279,11 @@ function socketUrl() {
   const url = new URL("/ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   if (state.room) url.searchParams.set("room", state.room);
+  // Coming back to the room we were in: ask for exactly what we missed.
+  if (state.lastId > 0 && state.room === state.joined) {
+    url.searchParams.set("since", String(state.lastId));
+    url.searchParams.set("epoch", state.epoch);
+  }
   const name = state.wanted || state.name;
   if (name) url.searchParams.set("name", name);
   return url;
@@ -287,7 +365,15 @@ function handle(event) {
   switch (event.type) {
     case "welcome": {
       const moved = state.everConnected && event.room !== state.joined;
-      if (moved) ui.log.replaceChildren();
+      const restarted = Boolean(state.epoch && event.epoch && event.epoch !== state.epoch);
+      if (moved || restarted || event.recovered === false) clearLog();
+      if (event.recovered === false && !moved) {
+        note("Some messages from while you were away are no longer kept; here are the latest.");
+      }
+      state.epoch = event.epoch ?? "";
+      const history = event.history ?? [];
+      history.forEach(showMessage);
+      ui.older.hidden = state.shown.size === 0;
       if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
       else if (state.everConnected && !moved) note(`Reconnected as ${event.name}.`);
       else note(`You are ${event.name} in #${event.room}.`);
@@ -304,6 +390,18 @@ function handle(event) {
     }
     case "message":
       return showMessage(event);
+    case "history":
+      prependHistory(event.messages);
+      ui.older.hidden = !event.more;
+      ui.older.disabled = false;
+      return;
+    case "typing":
+      state.typing.set(event.name, Date.now() + 5000);
+      return renderTyping();
+    case "rooms":
+      return note(
+        `Rooms: ${event.rooms.map((r) => `#${r.room} (${r.members})`).join(", ") || "none"}`,
+      );
     case "joined":
       state.members.push(event.name);
       renderMembers();
@@ -374,6 +472,8 @@ function command(line) {
     case "who":
     case "names":
       return send({ type: "who" });
+    case "rooms":
+      return send({ type: "rooms" });
     case "me":
       return say(arg, true);
     case "quit":
@@ -425,6 +525,21 @@ ui.auth.addEventListener("submit", async (event) => {
   state.attempt = 0;
   connect();
   ui.text.focus();
+});
+
+ui.older.addEventListener("click", () => {
+  const before = oldestShown();
+  if (before === Infinity) return;
+  ui.older.disabled = true;
+  if (!send({ type: "history", before, limit: 50 })) ui.older.disabled = false;
+});
+
+ui.text.addEventListener("input", () => {
+  const value = ui.text.value;
+  if (value === "" || value.startsWith("/") || state.socket?.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - state.typingSentAt < 2000) return;
+  state.typingSentAt = Date.now();
+  state.socket.send(JSON.stringify({ type: "typing" }));
 });
 
 ui.retry.addEventListener("click", () => {

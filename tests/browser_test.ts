@@ -466,3 +466,100 @@ browserTest("page: asks for the token when the server needs one, and remembers i
     await server.close();
   }
 });
+
+/** The ids of the messages a page shows, in order. */
+function shownIds(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll("#log > li")].map((li) => li.dataset.id).filter((id) =>
+      id !== undefined
+    )
+  ) as Promise<string[]>;
+}
+
+browserTest("page: a reload shows the conversation again, each message once", async () => {
+  const server = startServer();
+  try {
+    await withBrowser(async (browser) => {
+      const alice = await join(browser, server, "talk", "alice");
+      const bob = await join(browser, server, "talk", "bob");
+      // Typing shows on the other page, and goes when the message arrives.
+      await alice.page.fill("#text", "on");
+      await waitFor(
+        bob.page,
+        "typing",
+        bob.page.locator("#typing", { hasText: "alice is typing…" }).waitFor(),
+      );
+      for (const text of ["one", "two", "three"]) await say(alice, text);
+      await waitForMessage(bob.page, "alice", "three");
+      assert.equal(await bob.page.locator("#typing").textContent(), "");
+      await bob.page.reload();
+      await waitFor(bob.page, "online", bob.page.locator('#status[data-state="online"]').waitFor());
+      await waitForMessage(bob.page, "alice", "three");
+      const texts = await bob.page.locator("#log > li:not(.notice) .text").allTextContents();
+      assert.deepEqual(texts, ["one", "two", "three"]);
+      assertNoProblems(alice, bob);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+browserTest(
+  "page: after the server restarts, it fills in what it missed without duplicates",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "natter-page-" });
+    const data = `${dir}/natter.db`;
+    const first = startServer({ data });
+    const port = first.port;
+    const stops: (() => Promise<void>)[] = [];
+    try {
+      await withBrowser(async (browser) => {
+        const alice = await join(browser, first, "r", "alice");
+        const repl = await Client.open(first.ws("/?room=r&name=repl"));
+        repl.send("before the restart");
+        await waitForMessage(alice.page, "repl", "before the restart");
+        await repl.close();
+        await first.close();
+        await waitFor(
+          alice.page,
+          "offline",
+          alice.page.locator('#status[data-state="offline"]').waitFor(),
+        );
+
+        // The same file, the same port: a restart. Someone speaks before the page is back.
+        const app = createApp({ data });
+        const abort = new AbortController();
+        const second = Deno.serve({
+          port,
+          hostname: "127.0.0.1",
+          signal: abort.signal,
+          onListen() {},
+        }, app.fetch);
+        stops.push(async () => {
+          await app.shutdown(1000);
+          abort.abort();
+          await second.finished;
+        });
+        const early = await Client.open(`ws://127.0.0.1:${port}/?room=r&name=early`);
+        early.send("while you were away");
+        await early.close();
+
+        await waitFor(
+          alice.page,
+          "online again",
+          alice.page.locator('#status[data-state="online"]').waitFor(),
+        );
+        await waitForMessage(alice.page, "early", "while you were away");
+        const ids = await shownIds(alice.page);
+        assert.equal(new Set(ids).size, ids.length, `no message shown twice: ${ids}`);
+        const texts = await alice.page.locator("#log > li:not(.notice) .text").allTextContents();
+        assert.deepEqual(texts, ["before the restart", "while you were away"]);
+        assertNoProblems(alice);
+      });
+    } finally {
+      for (const stop of stops) await stop();
+      await first.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

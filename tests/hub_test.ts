@@ -354,6 +354,15 @@ Deno.test("Hub: since= recovers exactly the missed messages, or says it cannot",
   assert.equal(back.events[0]!.recovered, true);
   assert.deepEqual((back.events[0]!.history as { id: number }[]).map((m) => m.id), [3, 4, 5]);
 
+  const otherEpoch = new FakeConnection("json");
+  hub.connect(otherEpoch, { name: "other", since: 2, epoch: "not-this-store" });
+  assert.equal(
+    otherEpoch.events[0]!.recovered,
+    false,
+    "an id from another id space recovers nothing",
+  );
+  hub.connect(new FakeConnection("json"), { name: "same", since: 2, epoch: store.epoch });
+
   const foreign = new FakeConnection("json");
   hub.connect(foreign, { name: "foreign", since: 99 }); // an id from another life of the server
   assert.equal(foreign.events[0]!.recovered, false);
