@@ -76,6 +76,8 @@ export const HELP = [
   `*   /nick NAME   change your name (${NAME_RULE}); also /name`,
   "*   /join ROOM   move to another room",
   "*   /who         list who is in this room; also /names",
+  "*   /history [N] the last N messages here (default 20)",
+  "*   /rooms       rooms with people in them",
   "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
   "*   /help        this list",
   "*   /quit        disconnect",
