@@ -64,28 +64,52 @@ interface RoomLog {
   messages: Message[];
 }
 
-/** The default store: per-room arrays in memory, bounded by the retention rules. */
+/** Default memory budget of the in-memory store: about 64 MiB of messages. */
+export const DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024;
+
+/** Rough bytes a message holds in memory: its strings (UTF-16) and the object around them. */
+function weight(message: Message): number {
+  return 2 * (message.text.length + message.from.length + message.room.length) + 96;
+}
+
+/**
+ * The default store: per-room arrays in memory, bounded by the retention rules and by one
+ * memory budget for all rooms. Over budget, the rooms that spoke least recently lose their
+ * messages first (their ids are remembered, so they are never reused).
+ */
 export class MemoryStore implements HistoryStore {
   readonly epoch = crypto.randomUUID();
+  /** In order of last message: the least recently active room first. */
   readonly #rooms = new Map<string, RoomLog>();
   readonly #retention: Retention;
   readonly #now: () => number;
+  readonly #budget: number;
+  #bytes = 0;
 
-  constructor(retention: Partial<Retention> = {}) {
+  constructor(retention: Partial<Retention> = {}, budget = DEFAULT_MEMORY_BUDGET) {
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
     this.#now = this.#retention.now ?? Date.now;
+    this.#budget = budget;
+  }
+
+  /** Approximate bytes of messages held. */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   append(room: string, draft: Draft): Message {
-    let log = this.#rooms.get(room);
-    if (!log) this.#rooms.set(room, log = { lastId: 0, messages: [] });
+    const log = this.#rooms.get(room) ?? { lastId: 0, messages: [] };
+    this.#rooms.delete(room);
+    this.#rooms.set(room, log);
     const message: Message = { room, id: ++log.lastId, ...draft };
     log.messages.push(message);
+    this.#bytes += weight(message);
     // Trim in steps rather than one at a time, so a full room costs no shift per message.
     const excess = log.messages.length - this.#retention.maxCount;
     if (excess > 0 && (excess >= 64 || excess * 8 >= this.#retention.maxCount)) {
-      log.messages.splice(0, excess);
+      this.#drop(log, excess);
     }
+    this.#enforceBudget(log);
     return message;
   }
 
@@ -109,6 +133,7 @@ export class MemoryStore implements HistoryStore {
 
   close(): void {
     this.#rooms.clear();
+    this.#bytes = 0;
   }
 
   /** The room's messages within the retention rules, oldest first. */
@@ -121,7 +146,23 @@ export class MemoryStore implements HistoryStore {
       const cutoff = this.#now() - maxAgeMs;
       while (start < log.messages.length && log.messages[start]!.ts < cutoff) start++;
     }
-    if (start > 0) log.messages.splice(0, start);
+    this.#drop(log, start);
     return log.messages;
+  }
+
+  #drop(log: RoomLog, count: number): void {
+    if (count <= 0) return;
+    for (const message of log.messages.splice(0, count)) this.#bytes -= weight(message);
+  }
+
+  /** Over budget: empty the least recently active rooms, then trim the busiest one itself. */
+  #enforceBudget(current: RoomLog): void {
+    for (const log of this.#rooms.values()) {
+      if (this.#bytes <= this.#budget) return;
+      if (log !== current) this.#drop(log, log.messages.length);
+    }
+    while (this.#bytes > this.#budget && current.messages.length > 1) {
+      this.#drop(current, Math.ceil(current.messages.length / 4));
+    }
   }
 }

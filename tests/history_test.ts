@@ -137,3 +137,22 @@ Deno.test("sqlite store: refuses a file that is not a natter database, saying so
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("memory store: a memory budget empties the least recently active rooms first, ids stay", () => {
+  const store = new MemoryStore({}, 20_000);
+  const line = "x".repeat(400); // ~900 bytes a message
+  for (let i = 0; i < 10; i++) store.append("quiet", { ts: 1, from: "a", text: line });
+  for (let i = 0; i < 15; i++) store.append("busy", { ts: 1, from: "a", text: line });
+  assert.ok(store.bytes <= 20_000, `${store.bytes} bytes held`);
+  assert.deepEqual(store.latest("quiet", 100), [], "the quiet room lost its messages");
+  assert.equal(store.latest("busy", 100).length, 15, "the busy one kept them");
+  assert.equal(store.after("quiet", 3).complete, false);
+  assert.equal(
+    store.append("quiet", { ts: 1, from: "a", text: "back" }).id,
+    11,
+    "ids are not reused",
+  );
+  for (let i = 0; i < 100; i++) store.append("flood", { ts: 1, from: "a", text: line });
+  assert.ok(store.bytes <= 20_000, "even one room alone stays within budget");
+  assert.ok(store.latest("flood", 1000).length > 0);
+});
