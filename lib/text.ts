@@ -66,7 +66,7 @@ export function checkName(name: string): string | null {
 }
 
 /** What a valid name looks like, for error messages and help. */
-export const NAME_RULE = `1-${MAX_NAME} letters (any script), digits, '-', '_' or '.'`;
+export const NAME_RULE = `1-${MAX_NAME} letters of any script, digits, '-', '_' or '.'`;
 
 /**
  * A validated, canonical room name (lowercase, a leading '#' dropped), or null when it
