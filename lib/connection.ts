@@ -28,6 +28,11 @@ export interface AttachOptions {
   onGone?: () => void;
 }
 
+/** How long a peer may stay over the buffer cap before it counts as too slow. */
+const SLOW_GRACE_MS = 2000;
+/** Past this many times the buffer cap, a peer is dropped at once: memory comes first. */
+const SLOW_HARD_FACTOR = 8;
+
 /** Frames this many times over the size cap are abuse, not a typo: the connection is closed. */
 const ABUSIVE_SIZE_FACTOR = 64;
 
@@ -43,6 +48,11 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   const patience = new TokenBucket(options.rateBurst, options.ratePerSecond);
   const opened = performance.now();
   let closing: { code: number; reason: string } | undefined;
+  let slowCheck: ReturnType<typeof setTimeout> | undefined;
+  const tooSlow = () => {
+    metrics.slowConsumers++;
+    conn.close(CloseCode.tooSlow, "too slow: not reading");
+  };
   let gone = false;
 
   const conn: Connection = {
@@ -53,15 +63,21 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
     },
     send(frame) {
       socket.send(frame);
-      // Deno buffers without bound for a peer that stops reading; past the cap, drop it.
-      if (socket.bufferedAmount > options.maxBufferedBytes) {
-        metrics.slowConsumers++;
-        conn.close(CloseCode.tooSlow, "too slow: not reading");
-      }
+      // Deno buffers without bound for a peer that stops reading. A burst can pass the cap
+      // for a moment even for a good reader, so a peer is dropped when it stays over the cap
+      // for SLOW_GRACE_MS, or at once past SLOW_HARD_FACTOR times the cap.
+      const buffered = socket.bufferedAmount;
+      if (buffered <= options.maxBufferedBytes) return;
+      if (buffered > options.maxBufferedBytes * SLOW_HARD_FACTOR) return tooSlow();
+      slowCheck ??= setTimeout(() => {
+        slowCheck = undefined;
+        if (socket.bufferedAmount > options.maxBufferedBytes) tooSlow();
+      }, SLOW_GRACE_MS);
     },
     close(code, reason) {
       if (closing || socket.readyState >= WebSocket.CLOSING) return;
       closing = { code, reason };
+      clearTimeout(slowCheck);
       try {
         socket.close(code, reason);
       } catch {
@@ -106,6 +122,7 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   socket.onclose = (event) => {
     if (gone) return; // Deno may fire close twice
     gone = true;
+    clearTimeout(slowCheck);
     const { code, reason } = closing ?? { code: event.code, reason: event.reason };
     Metrics.bump(metrics.closes, closeReason(code, closing !== undefined));
     log.info("disconnected", {

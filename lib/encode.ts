@@ -50,7 +50,9 @@ export function encodeText(event: ServerEvent): string | null {
     case "rooms": {
       if (event.rooms.length === 0) return "* no rooms";
       const list = event.rooms.map(({ room, members }) => `${room} (${members})`);
-      return `* ${event.rooms.length} ${event.rooms.length === 1 ? "room" : "rooms"}: ${nameList(list)}`;
+      return `* ${event.rooms.length} ${event.rooms.length === 1 ? "room" : "rooms"}: ${
+        nameList(list)
+      }`;
     }
     case "typing":
       return null; // too chatty for a terminal

@@ -198,12 +198,14 @@ export class Hub {
         );
       case "history": {
         const limit = msg.limit ?? (conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
-        const messages = this.#store.latest(member.room.name, limit, msg.before).map(asEvent);
+        // One more than asked says whether there is more; the byte budget may trim the page.
+        const found = this.#store.latest(member.room.name, limit + 1, msg.before);
+        const page = fitting(found.slice(-limit));
         const event = {
           type: "history" as const,
           room: member.room.name,
-          messages,
-          more: messages.length === limit,
+          messages: page.map(asEvent),
+          more: found.length > page.length,
         };
         return this.#sendTo(member, withRef(event, msg.ref));
       }
@@ -339,10 +341,13 @@ export class Hub {
     if (member.conn.format === "json") {
       welcome.epoch = this.#store.epoch;
       const missed = since === undefined ? undefined : this.#store.after(room, since);
-      if (missed) welcome.recovered = missed.complete;
-      const history = missed?.complete
-        ? missed.messages
-        : this.#store.latest(room, this.#historyOnJoin);
+      // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.
+      const recovered = missed?.complete === true &&
+        fitting(missed.messages).length === missed.messages.length;
+      if (missed) welcome.recovered = recovered;
+      const history = recovered
+        ? missed!.messages
+        : fitting(this.#store.latest(room, this.#historyOnJoin));
       welcome.history = history.map(asEvent);
     }
     return withRef(welcome, ref);
@@ -417,6 +422,23 @@ export class Hub {
 /** A frame to send, or null for an event this format does not carry. */
 function frameOf(data: string | null): Frame | null {
   return data === null ? null : { data, bytes: utf8Length(data) };
+}
+
+/** Most bytes (roughly, as JSON) of history that one welcome or history reply carries. */
+export const HISTORY_FRAME_BYTES = 512 * 1024;
+
+/** The newest of `messages` (oldest first) that fit in {@link HISTORY_FRAME_BYTES}. */
+function fitting(messages: Message[]): Message[] {
+  let bytes = 0;
+  let start = messages.length;
+  while (start > 0) {
+    const message = messages[start - 1]!;
+    // JSON doubles at worst: quotes and backslashes are escaped; 96 for the fields around it.
+    bytes += 2 * (utf8Length(message.text) + message.from.length) + 96;
+    if (bytes > HISTORY_FRAME_BYTES) break;
+    start--;
+  }
+  return messages.slice(start);
 }
 
 function asEvent(message: Message): MessageEvent {

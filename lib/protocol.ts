@@ -135,9 +135,17 @@ function tooLong(data: string, maxBytes: number): boolean {
   return data.length * 3 > maxBytes && utf8Length(data) > maxBytes;
 }
 
-function chat(type: "say" | "me", raw: string, ref?: Ref): Parsed {
+function chat(type: "say" | "me", raw: string, maxBytes: number, ref?: Ref): Parsed {
   if (raw.trim() === "") return fail("empty", "message is empty", ref);
   const text = sanitize(raw);
+  // Control characters grow into visible symbols; the cap holds for what is stored and sent.
+  if (utf8Length(text) > maxBytes) {
+    return fail(
+      "too_long",
+      `message is over ${maxBytes} bytes once control characters are shown`,
+      ref,
+    );
+  }
   return { ok: true, msg: ref === undefined ? { type, text } : { type, text, ref } };
 }
 
@@ -171,8 +179,8 @@ function join(raw: string, ref?: Ref): Parsed {
 export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Parsed {
   if (tooLong(data, maxBytes)) return fail("too_long", `message is over ${maxBytes} bytes`);
   const line = data.replace(/\r?\n$/, "");
-  if (!line.startsWith("/")) return chat("say", line);
-  if (line.startsWith("//")) return chat("say", line.slice(1));
+  if (!line.startsWith("/")) return chat("say", line, maxBytes);
+  if (line.startsWith("//")) return chat("say", line.slice(1), maxBytes);
   const space = line.search(/\s/);
   const command = (space === -1 ? line.slice(1) : line.slice(1, space)).toLowerCase();
   const arg = space === -1 ? "" : line.slice(space + 1);
@@ -196,7 +204,7 @@ export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       return { ok: true, msg: { type: "history", limit } };
     }
     case "me":
-      return chat("me", arg.trim());
+      return chat("me", arg.trim(), maxBytes);
     case "help":
       return { ok: true, msg: { type: "help" } };
     case "quit":
@@ -257,7 +265,7 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
     case "say":
     case "me": {
       const text = field(obj, "text", ref);
-      return typeof text === "string" ? chat(obj.type, text, ref) : text;
+      return typeof text === "string" ? chat(obj.type, text, maxBytes, ref) : text;
     }
     case "nick": {
       const name = field(obj, "name", ref);

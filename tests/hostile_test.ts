@@ -173,6 +173,38 @@ Deno.test("hostile: a client that never reads is dropped as too slow and memory 
   });
 });
 
+Deno.test("hostile: a burst from several senders does not get readers who keep up dropped as slow", async () => {
+  await withServer(["--quiet"], async (_server, port) => {
+    const url = (name: string) => `ws://127.0.0.1:${port}/?room=b&name=${name}`;
+    const readers = await Promise.all([
+      Client.json(url("r1")),
+      Client.json(url("r2")),
+      Client.open(url("r3")),
+    ]);
+    const senders = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => Client.open(url(`s${i}`))),
+    );
+    try {
+      // 6 x 20 lines of 16000 quotes: within every limit, about 2 MB per reader at once.
+      for (const sender of senders) for (let i = 0; i < 20; i++) sender.send('"'.repeat(16000));
+      for (const reader of readers) {
+        await until(
+          () =>
+            reader.lines.filter((line) => line.includes('"type":"message"') || /^s\d: "/.test(line))
+              .length === 120,
+          "all 120 lines at every reader",
+          15_000,
+        );
+        assert.equal(reader.socket.readyState, WebSocket.OPEN);
+      }
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(metrics, /^natter_slow_consumers_total 0$/m);
+    } finally {
+      await Promise.all([...readers, ...senders].map((client) => client.close()));
+    }
+  });
+});
+
 Deno.test("hostile: a peer that stops answering pings is dropped after --idle-timeout", async () => {
   await withServer(["--quiet", "--idle-timeout", "1"], async (_server, port) => {
     const watcher = await Client.open(`ws://127.0.0.1:${port}/?name=watcher`);

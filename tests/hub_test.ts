@@ -473,3 +473,25 @@ Deno.test("Hub: a message the store cannot keep is refused, and nobody hears it"
   });
   assert.deepEqual(other.frames, []);
 });
+
+Deno.test("Hub: history in one frame stays within its byte budget; recovery that does not fit says so", () => {
+  const hub = new Hub({ now: clock, historyOnJoin: 1000 });
+  const author = new FakeConnection();
+  hub.connect(author, { name: "author" });
+  const big = "\x01".repeat(5000); // shown as ␁: three bytes each once sanitized
+  for (let i = 0; i < 40; i++) hub.receive(author, big);
+  const joiner = new FakeConnection("json");
+  hub.connect(joiner, { name: "joiner" });
+  const welcome = joiner.frames[0]!;
+  assert.ok(welcome.length < 600_000, `welcome is ${welcome.length} characters`);
+  const history = JSON.parse(welcome).history as { id: number }[];
+  assert.ok(history.length > 0 && history.length < 40, `${history.length} of 40 fit`);
+  assert.equal(history.at(-1)!.id, 40, "the newest are the ones kept");
+  const back = new FakeConnection("json");
+  hub.connect(back, { name: "back", since: 1 });
+  assert.equal(
+    JSON.parse(back.frames[0]!).recovered,
+    false,
+    "39 missed messages do not fit one frame",
+  );
+});
