@@ -66,7 +66,11 @@ function serve(options: Options, app: App, log: Logger): Deno.HttpServer<Deno.Ne
 function main(): number | undefined {
   let command;
   try {
-    command = parseCommand(Deno.args, { env: readEnv, readFile: Deno.readTextFileSync });
+    command = parseCommand(Deno.args, {
+      env: readEnv,
+      readFile: Deno.readTextFileSync,
+      canRead: (path) => Deno.permissions.querySync({ name: "read", path }).state === "granted",
+    });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`natter: ${error.message}\nRun with --help for usage.`);
@@ -119,7 +123,7 @@ function main(): number | undefined {
         graceMs: SHUTDOWN_GRACE_MS,
       });
     }
-    await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 1000))]);
+    await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 500))]);
     log.info("stopped");
     Deno.exit(0);
   };

@@ -45,12 +45,6 @@ const TEXT = { "content-type": "text/plain; charset=utf-8" };
 const ROUTES = new Set(["/healthz", "/metrics", "/auth"]);
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
 
-/** `?since=ID`: the last message id a reconnecting client saw, or null. */
-function sinceOf(url: URL): number | null {
-  const raw = url.searchParams.get("since");
-  return raw !== null && /^\d{1,15}$/.test(raw) ? Number(raw) : null;
-}
-
 /** A JSON answer that no cache keeps. */
 function json(request: Request, value: unknown, status = 200): Response {
   return new Response(request.method === "HEAD" ? null : JSON.stringify(value), {
@@ -126,7 +120,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
 
   function tokenOf(request: Request, url: URL, offered: string[]): string | undefined {
     const header = request.headers.get("authorization");
-    if (header?.startsWith("Bearer ")) return header.slice(7).trim();
+    const bearer = header === null ? null : /^bearer\s+(\S+)\s*$/i.exec(header);
+    if (bearer) return bearer[1];
     const fromProtocol = offered.find((p) => p.startsWith(TOKEN_PROTOCOL_PREFIX));
     if (fromProtocol) return fromProtocol.slice(TOKEN_PROTOCOL_PREFIX.length);
     return url.searchParams.get("token") ?? undefined;
@@ -228,7 +223,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       request: {
         name: url.searchParams.get("name"),
         room: url.searchParams.get("room"),
-        since: sinceOf(url),
+        since: url.searchParams.get("since"),
         epoch: url.searchParams.get("epoch"),
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
       },

@@ -18,6 +18,8 @@ export interface CliEnvironment {
   env(name: string): string | undefined;
   /** A file's text; throws when it cannot be read. */
   readFile(path: string): string;
+  /** Whether reading `path` is already allowed (so that no prompt appears); absent in tests. */
+  canRead?(path: string): boolean;
 }
 
 type Parse = (raw: string, flag: string) => Partial<Options>;
@@ -64,6 +66,12 @@ function duration(raw: string, flag: string): number {
 }
 
 function file(env: CliEnvironment, path: string, flag: string): string {
+  // Ask without prompting: a bad permission is a message, not a prompt in front of a server.
+  if (env.canRead && !env.canRead(path)) {
+    throw new ConfigError(
+      `${flag} cannot read ${JSON.stringify(path)}: run with --allow-read=${path}`,
+    );
+  }
   try {
     return env.readFile(path);
   } catch (error) {

@@ -56,7 +56,7 @@ export interface JoinRequest {
   name?: string | null;
   room?: string | null;
   /** The last message id the client saw in the room (its `?since=`), to recover what it missed. */
-  since?: number | null;
+  since?: number | string | null;
   /** The epoch the client's `since` belongs to (`?epoch=`); another one makes `since` meaningless here. */
   epoch?: string | null;
   port?: number;
@@ -159,8 +159,16 @@ export class Hub {
     };
     this.#members.set(conn, member);
     const foreign = request.epoch != null && request.epoch !== this.#store.epoch;
+    let since = request.since == null || request.since === "" ? undefined : Number(request.since);
+    if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
+      errors.push({
+        code: "bad_message",
+        message: `since must be a message id (0 or more), got ${quote(String(request.since))}`,
+      });
+      since = undefined;
+    }
     // An id from another id space recovers nothing; -1 makes the store say so.
-    const since = request.since == null ? undefined : foreign ? -1 : request.since;
+    if (since !== undefined && foreign) since = -1;
     this.#enter(member, base, undefined, since);
     for (const error of errors) this.#sendTo(member, { type: "error", ...error });
   }

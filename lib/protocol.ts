@@ -286,7 +286,7 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       };
       for (const key of ["limit", "before"] as const) {
         if (obj[key] === undefined) continue;
-        const value = count(obj[key]);
+        const value = typeof obj[key] === "number" ? count(obj[key]) : null;
         if (value === null || (key === "limit" && value > MAX_HISTORY_PAGE)) {
           const most = key === "limit" ? ` to ${MAX_HISTORY_PAGE}` : " or more";
           return fail("bad_message", `'${key}' must be a whole number from 1${most}`, ref);

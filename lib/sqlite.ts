@@ -59,15 +59,23 @@ function toMessage(row: Row): Message {
   return message;
 }
 
+function noPermission(path: string): StoreError {
+  return new StoreError(
+    `cannot open ${path}: no permission. Run with --allow-read=${path} --allow-write=${path}, ` +
+      "or --allow-read --allow-write",
+  );
+}
+
 function open(path: string): DatabaseSync {
+  // Ask without prompting: a server should fail with a message, not wait at a prompt.
+  for (const name of ["read", "write"] as const) {
+    if (Deno.permissions.querySync({ name, path }).state !== "granted") throw noPermission(path);
+  }
   try {
     return new DatabaseSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-      throw new StoreError(
-        `cannot open ${path}: no permission. Run with --allow-read=${path} --allow-write=${path} ` +
-          `(and for ${path}-wal, ${path}-shm), or simply --allow-read --allow-write`,
-      );
+      throw noPermission(path);
     }
     throw new StoreError(`cannot open ${path}: ${(error as Error).message}`);
   }
@@ -96,7 +104,9 @@ export class SqliteStore implements HistoryStore {
       this.epoch = SqliteStore.#prepare(db, path);
     } catch (error) {
       db.close();
-      throw error;
+      if (error instanceof StoreError) throw error;
+      // e.g. "attempt to write a readonly database": the file or its folder is not writable.
+      throw new StoreError(`cannot use ${path}: ${(error as Error).message}`);
     }
     this.#next = db.prepare(
       "INSERT INTO rooms (name, last_id) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",

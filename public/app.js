@@ -170,7 +170,7 @@ function fillMessage(item, message) {
 /** @param {Extract<ServerEvent, { type: "message" }>} event */
 function showMessage(event) {
   const key = event.ref === undefined ? undefined : String(event.ref);
-  const mine = key === undefined ? undefined : state.pending.get(key);
+  const mine = key === undefined ? unconfirmed(event) : state.pending.get(key);
   if (key !== undefined) state.pending.delete(key);
   stopTyping(event.from);
   if (state.shown.has(event.id)) return mine?.remove();
@@ -179,7 +179,23 @@ function showMessage(event) {
   item.dataset.id = String(event.id);
   fillMessage(item, event);
   remember(event);
-  if (!mine) append(item);
+  if (!item.isConnected) append(item);
+}
+
+/**
+ * A message of ours that went out just before a connection dropped comes back through
+ * recovery without its ref: match it by author and text to the item still waiting for it.
+ * @param {MessageEvent} event
+ */
+function unconfirmed(event) {
+  if (event.from !== state.name) return undefined;
+  for (const [ref, item] of state.pending) {
+    if (item.dataset.text === event.text) {
+      state.pending.delete(ref);
+      return item;
+    }
+  }
+  return undefined;
 }
 
 /** @param {MessageEvent} event */
@@ -337,8 +353,7 @@ function connect() {
   socket.onclose = (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
-    for (const item of state.pending.values()) item.classList.replace("pending", "failed");
-    state.pending.clear();
+    // Pending messages wait for the next welcome: recovery may show they did arrive.
     if (event.code === 1000) {
       setStatus("closed", "Disconnected.");
       return;
@@ -373,7 +388,10 @@ function handle(event) {
       state.epoch = event.epoch ?? "";
       const history = event.history ?? [];
       history.forEach(showMessage);
-      ui.older.hidden = state.shown.size === 0;
+      // Whatever recovery did not bring back was not sent.
+      for (const item of state.pending.values()) item.classList.replace("pending", "failed");
+      state.pending.clear();
+      ui.older.hidden = false;
       if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
       else if (state.everConnected && !moved) note(`Reconnected as ${event.name}.`);
       else note(`You are ${event.name} in #${event.room}.`);
@@ -453,6 +471,7 @@ function say(text, action = false) {
   if (!send({ type: action ? "me" : "say", text, ref })) return false;
   const item = document.createElement("li");
   item.classList.add("pending");
+  item.dataset.text = text;
   fillMessage(item, { from: state.name, text, ts: Date.now(), action });
   state.pending.set(ref, item);
   append(item);
@@ -529,9 +548,11 @@ ui.auth.addEventListener("submit", async (event) => {
 
 ui.older.addEventListener("click", () => {
   const before = oldestShown();
-  if (before === Infinity) return;
   ui.older.disabled = true;
-  if (!send({ type: "history", before, limit: 50 })) ui.older.disabled = false;
+  const request = before === Infinity
+    ? { type: "history", limit: 50 }
+    : { type: "history", before, limit: 50 };
+  if (!send(request)) ui.older.disabled = false;
 });
 
 ui.text.addEventListener("input", () => {

@@ -361,7 +361,13 @@ Deno.test("Hub: since= recovers exactly the missed messages, or says it cannot",
     false,
     "an id from another id space recovers nothing",
   );
-  hub.connect(new FakeConnection("json"), { name: "same", since: 2, epoch: store.epoch });
+  const sameEpoch = new FakeConnection("json");
+  hub.connect(sameEpoch, { name: "same", since: 2, epoch: store.epoch });
+  assert.equal(sameEpoch.events[0]!.recovered, true);
+  const malformed = new FakeConnection("json");
+  hub.connect(malformed, { name: "bad", since: "abc" });
+  assert.equal(malformed.events[0]!.recovered, undefined);
+  assert.equal(malformed.events[1]!.code, "bad_message");
 
   const foreign = new FakeConnection("json");
   hub.connect(foreign, { name: "foreign", since: 99 }); // an id from another life of the server

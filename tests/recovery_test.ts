@@ -104,6 +104,7 @@ Deno.test("persistence: after kill -9, a restart serves the same history and con
     // Every acknowledgement means "stored": wait for all 25, then pull the plug.
     await until(() => messagesOf(author).length === 25, "25 acknowledgements");
     const acknowledged = messagesOf(author);
+    const epoch = JSON.parse(author.lines[0]!).epoch;
     const killed = await first.stop("SIGKILL");
     assert.equal(killed.signal, "SIGKILL");
     await author.closed;
@@ -114,6 +115,7 @@ Deno.test("persistence: after kill -9, a restart serves the same history and con
         `ws://127.0.0.1:${await second.port()}/?room=keep&name=reader`,
       );
       const welcome = JSON.parse(reader.lines[0]!);
+      assert.equal(welcome.epoch, epoch, "the same id space after the crash");
       assert.deepEqual(
         welcome.history.map((m: Seen) => ({ id: m.id, text: m.text })),
         acknowledged,
@@ -142,6 +144,8 @@ Deno.test("persistence: a file that is not a natter database, or one without per
       MAIN,
       "--data",
       `${dir}/notes.txt`,
+      "--port",
+      "0",
     ]);
     assert.equal(foreign.code, 1);
     assert.match(
