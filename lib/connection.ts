@@ -7,6 +7,7 @@ import type { Connection, Hub, JoinRequest } from "./hub.ts";
 import { TokenBucket } from "./limits.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { Outbox } from "./outbox.ts";
 import { CloseCode, type Format, utf8Length } from "./protocol.ts";
 
 let counter = 0;
@@ -55,6 +56,26 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   };
   let gone = false;
 
+  // Deno buffers without bound for a peer that stops reading. A burst can pass the cap for a
+  // moment even for a good reader, so a peer is dropped when it stays over the cap for
+  // SLOW_GRACE_MS, or at once past SLOW_HARD_FACTOR times the cap. Queued and buffered
+  // bytes count alike.
+  const checkSlow = () => {
+    const unsent = socket.bufferedAmount + outbox.queued;
+    if (unsent <= options.maxBufferedBytes) return;
+    if (unsent > options.maxBufferedBytes * SLOW_HARD_FACTOR) return tooSlow();
+    slowCheck ??= setTimeout(() => {
+      slowCheck = undefined;
+      if (socket.bufferedAmount + outbox.queued > options.maxBufferedBytes) tooSlow();
+    }, SLOW_GRACE_MS);
+  };
+  const outbox = new Outbox((frame) => {
+    if (socket.readyState !== WebSocket.OPEN) return;
+    metrics.messagesOut++;
+    socket.send(frame);
+    checkSlow();
+  });
+
   const conn: Connection = {
     id,
     format: options.format,
@@ -62,20 +83,20 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
       return closing === undefined && socket.readyState === WebSocket.OPEN;
     },
     send(frame) {
-      socket.send(frame);
-      // Deno buffers without bound for a peer that stops reading. A burst can pass the cap
-      // for a moment even for a good reader, so a peer is dropped when it stays over the cap
-      // for SLOW_GRACE_MS, or at once past SLOW_HARD_FACTOR times the cap.
-      const buffered = socket.bufferedAmount;
-      if (buffered <= options.maxBufferedBytes) return;
-      if (buffered > options.maxBufferedBytes * SLOW_HARD_FACTOR) return tooSlow();
-      slowCheck ??= setTimeout(() => {
-        slowCheck = undefined;
-        if (socket.bufferedAmount > options.maxBufferedBytes) tooSlow();
-      }, SLOW_GRACE_MS);
+      outbox.push(frame);
+      checkSlow();
     },
     close(code, reason) {
       if (closing || socket.readyState >= WebSocket.CLOSING) return;
+      // What was said before the close (an error, the shutdown notice) leaves before it.
+      if (code !== CloseCode.tooSlow) {
+        try {
+          outbox.flush();
+        } catch {
+          // the socket is already failing; the close below still goes
+        }
+      }
+      outbox.discard();
       closing = { code, reason };
       clearTimeout(slowCheck);
       try {
@@ -123,6 +144,7 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
     if (gone) return; // Deno may fire close twice
     gone = true;
     clearTimeout(slowCheck);
+    outbox.discard();
     const { code, reason } = closing ?? { code: event.code, reason: event.reason };
     Metrics.bump(metrics.closes, closeReason(code, closing !== undefined));
     log.info("disconnected", {

@@ -417,7 +417,6 @@ export class Hub {
     if (!member.conn.open) return;
     const metrics = this.#metrics;
     metrics.deliveries++;
-    metrics.messagesOut++;
     metrics.bytesOut += frame.bytes;
     try {
       member.conn.send(frame.data);

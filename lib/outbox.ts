@@ -1,0 +1,119 @@
+/**
+ * Write coalescing. Each connection has an outbox; the first event in an event-loop turn
+ * leaves at once (a quiet server keeps its latency), and the rest of that turn's events are
+ * joined into one frame, one event per line, sent when the turn ends. Deno makes one socket
+ * write per `send()`, so under load this turns thousands of writes into a few.
+ *
+ * Clients split frames on newlines (docs/PROTOCOL.md), so none of them can tell the difference.
+ */
+
+/** Largest frame an outbox builds, in UTF-16 code units; a single longer event goes alone. */
+export const MAX_FRAME_CHARS = 64 * 1024;
+
+/** Where an outbox writes whole frames. */
+export type Sink = (frame: string) => void;
+
+/** Outboxes with something to flush (or a send to forget) when this turn ends. */
+const dirty = new Set<Outbox>();
+let scheduled = false;
+
+// A MessageChannel task runs right after the tasks already queued, unlike setTimeout (which
+// waits a timer tick, ~1 ms and more) or a microtask (which runs before any other socket's
+// events, so nothing would coalesce). Created at load, and unref'd so it keeps no process alive.
+const channel = new MessageChannel();
+channel.port1.onmessage = flushAll;
+for (const port of [channel.port1, channel.port2] as unknown as { unref?: () => void }[]) {
+  port.unref?.();
+}
+
+function schedule(outbox: Outbox): void {
+  dirty.add(outbox);
+  if (scheduled) return;
+  scheduled = true;
+  channel.port2.postMessage(null);
+}
+
+/** The last batch joined in this flush, reused by the next outbox whose batch is identical. */
+let lastBatch: string[] = [];
+let lastFrame = "";
+
+function flushAll(): void {
+  scheduled = false;
+  const boxes = [...dirty];
+  dirty.clear();
+  for (const box of boxes) {
+    try {
+      box.flush();
+    } catch {
+      // One failing socket must not keep the others' frames back; its close event follows.
+    }
+  }
+  lastBatch = [];
+  lastFrame = "";
+}
+
+/** Joins lines into one frame, sharing the string with the previous outbox when the batch is the same. */
+function joined(lines: string[]): string {
+  if (lines.length === lastBatch.length && lines.every((line, i) => line === lastBatch[i])) {
+    return lastFrame;
+  }
+  lastBatch = lines;
+  lastFrame = lines.join("\n");
+  return lastFrame;
+}
+
+/** One connection's outbound queue. */
+export class Outbox {
+  #lines: string[] = [];
+  #chars = 0;
+  /** Whether a frame already left directly in this turn: then the rest wait for its end. */
+  #sentThisTurn = false;
+
+  constructor(readonly sink: Sink) {}
+
+  /** Characters queued and not yet handed to the socket. */
+  get queued(): number {
+    return this.#chars;
+  }
+
+  /** Sends an event at once if it is the first of this turn, else queues it for the turn's end. */
+  push(event: string): void {
+    if (!this.#sentThisTurn && this.#lines.length === 0) {
+      this.#sentThisTurn = true;
+      schedule(this);
+      this.sink(event);
+      return;
+    }
+    this.#lines.push(event);
+    this.#chars += event.length;
+    schedule(this);
+  }
+
+  /** Sends everything queued now, in frames of at most {@link MAX_FRAME_CHARS}. */
+  flush(): void {
+    this.#sentThisTurn = false;
+    const lines = this.#lines;
+    if (lines.length === 0) return;
+    this.#lines = [];
+    this.#chars = 0;
+    let start = 0;
+    let size = 0;
+    for (let i = 0; i < lines.length; i++) {
+      const length = lines[i]!.length + 1;
+      if (i > start && size + length > MAX_FRAME_CHARS) {
+        this.sink(lines.slice(start, i).join("\n"));
+        start = i;
+        size = 0;
+      }
+      size += length;
+    }
+    this.sink(start === 0 ? joined(lines) : lines.slice(start).join("\n"));
+  }
+
+  /** Forgets what is queued (the connection is gone). */
+  discard(): void {
+    this.#lines = [];
+    this.#chars = 0;
+    dirty.delete(this);
+  }
+}
