@@ -55,6 +55,8 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
     conn.close(CloseCode.tooSlow, "too slow: not reading");
   };
   let gone = false;
+  /** Open and not yet closed: kept here so that the hot path never asks the socket. */
+  let ready = false;
 
   // Deno buffers without bound for a peer that stops reading. A burst can pass the cap for a
   // moment even for a good reader, so a peer is dropped when it stays over the cap for
@@ -79,12 +81,15 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   const conn: Connection = {
     id,
     format: options.format,
+    // Hot path: plain fields only. Socket getters are calls into the runtime, once per
+    // delivery they would cost more than the delivery itself.
     get open() {
-      return closing === undefined && socket.readyState === WebSocket.OPEN;
+      return ready && closing === undefined;
     },
     send(frame) {
       outbox.push(frame);
-      checkSlow();
+      // The socket's own buffer is checked after each real write (in the outbox's sink).
+      if (outbox.queued > options.maxBufferedBytes) checkSlow();
     },
     close(code, reason) {
       if (closing || socket.readyState >= WebSocket.CLOSING) return;
@@ -110,6 +115,7 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   };
 
   socket.onopen = () => {
+    ready = true;
     metrics.connectionsOpened++;
     log.info("connected", { id, address: options.address, format: options.format });
     hub.connect(conn, options.request);
@@ -143,6 +149,7 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   socket.onclose = (event) => {
     if (gone) return; // Deno may fire close twice
     gone = true;
+    ready = false;
     clearTimeout(slowCheck);
     outbox.discard();
     const { code, reason } = closing ?? { code: event.code, reason: event.reason };

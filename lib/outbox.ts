@@ -27,6 +27,8 @@ for (const port of [channel.port1, channel.port2] as unknown as { unref?: () => 
 }
 
 function schedule(outbox: Outbox): void {
+  if (outbox.dirty) return;
+  outbox.dirty = true;
   dirty.add(outbox);
   if (scheduled) return;
   scheduled = true;
@@ -42,6 +44,7 @@ function flushAll(): void {
   const boxes = [...dirty];
   dirty.clear();
   for (const box of boxes) {
+    box.dirty = false;
     try {
       box.flush();
     } catch {
@@ -68,6 +71,8 @@ export class Outbox {
   #chars = 0;
   /** Whether a frame already left directly in this turn: then the rest wait for its end. */
   #sentThisTurn = false;
+  /** Already in this turn's flush list. */
+  dirty = false;
 
   constructor(readonly sink: Sink) {}
 
@@ -115,5 +120,6 @@ export class Outbox {
     this.#lines = [];
     this.#chars = 0;
     dirty.delete(this);
+    this.dirty = false;
   }
 }
