@@ -18,7 +18,7 @@ const { values } = parseArgs({
     receivers: { type: "string", default: "100,1000" },
     reps: { type: "string", default: "3" },
     seconds: { type: "string", default: "3" },
-    out: { type: "string", default: "bench/results-fanout.json" },
+    out: { type: "string", default: "bench/last-fanout.json" },
     only: { type: "string" },
   },
 });

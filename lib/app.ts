@@ -12,6 +12,7 @@ import { Hub } from "./hub.ts";
 import { type Logger, SILENT } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
+import { stopFlushing } from "./outbox.ts";
 import { SqliteStore } from "./sqlite.ts";
 import { isAsset, serveAsset } from "./static.ts";
 import { VERSION } from "./version.ts";
@@ -311,6 +312,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       store.close();
+      stopFlushing();
       return sockets;
     },
     hub,

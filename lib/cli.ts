@@ -141,7 +141,8 @@ function flags(env: CliEnvironment): Record<string, Flag> {
     },
     "max-buffered": {
       value: "BYTES",
-      help: "unsent bytes a slow client may hold before it is dropped (default 1MiB)",
+      help:
+        "unsent bytes a client may hold for 2 s (or 8x at once) before it is dropped as too slow (default 1MiB)",
       parse: (raw, flag) => ({ maxBufferedBytes: bytes(raw, flag) }),
     },
     "idle-timeout": {

@@ -74,7 +74,11 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
   const outbox = new Outbox((frame) => {
     if (socket.readyState !== WebSocket.OPEN) return;
     metrics.messagesOut++;
-    socket.send(frame);
+    try {
+      socket.send(frame);
+    } catch {
+      return conn.close(CloseCode.internalError, "send failed");
+    }
     checkSlow();
   });
 
@@ -86,13 +90,15 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
     get open() {
       return ready && closing === undefined;
     },
-    send(frame) {
-      outbox.push(frame);
+    send(event, bytes) {
+      outbox.push(event, bytes);
       // The socket's own buffer is checked after each real write (in the outbox's sink).
       if (outbox.queued > options.maxBufferedBytes) checkSlow();
     },
     close(code, reason) {
       if (closing || socket.readyState >= WebSocket.CLOSING) return;
+      closing = { code, reason };
+      clearTimeout(slowCheck);
       // What was said before the close (an error, the shutdown notice) leaves before it.
       if (code !== CloseCode.tooSlow) {
         try {
@@ -102,8 +108,6 @@ export function attach(socket: WebSocket, options: AttachOptions): Connection {
         }
       }
       outbox.discard();
-      closing = { code, reason };
-      clearTimeout(slowCheck);
       try {
         socket.close(code, reason);
       } catch {

@@ -26,8 +26,11 @@ export interface Connection {
   readonly format: Format;
   /** False once the connection is closing or closed; the hub then stops sending. */
   readonly open: boolean;
-  /** Sends one frame. May throw; the hub then closes the connection. */
-  send(frame: string): void;
+  /**
+   * Sends one event (one line), now or packed with others at the end of the turn. `bytes` is
+   * its UTF-8 length. May throw; the hub then closes the connection.
+   */
+  send(event: string, bytes: number): void;
   close(code: number, reason: string): void;
 }
 
@@ -419,7 +422,7 @@ export class Hub {
     metrics.deliveries++;
     metrics.bytesOut += frame.bytes;
     try {
-      member.conn.send(frame.data);
+      member.conn.send(frame.data, frame.bytes);
     } catch {
       member.conn.close(CloseCode.internalError, "send failed");
     }

@@ -1,14 +1,15 @@
 /**
  * Write coalescing. Each connection has an outbox; the first event in an event-loop turn
  * leaves at once (a quiet server keeps its latency), and the rest of that turn's events are
- * joined into one frame, one event per line, sent when the turn ends. Deno makes one socket
- * write per `send()`, so under load this turns thousands of writes into a few.
+ * joined into frames of at most {@link MAX_FRAME_BYTES}, one event per line, sent when the
+ * turn ends. Deno makes one socket write per `send()`, so under load this turns thousands of
+ * writes into a few.
  *
  * Clients split frames on newlines (docs/PROTOCOL.md), so none of them can tell the difference.
  */
 
-/** Largest frame an outbox builds, in UTF-16 code units; a single longer event goes alone. */
-export const MAX_FRAME_CHARS = 64 * 1024;
+/** Largest frame an outbox packs, in UTF-8 bytes; a single event larger than this goes alone. */
+export const MAX_FRAME_BYTES = 64 * 1024;
 
 /** Where an outbox writes whole frames. */
 export type Sink = (frame: string) => void;
@@ -19,12 +20,9 @@ let scheduled = false;
 
 // A MessageChannel task runs right after the tasks already queued, unlike setTimeout (which
 // waits a timer tick, ~1 ms and more) or a microtask (which runs before any other socket's
-// events, so nothing would coalesce). Created at load, and unref'd so it keeps no process alive.
-const channel = new MessageChannel();
-channel.port1.onmessage = flushAll;
-for (const port of [channel.port1, channel.port2] as unknown as { unref?: () => void }[]) {
-  port.unref?.();
-}
+// events, so nothing would coalesce). Once it has carried a message, Deno keeps the process
+// alive for it, so it is opened on first use and released by stopFlushing() at shutdown.
+let channel: MessageChannel | undefined;
 
 function schedule(outbox: Outbox): void {
   if (outbox.dirty) return;
@@ -32,7 +30,19 @@ function schedule(outbox: Outbox): void {
   dirty.add(outbox);
   if (scheduled) return;
   scheduled = true;
+  if (!channel) {
+    channel = new MessageChannel();
+    channel.port1.onmessage = flushAll;
+  }
   channel.port2.postMessage(null);
+}
+
+/** Flushes every outbox now and releases the flush channel, so that the process may exit. */
+export function stopFlushing(): void {
+  flushAll();
+  channel?.port1.close();
+  channel?.port2.close();
+  channel = undefined;
 }
 
 /** The last batch joined in this flush, reused by the next outbox whose batch is identical. */
@@ -48,7 +58,7 @@ function flushAll(): void {
     try {
       box.flush();
     } catch {
-      // One failing socket must not keep the others' frames back; its close event follows.
+      // One failing socket must not keep the others' frames back (its sink closes it).
     }
   }
   lastBatch = [];
@@ -68,7 +78,8 @@ function joined(lines: string[]): string {
 /** One connection's outbound queue. */
 export class Outbox {
   #lines: string[] = [];
-  #chars = 0;
+  #sizes: number[] = [];
+  #bytes = 0;
   /** Whether a frame already left directly in this turn: then the rest wait for its end. */
   #sentThisTurn = false;
   /** Already in this turn's flush list. */
@@ -76,13 +87,16 @@ export class Outbox {
 
   constructor(readonly sink: Sink) {}
 
-  /** Characters queued and not yet handed to the socket. */
+  /** UTF-8 bytes queued and not yet handed to the socket. */
   get queued(): number {
-    return this.#chars;
+    return this.#bytes;
   }
 
-  /** Sends an event at once if it is the first of this turn, else queues it for the turn's end. */
-  push(event: string): void {
+  /**
+   * Sends an event at once if it is the first of this turn, else queues it for the turn's end.
+   * `bytes` is its UTF-8 length, computed once per broadcast by the caller.
+   */
+  push(event: string, bytes: number): void {
     if (!this.#sentThisTurn && this.#lines.length === 0) {
       this.#sentThisTurn = true;
       schedule(this);
@@ -90,22 +104,25 @@ export class Outbox {
       return;
     }
     this.#lines.push(event);
-    this.#chars += event.length;
+    this.#sizes.push(bytes);
+    this.#bytes += bytes;
     schedule(this);
   }
 
-  /** Sends everything queued now, in frames of at most {@link MAX_FRAME_CHARS}. */
+  /** Sends everything queued now, in frames of at most {@link MAX_FRAME_BYTES}. */
   flush(): void {
     this.#sentThisTurn = false;
     const lines = this.#lines;
+    const sizes = this.#sizes;
     if (lines.length === 0) return;
     this.#lines = [];
-    this.#chars = 0;
+    this.#sizes = [];
+    this.#bytes = 0;
     let start = 0;
     let size = 0;
     for (let i = 0; i < lines.length; i++) {
-      const length = lines[i]!.length + 1;
-      if (i > start && size + length > MAX_FRAME_CHARS) {
+      const length = sizes[i]! + 1;
+      if (i > start && size + length > MAX_FRAME_BYTES) {
         this.sink(lines.slice(start, i).join("\n"));
         start = i;
         size = 0;
@@ -118,7 +135,8 @@ export class Outbox {
   /** Forgets what is queued (the connection is gone). */
   discard(): void {
     this.#lines = [];
-    this.#chars = 0;
+    this.#sizes = [];
+    this.#bytes = 0;
     dirty.delete(this);
     this.dirty = false;
   }

@@ -64,13 +64,18 @@ export class Client {
   readonly socket: WebSocket;
   /** Every line received, in order. */
   readonly lines: string[] = [];
+  /** How many frames arrived (a frame may carry several lines). */
+  frames = 0;
   /** How many of {@link lines} earlier `next*()` calls have consumed. */
   #read = 0;
   readonly closed: Promise<CloseEvent>;
 
   private constructor(socket: WebSocket) {
     this.socket = socket;
-    socket.onmessage = (event) => this.lines.push(...String(event.data).split("\n"));
+    socket.onmessage = (event) => {
+      this.frames++;
+      this.lines.push(...String(event.data).split("\n"));
+    };
     this.closed = new Promise((resolve) =>
       socket.addEventListener("close", resolve, { once: true })
     );
@@ -157,7 +162,7 @@ export class FakeConnection implements Connection {
 
   constructor(readonly format: Format = "text") {}
 
-  send(frame: string): void {
+  send(frame: string, _bytes?: number): void {
     if (this.throwOnSend) throw new Error("send failed");
     this.frames.push(frame);
   }

@@ -1,47 +1,99 @@
 import assert from "node:assert/strict";
-import { MAX_FRAME_CHARS, Outbox } from "../lib/outbox.ts";
+import { MAX_FRAME_BYTES, Outbox, stopFlushing } from "../lib/outbox.ts";
+import { utf8Length } from "../lib/protocol.ts";
 
-/** Resolves after the outbox's end-of-turn flush (a MessageChannel task) has run. */
-function endOfTurn(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 5));
+/** Pushes an event with its real UTF-8 length, as the hub does. */
+function push(outbox: Outbox, event: string): void {
+  outbox.push(event, utf8Length(event));
 }
 
-Deno.test("Outbox sends the first event of a turn at once and packs the rest into one frame", async () => {
+/** Runs the end-of-turn flush now and releases the flush channel (so no resource outlives a test). */
+function endOfTurn(): void {
+  stopFlushing();
+}
+
+Deno.test("Outbox sends the first event of a turn at once and packs the rest into one frame", () => {
   const frames: string[] = [];
   const outbox = new Outbox((frame) => frames.push(frame));
-  outbox.push("one");
+  push(outbox, "one");
   assert.deepEqual(frames, ["one"], "a lone message leaves at once");
-  outbox.push("two");
-  outbox.push("three");
+  push(outbox, "two");
+  push(outbox, "three");
   assert.deepEqual(frames, ["one"], "the rest wait for the end of the turn");
-  assert.equal(outbox.queued, "two".length + "three".length);
-  await endOfTurn();
+  assert.equal(outbox.queued, 8);
+  endOfTurn();
   assert.deepEqual(frames, ["one", "two\nthree"]);
   assert.equal(outbox.queued, 0);
-  outbox.push("next turn");
+  push(outbox, "next turn");
   assert.deepEqual(frames.at(-1), "next turn", "a new turn starts with an immediate send");
-  await endOfTurn();
+  endOfTurn();
 });
 
-Deno.test("Outbox splits a big batch into frames of at most MAX_FRAME_CHARS", async () => {
+Deno.test("Outbox flushes by itself at the end of the turn", async () => {
   const frames: string[] = [];
   const outbox = new Outbox((frame) => frames.push(frame));
-  outbox.push("first");
-  const line = "y".repeat(10_000);
-  for (let i = 0; i < 20; i++) outbox.push(line);
-  await endOfTurn();
-  const packed = frames.slice(1);
-  assert.ok(packed.length >= 3, `${packed.length} frames`);
-  assert.ok(packed.every((frame) => frame.length <= MAX_FRAME_CHARS));
-  assert.equal(packed.join("\n"), Array(20).fill(line).join("\n"), "nothing lost, order kept");
+  push(outbox, "a");
+  push(outbox, "b");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(frames, ["a", "b"]);
+  endOfTurn();
 });
 
-Deno.test("Outbox: identical batches for many recipients share one joined string, and discard forgets", async () => {
+Deno.test("Outbox keeps packed frames within MAX_FRAME_BYTES, counting UTF-8 bytes", () => {
+  const frames: string[] = [];
+  const outbox = new Outbox((frame) => frames.push(frame));
+  push(outbox, "first");
+  const line = "漢".repeat(5400); // 16,200 bytes in 5,400 characters
+  for (let i = 0; i < 15; i++) push(outbox, line);
+  endOfTurn();
+  const packed = frames.slice(1);
+  assert.ok(packed.length >= 4, `${packed.length} frames`);
+  for (const frame of packed) {
+    assert.ok(utf8Length(frame) <= MAX_FRAME_BYTES, `${utf8Length(frame)} bytes`);
+  }
+  assert.equal(packed.join("\n"), Array(15).fill(line).join("\n"), "nothing lost, order kept");
+  const big = "x".repeat(MAX_FRAME_BYTES * 2);
+  push(outbox, "now");
+  push(outbox, big);
+  endOfTurn();
+  assert.equal(frames.at(-1), big, "a single event bigger than a frame still goes, alone");
+});
+
+Deno.test("Outbox: identical batches are joined once and shared; discard forgets", () => {
   const frames: string[][] = [[], [], []];
   const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
-  for (const box of boxes) box.push("hello");
-  for (const line of ["a", "b", "c"]) for (const box of boxes) box.push(line);
+  for (const box of boxes) push(box, "hello");
+  for (const line of ["a", "b", "c"]) for (const box of boxes) push(box, line);
   boxes[2]!.discard();
-  await endOfTurn();
+  const join = Array.prototype.join;
+  let joins = 0;
+  Array.prototype.join = function (this: unknown[], separator?: string) {
+    joins++;
+    return join.call(this, separator);
+  };
+  try {
+    endOfTurn();
+  } finally {
+    Array.prototype.join = join;
+  }
   assert.deepEqual(frames, [["hello", "a\nb\nc"], ["hello", "a\nb\nc"], ["hello"]]);
+  assert.equal(joins, 1, "two identical batches, one join");
+});
+
+Deno.test("Outbox: a sink that throws does not keep other outboxes' frames back", () => {
+  const good: string[] = [];
+  const failing = new Outbox(() => {
+    throw new Error("socket gone");
+  });
+  const working = new Outbox((frame) => good.push(frame));
+  push(working, "1");
+  try {
+    push(failing, "x");
+  } catch {
+    // the immediate send fails in the caller, as a direct send would
+  }
+  push(failing, "y");
+  push(working, "2");
+  endOfTurn();
+  assert.deepEqual(good, ["1", "2"]);
 });

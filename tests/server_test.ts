@@ -1,7 +1,7 @@
 /** Integration tests: a real server on port 0, real WebSocket clients, real HTTP. */
 
 import assert from "node:assert/strict";
-import { Client, rawExchange, startServer } from "./helpers.ts";
+import { Client, rawExchange, startServer, until } from "./helpers.ts";
 
 Deno.test("GET / serves the page with its type, an ETag, and 304 when it matches", async () => {
   const server = startServer();
@@ -254,6 +254,25 @@ Deno.test("/quit closes with 1000; shutdown closes everyone with 1001", async ()
     assert.equal(closed.code, 1001);
     assert.equal(closed.reason, "server shutting down");
   } finally {
+    await server.close();
+  }
+});
+
+Deno.test("under a burst, events for one connection are packed into fewer frames, in order", async () => {
+  const server = startServer({ rateBurst: 100, ratePerSecond: 100 });
+  const reader = await Client.open(server.ws("/?name=reader"));
+  const sender = await Client.open(server.ws("/?name=sender"));
+  try {
+    await reader.next((line) => line === "* sender joined");
+    const framesBefore = reader.frames;
+    for (let i = 1; i <= 50; i++) sender.send(`burst ${i}`);
+    await until(() => reader.lines.includes("sender: burst 50"), "the whole burst");
+    const burst = reader.lines.filter((line) => line.startsWith("sender: burst"));
+    assert.deepEqual(burst, Array.from({ length: 50 }, (_, i) => `sender: burst ${i + 1}`));
+    const frames = reader.frames - framesBefore;
+    assert.ok(frames < 50, `50 events came in ${frames} frames`);
+  } finally {
+    await Promise.all([reader.close(), sender.close()]);
     await server.close();
   }
 });
