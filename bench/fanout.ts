@@ -11,6 +11,16 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
+import {
+  ALL_SERVERS,
+  haveTaskset,
+  lines,
+  median,
+  open,
+  pinSelf,
+  type Server,
+  start,
+} from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -25,87 +35,10 @@ const { values } = parseArgs({
 const RECEIVER_COUNTS = values.receivers.split(",").map(Number);
 const REPS = Number(values.reps);
 const SECONDS = Number(values.seconds);
-const ROOT = new URL("..", import.meta.url).pathname;
 const PAYLOAD = "x".repeat(64);
 /** Messages in flight: enough to keep the server busy, few enough that it never just queues. */
 const windowFor = (receivers: number) => Math.max(4, Math.round(200_000 / receivers));
-const haveTaskset = (() => {
-  try {
-    return new Deno.Command("taskset", { args: ["-c", "0", "true"] }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
-interface Server {
-  name: string;
-  args: string[];
-}
-
-const ALL_SERVERS: Server[] = [
-  { name: "reference", args: ["run", "-A", `${ROOT}bench/reference.ts`, "--port", "0"] },
-  {
-    name: "natter",
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "--port",
-      "0",
-      "--hostname",
-      "127.0.0.1",
-      "--quiet",
-      "--rate",
-      "1000000000",
-      "--rate-burst",
-      "1000000000",
-      "--max-buffered",
-      "256MiB",
-      "--max-connections",
-      "100000",
-      "--history",
-      "0",
-    ],
-  },
-];
-
 const SERVERS = ALL_SERVERS.filter((s) => !values.only || s.name === values.only);
-
-async function start(server: Server): Promise<{ port: number; child: Deno.ChildProcess }> {
-  const command = haveTaskset ? "taskset" : Deno.execPath();
-  const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...server.args] : server.args;
-  const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${server.name} exited before listening`);
-    text += value;
-    const match = /listening on https?:\/\/[^\s]+:(\d+)\//.exec(text);
-    if (match) {
-      // Keep draining, so that the server never blocks on a full pipe.
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return { port: Number(match[1]), child };
-    }
-  }
-}
-
-function open(url: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.onopen = () => resolve(ws);
-    ws.onerror = () => reject(new Error(`cannot connect to ${url}`));
-  });
-}
-
-/** Counts lines in a frame: a batched frame carries several events. */
-function lines(data: string): number {
-  let count = 1;
-  for (let i = data.indexOf("\n"); i !== -1; i = data.indexOf("\n", i + 1)) count++;
-  return count;
-}
 
 async function measure(server: Server, receiverCount: number) {
   const { port, child } = await start(server);
@@ -185,7 +118,6 @@ for (const receivers of RECEIVER_COUNTS) {
       cpus[server.name]!.push(generatorCpu);
     }
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const reference = median(runs.reference!);
   const natter = median(runs.natter!);
   const row = {

@@ -1,0 +1,94 @@
+/**
+ * What every benchmark shares: the two servers, starting one pinned to core 0, pinning the
+ * load generator to core 1, and small helpers.
+ */
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+export const haveTaskset = (() => {
+  try {
+    return new Deno.Command("taskset", { args: ["-c", "0", "true"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+export interface Server {
+  name: string;
+  args: string[];
+}
+
+export const ALL_SERVERS: Server[] = [
+  { name: "reference", args: ["run", "-A", `${ROOT}bench/reference.ts`, "--port", "0"] },
+  {
+    name: "natter",
+    args: [
+      "run",
+      "-A",
+      `${ROOT}main.ts`,
+      "--port",
+      "0",
+      "--hostname",
+      "127.0.0.1",
+      "--quiet",
+      "--rate",
+      "1000000000",
+      "--rate-burst",
+      "1000000000",
+      "--max-buffered",
+      "256MiB",
+      "--max-connections",
+      "100000",
+      "--history",
+      "0",
+    ],
+  },
+];
+
+export async function start(server: Server): Promise<{ port: number; child: Deno.ChildProcess }> {
+  const command = haveTaskset ? "taskset" : Deno.execPath();
+  const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...server.args] : server.args;
+  const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${server.name} exited before listening`);
+    text += value;
+    const match = /listening on https?:\/\/[^\s]+:(\d+)\//.exec(text);
+    if (match) {
+      // Keep draining, so that the server never blocks on a full pipe.
+      (async () => {
+        while (!(await reader.read()).done);
+      })();
+      return { port: Number(match[1]), child };
+    }
+  }
+}
+
+export function open(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error(`cannot connect to ${url}`));
+  });
+}
+
+/** Counts lines in a frame: a batched frame carries several events. */
+export function lines(data: string): number {
+  let count = 1;
+  for (let i = data.indexOf("\n"); i !== -1; i = data.indexOf("\n", i + 1)) count++;
+  return count;
+}
+
+/** The middle value. */
+export function median(values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+}
+
+/** Pins this process (the load generator) to core 1, away from the server on core 0. */
+export async function pinSelf(): Promise<void> {
+  if (!haveTaskset) return;
+  await new Deno.Command("taskset", { args: ["-cp", "1", String(Deno.pid)], stdout: "null" })
+    .output();
+}

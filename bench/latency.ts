@@ -1,0 +1,118 @@
+/**
+ * Latency at a fixed moderate rate: one sender, N receivers in one room, one 64-byte message
+ * every few milliseconds (far below saturation). Each message carries its send time; every
+ * receiver (in this same process, same clock) records the delay. Reports p50 and p99 for
+ * natter and the reference server, interleaved, and their ratio (lower is better).
+ *
+ *     deno run -A bench/latency.ts [--receivers 100] [--interval-ms 2] [--reps 3] [--seconds 3]
+ */
+
+import { parseArgs } from "node:util";
+import { ALL_SERVERS, median, open, pinSelf, type Server, start } from "./harness.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    receivers: { type: "string", default: "100" },
+    "interval-ms": { type: "string", default: "2" },
+    reps: { type: "string", default: "3" },
+    seconds: { type: "string", default: "3" },
+    out: { type: "string", default: "bench/last-latency.json" },
+  },
+});
+const RECEIVERS = Number(values.receivers);
+const INTERVAL_MS = Number(values["interval-ms"]);
+const REPS = Number(values.reps);
+const SECONDS = Number(values.seconds);
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+}
+
+async function measure(server: Server) {
+  const { port, child } = await start(server);
+  const url = `ws://127.0.0.1:${port}/?room=latency`;
+  try {
+    const receivers: WebSocket[] = [];
+    for (let i = 0; i < RECEIVERS; i += 100) {
+      receivers.push(
+        ...await Promise.all(Array.from({ length: Math.min(100, RECEIVERS - i) }, () => open(url))),
+      );
+    }
+    const delays: number[] = [];
+    let recording = false;
+    for (const ws of receivers) {
+      ws.onmessage = (event) => {
+        if (!recording) return;
+        const now = performance.now();
+        for (const line of String(event.data).split("\n")) {
+          // natter: "guest-123: t=12.345"; reference: "t=12.345".
+          const at = line.lastIndexOf("t=");
+          if (at !== -1) delays.push(now - Number(line.slice(at + 2)));
+        }
+      };
+    }
+    const sender = await open(url);
+    await new Promise((r) => setTimeout(r, 300));
+    recording = true;
+    const end = performance.now() + SECONDS * 1000;
+    while (performance.now() < end) {
+      sender.send(`t=${performance.now().toFixed(3)}`.padEnd(64, " "));
+      await new Promise((r) => setTimeout(r, INTERVAL_MS));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    recording = false;
+    for (const ws of [sender, ...receivers]) ws.close();
+    delays.sort((a, b) => a - b);
+    return { p50: percentile(delays, 0.5), p99: percentile(delays, 0.99), samples: delays.length };
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
+}
+
+await pinSelf();
+console.log(
+  `latency, ${RECEIVERS} receivers, one message every ${INTERVAL_MS} ms, ${SECONDS} s per run, ${REPS} reps`,
+);
+const runs: Record<string, { p50: number; p99: number; samples: number }[]> = {
+  reference: [],
+  natter: [],
+};
+for (let rep = 0; rep < REPS; rep++) {
+  for (const server of ALL_SERVERS) runs[server.name]!.push(await measure(server));
+}
+const summary = Object.fromEntries(
+  Object.entries(runs).map(([name, list]) => [name, {
+    p50: median(list.map((r) => r.p50)),
+    p99: median(list.map((r) => r.p99)),
+  }]),
+);
+const ratio = {
+  p50: summary.natter!.p50 / summary.reference!.p50,
+  p99: summary.natter!.p99 / summary.reference!.p99,
+};
+for (const [name, { p50, p99 }] of Object.entries(summary)) {
+  console.log(`${name.padEnd(10)} p50 ${p50.toFixed(3)} ms   p99 ${p99.toFixed(3)} ms`);
+}
+console.log(
+  `ratio natter/reference: p50 ${ratio.p50.toFixed(2)}x   p99 ${
+    ratio.p99.toFixed(2)
+  }x (lower is better)`,
+);
+await Deno.writeTextFile(
+  values.out,
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      receivers: RECEIVERS,
+      intervalMs: INTERVAL_MS,
+      summary,
+      ratio,
+      runs,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+console.log(`wrote ${values.out}`);
