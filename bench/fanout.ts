@@ -98,11 +98,7 @@ async function measure(server: Server, receiverCount: number) {
   }
 }
 
-if (haveTaskset) {
-  // This process: core 1, away from the server.
-  await new Deno.Command("taskset", { args: ["-cp", "1", String(Deno.pid)], stdout: "null" })
-    .output();
-}
+await pinSelf();
 
 const results: Record<string, unknown>[] = [];
 console.log(
