@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { ALL_SERVERS, median, open, pinSelf, type Server, start } from "./harness.ts";
+import { interleaved, medians, open, pinSelf, type Server, start } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -57,19 +57,8 @@ async function measure(server: Server) {
 
 await pinSelf();
 console.log(`connections: ${CLIENTS} clients into one room, batches of ${BATCH}, ${REPS} reps`);
-const runs: Record<string, { connectsPerSecond: number; bytesPerConnection: number }[]> = {
-  reference: [],
-  natter: [],
-};
-for (let rep = 0; rep < REPS; rep++) {
-  for (const server of ALL_SERVERS) runs[server.name]!.push(await measure(server));
-}
-const summary = Object.fromEntries(
-  Object.entries(runs).map(([name, list]) => [name, {
-    connectsPerSecond: median(list.map((r) => r.connectsPerSecond)),
-    bytesPerConnection: median(list.map((r) => r.bytesPerConnection)),
-  }]),
-);
+const runs = await interleaved(REPS, measure);
+const summary = medians(runs, ["connectsPerSecond", "bytesPerConnection"]);
 const ref = summary.reference!;
 const nat = summary.natter!;
 for (const [name, s] of Object.entries(summary)) {

@@ -92,3 +92,33 @@ export async function pinSelf(): Promise<void> {
   await new Deno.Command("taskset", { args: ["-cp", "1", String(Deno.pid)], stdout: "null" })
     .output();
 }
+
+/** Runs `measure` against every server, `reps` times, interleaved; the results by server name. */
+export async function interleaved<T>(
+  reps: number,
+  measure: (server: Server) => Promise<T>,
+): Promise<Record<string, T[]>> {
+  const runs: Record<string, T[]> = Object.fromEntries(
+    ALL_SERVERS.map((server) => [server.name, []]),
+  );
+  for (let rep = 0; rep < reps; rep++) {
+    for (const server of ALL_SERVERS) runs[server.name]!.push(await measure(server));
+  }
+  return runs;
+}
+
+/** The median of each of `keys`, per server. */
+export function medians<K extends string>(
+  runs: Record<string, Record<K, number>[]>,
+  keys: K[],
+): Record<string, Record<K, number>> {
+  return Object.fromEntries(
+    Object.entries(runs).map(([name, list]) => [
+      name,
+      Object.fromEntries(keys.map((key) => [key, median(list.map((run) => run[key]))])) as Record<
+        K,
+        number
+      >,
+    ]),
+  );
+}

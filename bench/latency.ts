@@ -8,7 +8,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { ALL_SERVERS, median, open, pinSelf, type Server, start } from "./harness.ts";
+import { interleaved, medians, open, pinSelf, type Server, start } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -75,19 +75,8 @@ await pinSelf();
 console.log(
   `latency, ${RECEIVERS} receivers, one message every ${INTERVAL_MS} ms, ${SECONDS} s per run, ${REPS} reps`,
 );
-const runs: Record<string, { p50: number; p99: number; samples: number }[]> = {
-  reference: [],
-  natter: [],
-};
-for (let rep = 0; rep < REPS; rep++) {
-  for (const server of ALL_SERVERS) runs[server.name]!.push(await measure(server));
-}
-const summary = Object.fromEntries(
-  Object.entries(runs).map(([name, list]) => [name, {
-    p50: median(list.map((r) => r.p50)),
-    p99: median(list.map((r) => r.p99)),
-  }]),
-);
+const runs = await interleaved(REPS, measure);
+const summary = medians(runs, ["p50", "p99"]);
 const ratio = {
   p50: summary.natter!.p50 / summary.reference!.p50,
   p99: summary.natter!.p99 / summary.reference!.p99,
