@@ -13,9 +13,10 @@ export function encodeJson(event: ServerEvent): string {
 
 const LISTED_NAMES = 20;
 
-function nameList(names: string[]): string {
-  if (names.length <= LISTED_NAMES) return names.join(", ");
-  return `${names.slice(0, LISTED_NAMES).join(", ")} and ${names.length - LISTED_NAMES} more`;
+function nameList(names: string[], total = names.length): string {
+  const shown = names.slice(0, LISTED_NAMES);
+  if (total <= shown.length) return shown.join(", ");
+  return `${shown.join(", ")} and ${total - shown.length} more`;
 }
 
 /**
@@ -34,9 +35,10 @@ export function encodeText(event: ServerEvent): string | null {
       return `* ${event.from} is now ${event.to}`;
     case "welcome": {
       const others = event.members.filter((name) => name !== event.name);
-      const company = others.length === 0
+      const total = (event.count ?? event.members.length) - 1;
+      const company = total === 0
         ? "nobody else is here yet"
-        : `also here: ${nameList(others)}`;
+        : `also here: ${nameList(others, total)}`;
       return `* you are ${event.name} in #${event.room}; ${company}. Type /help for commands.`;
     }
     case "members":
@@ -56,6 +58,12 @@ export function encodeText(event: ServerEvent): string | null {
     }
     case "typing":
       return null; // too chatty for a terminal
+    case "presence": {
+      const parts = [];
+      if (event.joinedCount > 0) parts.push(`${event.joinedCount} joined`);
+      if (event.leftCount > 0) parts.push(`${event.leftCount} left`);
+      return `* ${parts.join(", ")}; ${event.count} here now`;
+    }
   }
 }
 

@@ -52,7 +52,22 @@ export interface HubOptions {
   historyOnJoin?: number;
   /** A member's `typing` is passed on at most this often, in milliseconds. */
   typingIntervalMs?: number;
+  /** Rooms with more members than this get presence summaries, not a notice per join. */
+  bigRoom?: number;
+  /** Runs a presence summary later; by default after {@link PRESENCE_INTERVAL_MS}. */
+  deferPresence?: (flush: () => void) => void;
 }
+
+/**
+ * Above this many members, a room is big: joins and leaves are told as one `presence`
+ * summary per {@link PRESENCE_INTERVAL_MS}, and a welcome lists only this many names (with the
+ * count). Telling every member of every join costs O(N²) while a big room fills up.
+ */
+export const BIG_ROOM = 100;
+/** How often a big room hears who came and went, at most. */
+export const PRESENCE_INTERVAL_MS = 500;
+/** Names a presence summary spells out in each list; the counts say the rest. */
+const SUMMARY_NAMES = 50;
 
 /** What a new connection asks for: its query string, and its remote port for the default name. */
 export interface JoinRequest {
@@ -74,6 +89,8 @@ interface Room {
   readonly members: Set<Member>;
   /** The same members by {@link nameKey}, for unique names. */
   readonly names: Map<string, Member>;
+  /** Joins and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}). */
+  presence?: { joined: string[]; left: string[] } | undefined;
 }
 
 /** An encoded event and its size, computed once and shared by its recipients. */
@@ -104,6 +121,9 @@ export class Hub {
   readonly #store: HistoryStore;
   readonly #historyOnJoin: number;
   readonly #typingIntervalMs: number;
+  readonly #bigRoom: number;
+  readonly #deferPresence: (flush: () => void) => void;
+  readonly #presenceTimers = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(options: HubOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -114,6 +134,14 @@ export class Hub {
     this.#store = options.store ?? new MemoryStore();
     this.#historyOnJoin = options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN;
     this.#typingIntervalMs = options.typingIntervalMs ?? 2000;
+    this.#bigRoom = options.bigRoom ?? BIG_ROOM;
+    this.#deferPresence = options.deferPresence ?? ((flush) => {
+      const timer = setTimeout(() => {
+        this.#presenceTimers.delete(timer);
+        flush();
+      }, PRESENCE_INTERVAL_MS);
+      this.#presenceTimers.add(timer);
+    });
   }
 
   /** Number of connections in the hub. */
@@ -257,6 +285,8 @@ export class Hub {
 
   /** Closes every connection with the given code (e.g. 1001 at shutdown). */
   closeAll(code: number, reason: string): void {
+    for (const timer of this.#presenceTimers) clearTimeout(timer);
+    this.#presenceTimers.clear();
     for (const conn of [...this.#members.keys()]) conn.close(code, reason);
   }
 
@@ -331,11 +361,37 @@ export class Hub {
     // The welcome (with its history) and membership happen in one turn, so no message can
     // fall between what the history holds and what arrives live.
     this.#sendTo(member, this.#welcome(member, ref, since));
+    if (room.members.size > this.#bigRoom) return this.#notePresence(room, "joined", member.name);
     this.#broadcast(
       room,
       { type: "joined", room: room.name, name: member.name, ts: this.#now() },
       member,
     );
+  }
+
+  /** Queues a join or leave in a big room; the first one of a round schedules the summary. */
+  #notePresence(room: Room, kind: "joined" | "left", name: string): void {
+    if (!room.presence) {
+      room.presence = { joined: [], left: [] };
+      this.#deferPresence(() => this.#flushPresence(room));
+    }
+    room.presence[kind].push(name);
+  }
+
+  #flushPresence(room: Room): void {
+    const presence = room.presence;
+    room.presence = undefined;
+    if (!presence || this.#rooms.get(room.name) !== room) return;
+    this.#broadcast(room, {
+      type: "presence",
+      room: room.name,
+      joined: presence.joined.slice(0, SUMMARY_NAMES),
+      left: presence.left.slice(0, SUMMARY_NAMES),
+      joinedCount: presence.joined.length,
+      leftCount: presence.left.length,
+      count: room.members.size,
+      ts: this.#now(),
+    });
   }
 
   #welcome(member: Member, ref: Ref | undefined, since: number | undefined): ServerEvent {
@@ -346,7 +402,8 @@ export class Hub {
       server: this.#server,
       name: member.name,
       room,
-      members: names(member.room),
+      members: names(member.room, this.#bigRoom),
+      count: member.room.members.size,
     };
     // Plain-text clients get no replay: the seed's REPL experience stays as it was.
     if (member.conn.format === "json") {
@@ -382,6 +439,7 @@ export class Hub {
     if (!room.members.delete(member)) return;
     room.names.delete(nameKey(member.name));
     if (room.members.size === 0) this.#rooms.delete(room.name);
+    else if (room.members.size >= this.#bigRoom) this.#notePresence(room, "left", member.name);
     else {this.#broadcast(room, {
         type: "left",
         room: room.name,
@@ -455,8 +513,14 @@ function asEvent(message: Message): MessageEvent {
   return { type: "message", ...message };
 }
 
-function names(room: Room): string[] {
-  return [...room.members].map((member) => member.name);
+/** The room's member names in join order, at most `limit` of them. */
+function names(room: Room, limit = Infinity): string[] {
+  const list: string[] = [];
+  for (const member of room.members) {
+    if (list.length >= limit) break;
+    list.push(member.name);
+  }
+  return list;
 }
 
 function refField(ref: Ref | undefined): { ref?: Ref } {

@@ -71,7 +71,9 @@ export type ServerEvent =
     server: string;
     name: string;
     room: string;
+    /** Names in join order; in a big room only the first ones (`count` says how many there are). */
     members: string[];
+    count?: number;
     /** Names the id space of `history` and `since` (see docs/PROTOCOL.md). */
     epoch?: string;
     /** Recent messages, oldest first (JSON clients only). */
@@ -84,6 +86,18 @@ export type ServerEvent =
   | { type: "history"; room: string; messages: MessageEvent[]; more: boolean; ref?: Ref }
   | { type: "rooms"; rooms: { room: string; members: number }[]; ref?: Ref }
   | { type: "typing"; room: string; name: string; ts: number }
+  | {
+    type: "presence";
+    room: string;
+    /** Who came and went since the last summary (the first names; the counts are complete). */
+    joined: string[];
+    left: string[];
+    joinedCount: number;
+    leftCount: number;
+    /** Members now. */
+    count: number;
+    ts: number;
+  }
   | { type: "joined"; room: string; name: string; ts: number }
   | { type: "left"; room: string; name: string; ts: number }
   | { type: "renamed"; room: string; from: string; to: string; ts: number; ref?: Ref }

@@ -15,10 +15,11 @@ const COMMANDS =
 
 /**
  * @typedef {{ type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, ref?: string | number }} MessageEvent
- * @typedef {{ type: "welcome", name: string, room: string, members: string[], epoch?: string, history?: MessageEvent[], recovered?: boolean, ref?: string | number }
+ * @typedef {{ type: "welcome", name: string, room: string, members: string[], count?: number, epoch?: string, history?: MessageEvent[], recovered?: boolean, ref?: string | number }
  *   | MessageEvent
  *   | { type: "history", room: string, messages: MessageEvent[], more: boolean, ref?: string | number }
  *   | { type: "typing", room: string, name: string, ts: number }
+ *   | { type: "presence", room: string, joined: string[], left: string[], joinedCount: number, leftCount: number, count: number, ts: number }
  *   | { type: "rooms", rooms: { room: string, members: number }[], ref?: string | number }
  *   | { type: "joined" | "left", room: string, name: string, ts: number }
  *   | { type: "renamed", room: string, from: string, to: string, ts: number, ref?: string | number }
@@ -107,6 +108,8 @@ const state = {
   /** Who is typing, and until when (ms). @type {Map<string, number>} */
   typing: new Map(),
   typingSentAt: 0,
+  /** Members in the room; in a big room more than `members` lists. */
+  count: 0,
   token: store.get(TOKEN_KEY) ?? "",
   tokenRequired: false,
 };
@@ -254,7 +257,7 @@ function stopTyping(name) {
 setInterval(renderTyping, 1000);
 
 function renderMembers() {
-  ui.count.textContent = `(${state.members.length})`;
+  ui.count.textContent = `(${Math.max(state.count, state.members.length)})`;
   ui.members.replaceChildren(...state.members.map((name) => {
     const item = document.createElement("li");
     item.textContent = name;
@@ -399,6 +402,7 @@ function handle(event) {
       state.room = state.joined = event.room;
       state.name = event.name;
       state.members = event.members;
+      state.count = event.count ?? event.members.length;
       state.attempt = 0;
       state.everConnected = true;
       setStatus("online", "Connected");
@@ -422,12 +426,30 @@ function handle(event) {
       );
     case "joined":
       state.members.push(event.name);
+      state.count += 1;
       renderMembers();
       return note(`${event.name} joined`, "notice", event.ts);
     case "left":
       state.members = state.members.filter((name) => name !== event.name);
+      state.count -= 1;
       renderMembers();
       return note(`${event.name} left`, "notice", event.ts);
+    case "presence": {
+      // A big room: a summary instead of a notice per person. The list shows the names we know.
+      const gone = new Set(event.left);
+      state.members = state.members.filter((name) => !gone.has(name) || name === state.name);
+      for (const name of event.joined) {
+        if (!gone.has(name) && !state.members.includes(name) && state.members.length < 500) {
+          state.members.push(name);
+        }
+      }
+      state.count = event.count;
+      renderMembers();
+      const parts = [];
+      if (event.joinedCount) parts.push(`${event.joinedCount} joined`);
+      if (event.leftCount) parts.push(`${event.leftCount} left`);
+      return note(`${parts.join(", ")}; ${event.count} here now`, "notice", event.ts);
+    }
     case "renamed":
       state.members = state.members.map((name) => name === event.from ? event.to : name);
       if (event.ref !== undefined || event.from === state.name) {
@@ -439,6 +461,7 @@ function handle(event) {
       return note(`${event.from} is now ${event.to}`, "notice", event.ts);
     case "members":
       state.members = event.members;
+      state.count = event.members.length;
       renderMembers();
       return note(`${event.members.length} in #${event.room}: ${event.members.join(", ")}`);
     case "error": {

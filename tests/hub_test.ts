@@ -501,3 +501,41 @@ Deno.test("Hub: history in one frame stays within its byte budget; recovery that
     "39 missed messages do not fit one frame",
   );
 });
+
+Deno.test("Hub: a big room hears joins and leaves as one summary per interval, not one notice each", () => {
+  const pending: (() => void)[] = [];
+  const hub = new Hub({ now: clock, bigRoom: 3, deferPresence: (flush) => pending.push(flush) });
+  const watcher = new FakeConnection("json");
+  const terminal = new FakeConnection("text");
+  hub.connect(watcher, { name: "watcher" });
+  hub.connect(terminal, { name: "terminal" });
+  hub.connect(new FakeConnection(), { name: "third" }); // 3 members: still a small room
+  assert.equal(watcher.events.at(-1)!.type, "joined");
+  watcher.clear();
+  terminal.clear();
+  const late = [new FakeConnection("json"), new FakeConnection(), new FakeConnection()];
+  late.forEach((conn, i) => hub.connect(conn, { name: `late${i}` }));
+  hub.disconnect(late[2]!);
+  assert.deepEqual(watcher.frames, [], "no notice per join in a big room");
+  assert.equal(pending.length, 1, "one summary scheduled");
+  pending.shift()!();
+  assert.deepEqual(watcher.events, [{
+    type: "presence",
+    room: "lobby",
+    joined: ["late0", "late1", "late2"],
+    left: ["late2"],
+    joinedCount: 3,
+    leftCount: 1,
+    count: 5,
+    ts: clock(),
+  }]);
+  assert.deepEqual(terminal.frames, ["* 3 joined, 1 left; 5 here now"]);
+  const welcome = late[0]!.events[0]!;
+  assert.deepEqual(
+    welcome.members,
+    ["watcher", "terminal", "third"],
+    "a big room's welcome lists the first names",
+  );
+  assert.equal(welcome.count, 4, "and says how many there are");
+  assert.match(late[1]!.frames[0]!, /also here: watcher, terminal, third and 1 more\./);
+});

@@ -160,6 +160,7 @@ Deno.test("JSON clients: welcome, presence, rename and join round trip", async (
         name: "alice",
         room: "dev",
         members: ["alice"],
+        count: 1,
         history: [],
       },
     );
