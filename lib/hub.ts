@@ -90,7 +90,7 @@ interface Room {
   /** The same members by {@link nameKey}, for unique names. */
   readonly names: Map<string, Member>;
   /** Joins and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}). */
-  presence?: { joined: string[]; left: string[] } | undefined;
+  presence?: { joined: Member[]; left: string[] } | undefined;
 }
 
 /** An encoded event and its size, computed once and shared by its recipients. */
@@ -361,7 +361,7 @@ export class Hub {
     // The welcome (with its history) and membership happen in one turn, so no message can
     // fall between what the history holds and what arrives live.
     this.#sendTo(member, this.#welcome(member, ref, since));
-    if (room.members.size > this.#bigRoom) return this.#notePresence(room, "joined", member.name);
+    if (room.members.size > this.#bigRoom) return this.#notePresence(room, member);
     this.#broadcast(
       room,
       { type: "joined", room: room.name, name: member.name, ts: this.#now() },
@@ -369,13 +369,17 @@ export class Hub {
     );
   }
 
-  /** Queues a join or leave in a big room; the first one of a round schedules the summary. */
-  #notePresence(room: Room, kind: "joined" | "left", name: string): void {
+  /**
+   * Queues a join (the member, named as it is when the summary goes) or a leave (the name it
+   * left under) in a big room; the first one of a round schedules the summary.
+   */
+  #notePresence(room: Room, joined: Member | undefined, left?: string): void {
     if (!room.presence) {
       room.presence = { joined: [], left: [] };
       this.#deferPresence(() => this.#flushPresence(room));
     }
-    room.presence[kind].push(name);
+    if (joined) room.presence.joined.push(joined);
+    if (left !== undefined) room.presence.left.push(left);
   }
 
   #flushPresence(room: Room): void {
@@ -385,7 +389,12 @@ export class Hub {
     this.#broadcast(room, {
       type: "presence",
       room: room.name,
-      joined: presence.joined.slice(0, SUMMARY_NAMES),
+      // Current names of those who came and are still here (one may have been renamed since).
+      joined: presence.joined.filter((m) => m.room === room && room.members.has(m)).slice(
+        0,
+        SUMMARY_NAMES,
+      )
+        .map((m) => m.name),
       left: presence.left.slice(0, SUMMARY_NAMES),
       joinedCount: presence.joined.length,
       leftCount: presence.left.length,
@@ -439,7 +448,7 @@ export class Hub {
     if (!room.members.delete(member)) return;
     room.names.delete(nameKey(member.name));
     if (room.members.size === 0) this.#rooms.delete(room.name);
-    else if (room.members.size >= this.#bigRoom) this.#notePresence(room, "left", member.name);
+    else if (room.members.size >= this.#bigRoom) this.#notePresence(room, undefined, member.name);
     else {this.#broadcast(room, {
         type: "left",
         room: room.name,

@@ -403,6 +403,8 @@ function handle(event) {
       state.name = event.name;
       state.members = event.members;
       state.count = event.count ?? event.members.length;
+      // A big room's welcome lists only the first names: make sure we see ourselves.
+      if (!state.members.includes(event.name)) state.members = [...state.members, event.name];
       state.attempt = 0;
       state.everConnected = true;
       setStatus("online", "Connected");

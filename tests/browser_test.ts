@@ -563,3 +563,53 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "page: a big room shows its count and one summary for a crowd, not a notice each",
+  async () => {
+    const server = startServer({ maxConnections: 1000 });
+    const crowd: Client[] = [];
+    try {
+      for (let i = 0; i < 120; i += 20) {
+        crowd.push(
+          ...await Promise.all(
+            Array.from(
+              { length: 20 },
+              (_, j) => Client.open(server.ws(`/?room=big&name=c${i + j}`)),
+            ),
+          ),
+        );
+      }
+      await withBrowser(async (browser) => {
+        const alice = await join(browser, server, "big", "alice");
+        await waitFor(
+          alice.page,
+          "the count",
+          alice.page.locator("#count", { hasText: "(121)" }).waitFor(),
+        );
+        for (let i = 0; i < 5; i++) {
+          crowd.push(await Client.open(server.ws(`/?room=big&name=late${i}`)));
+        }
+        await waitFor(
+          alice.page,
+          "the summary that brings the count to 126",
+          // Summaries cover half a second each: the joins may share one or be split over two.
+          alice.page.locator("#log > li.notice", { hasText: /\d+ joined; 126 here now$/ })
+            .waitFor(),
+        );
+        assert.equal(await alice.page.locator("#count").textContent(), "(126)");
+        const notices = await alice.page.locator("#log > li.notice .text").allTextContents();
+        assert.equal(
+          notices.filter((text) => /^late\d joined$/.test(text)).length,
+          0,
+          "no notice per person",
+        );
+        assert.equal(await alice.page.locator("#members li", { hasText: "late3" }).count(), 1);
+        assertNoProblems(alice);
+      });
+    } finally {
+      await Promise.all(crowd.map((client) => client.close()));
+      await server.close();
+    }
+  },
+);
