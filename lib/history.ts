@@ -38,7 +38,34 @@ export interface Recovery {
   complete: boolean;
 }
 
-/** Where messages live. Synchronous: a message is stored before anyone is told of it. */
+/** A value now, or later (a networked store answers later). */
+export type Maybe<T> = T | Promise<T>;
+
+/**
+ * Runs `next` on what `get` returns: at once when it is a plain value, when it settles when it
+ * is a promise. `failed` receives the error either way (thrown now or rejected later). A
+ * synchronous store thus keeps its callers synchronous, which keeps event order simple.
+ */
+export function when<T, R>(
+  get: () => Maybe<T>,
+  next: (value: T) => R,
+  failed?: (error: unknown) => R,
+): Maybe<R> {
+  let value: Maybe<T>;
+  try {
+    value = get();
+  } catch (error) {
+    if (failed) return failed(error);
+    throw error;
+  }
+  if (value instanceof Promise) return failed ? value.then(next, failed) : value.then(next);
+  return next(value);
+}
+
+/**
+ * Where messages live. A message is stored before anyone is told of it. The memory and
+ * SQLite stores answer at once; the Redis store answers with promises.
+ */
 export interface HistoryStore {
   /**
    * Names this store's id space. A client that saw ids under another epoch (say, before an
@@ -46,13 +73,15 @@ export interface HistoryStore {
    */
   readonly epoch: string;
   /** Stores a message under its room's next id. */
-  append(room: string, draft: Draft): Message;
+  append(room: string, draft: Draft): Maybe<Message>;
   /** Up to `limit` of the newest messages, or of those before id `before`. */
-  latest(room: string, limit: number, before?: number): Message[];
+  latest(room: string, limit: number, before?: number): Maybe<Message[]>;
   /** Every kept message after id `since`. */
-  after(room: string, since: number): Recovery;
+  after(room: string, since: number): Maybe<Recovery>;
+  /** The last id given out in the room; 0 before its first message. */
+  head(room: string): Maybe<number>;
   /** Flushes and releases the store. */
-  close(): void;
+  close(): Maybe<void>;
 }
 
 /** Defaults: a few thousand messages per room, kept regardless of age. */
@@ -129,6 +158,10 @@ export class MemoryStore implements HistoryStore {
     const first = kept[0]?.id ?? lastId + 1;
     const messages = kept.slice(Math.max(0, since + 1 - first));
     return { messages, complete: since + 1 >= first };
+  }
+
+  head(room: string): number {
+    return this.#rooms.get(room)?.lastId ?? 0;
   }
 
   close(): void {

@@ -3,8 +3,9 @@
  * it talks to {@link Connection}s, so tests drive it with fakes and any transport fits.
  */
 
+import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
 import { encodeJson, encodeText, HELP } from "./encode.ts";
-import { type HistoryStore, MemoryStore, type Message } from "./history.ts";
+import { type HistoryStore, type Maybe, MemoryStore, type Message, when } from "./history.ts";
 import { Metrics } from "./metrics.ts";
 import {
   CloseCode,
@@ -17,6 +18,7 @@ import {
   type ServerEvent,
   utf8Length,
 } from "./protocol.ts";
+import { type Change, Peers } from "./peers.ts";
 import { checkName, checkRoom, MAX_NAME, NAME_RULE, nameKey, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
@@ -56,7 +58,20 @@ export interface HubOptions {
   bigRoom?: number;
   /** Runs a presence summary later; by default after {@link PRESENCE_INTERVAL_MS}. */
   deferPresence?: (flush: () => void) => void;
+  /** Carries events to every hub, this one included; in-process by default. */
+  broker?: Broker;
+  /** How often a hub with a shared broker says it is alive, in milliseconds. */
+  heartbeatMs?: number;
+  /** A hub not heard from for this long is gone, and its members with it. */
+  peerTtlMs?: number;
+  /** How long a message waits for an earlier one still in flight before the store fills the gap. */
+  gapMs?: number;
 }
+
+/** Defaults for {@link HubOptions.heartbeatMs} and {@link HubOptions.peerTtlMs}. */
+export const HEARTBEAT_MS = 2000;
+export const PEER_TTL_MS = 7000;
+const GAP_MS = 200;
 
 /**
  * Above this many members, a room is big: joins and leaves are told as one `presence`
@@ -89,8 +104,24 @@ interface Room {
   readonly members: Set<Member>;
   /** The same members by {@link nameKey}, for unique names. */
   readonly names: Map<string, Member>;
-  /** Joins and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}). */
-  presence?: { joined: Member[]; left: string[] } | undefined;
+  /**
+   * Joins (a local member, named as it is when the summary goes, or a name from another hub)
+   * and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}).
+   */
+  presence?: { joined: (Member | string)[]; left: string[] } | undefined;
+  /** The id of the next message to hand out here; unknown until the store said where it is. */
+  nextId?: number;
+  /** Messages that arrived ahead of an earlier one, by id. */
+  held?: Map<number, MessageEnvelope>;
+  gapTimer?: ReturnType<typeof setTimeout> | undefined;
+}
+
+type MessageEnvelope = Extract<Envelope, { kind: "message" }>;
+
+/** An event for one member, kept until its welcome has gone out. */
+interface Pending {
+  readonly frame: Frame;
+  readonly id: number | undefined;
 }
 
 /** An encoded event and its size, computed once and shared by its recipients. */
@@ -107,12 +138,18 @@ interface Member {
   room: Room;
   /** When its last `typing` was passed on. */
   typedAt: number;
+  /** Messages up to this id came with its welcome; live ones start after it. */
+  floor: number;
+  /** Events that arrived while its welcome was being read from the store. */
+  pending: Pending[] | undefined;
 }
 
 /** Rooms of members, and the rules for who hears what. */
 export class Hub {
   readonly #rooms = new Map<string, Room>();
   readonly #members = new Map<Connection, Member>();
+  /** The same members by connection id: envelopes name their actor by id. */
+  readonly #byId = new Map<string, Member>();
   readonly #now: () => number;
   readonly #server: string;
   readonly #defaultRoom: string;
@@ -123,7 +160,15 @@ export class Hub {
   readonly #typingIntervalMs: number;
   readonly #bigRoom: number;
   readonly #deferPresence: (flush: () => void) => void;
-  readonly #presenceTimers = new Set<ReturnType<typeof setTimeout>>();
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  readonly #broker: Broker;
+  readonly #origin: string;
+  readonly #peers = new Peers();
+  readonly #peerTtlMs: number;
+  readonly #gapMs: number;
+  /** Sequence number of this hub's presence changes. */
+  #seq = 0;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -135,13 +180,24 @@ export class Hub {
     this.#historyOnJoin = options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN;
     this.#typingIntervalMs = options.typingIntervalMs ?? 2000;
     this.#bigRoom = options.bigRoom ?? BIG_ROOM;
-    this.#deferPresence = options.deferPresence ?? ((flush) => {
-      const timer = setTimeout(() => {
-        this.#presenceTimers.delete(timer);
-        flush();
-      }, PRESENCE_INTERVAL_MS);
-      this.#presenceTimers.add(timer);
-    });
+    this.#deferPresence = options.deferPresence ??
+      ((flush) => this.#later(flush, PRESENCE_INTERVAL_MS));
+    this.#broker = options.broker ?? new LocalBroker();
+    this.#origin = this.#broker.origin;
+    this.#peerTtlMs = options.peerTtlMs ?? PEER_TTL_MS;
+    this.#gapMs = options.gapMs ?? GAP_MS;
+    this.#broker.subscribe(
+      (envelope) => this.#receiveEnvelope(envelope),
+      (status) => {
+        // Back from an outage: others may have missed our changes and we theirs.
+        if (status.up) this.#publish({ kind: "hello", origin: this.#origin });
+      },
+    );
+    if (this.#broker.shared) {
+      this.#publish({ kind: "hello", origin: this.#origin });
+      const every = options.heartbeatMs ?? HEARTBEAT_MS;
+      this.#heartbeat = setInterval(() => this.#beat(), every);
+    }
   }
 
   /** Number of connections in the hub. */
@@ -149,9 +205,19 @@ export class Hub {
     return this.#members.size;
   }
 
-  /** Number of rooms with at least one member. */
+  /** Number of rooms with at least one member here. */
   get rooms(): number {
     return this.#rooms.size;
+  }
+
+  /** Other hubs this one hears from (workers or instances). */
+  get peers(): number {
+    return this.#peers.size;
+  }
+
+  /** The broker this hub publishes through. */
+  get broker(): Broker {
+    return this.#broker;
   }
 
   /**
@@ -187,8 +253,11 @@ export class Hub {
       wanted: base,
       room: this.#room(roomName),
       typedAt: -Infinity,
+      floor: 0,
+      pending: undefined,
     };
     this.#members.set(conn, member);
+    this.#byId.set(conn.id, member);
     const foreign = request.epoch != null && request.epoch !== this.#store.epoch;
     let since = request.since == null || request.since === "" ? undefined : Number(request.since);
     if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
@@ -209,6 +278,7 @@ export class Hub {
     const member = this.#members.get(conn);
     if (!member) return;
     this.#members.delete(conn);
+    this.#byId.delete(conn.id);
     this.#exit(member);
   }
 
@@ -231,23 +301,12 @@ export class Hub {
         return this.#sendTo(
           member,
           withRef(
-            { type: "members", room: member.room.name, members: names(member.room) },
+            { type: "members", room: member.room.name, members: this.#names(member.room) },
             msg.ref,
           ),
         );
-      case "history": {
-        const limit = msg.limit ?? (conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
-        // One more than asked says whether there is more; the byte budget may trim the page.
-        const found = this.#store.latest(member.room.name, limit + 1, msg.before);
-        const page = fitting(found.slice(-limit));
-        const event = {
-          type: "history" as const,
-          room: member.room.name,
-          messages: page.map(asEvent),
-          more: found.length > page.length,
-        };
-        return this.#sendTo(member, withRef(event, msg.ref));
-      }
+      case "history":
+        return this.#history(member, msg.limit, msg.before, msg.ref);
       case "rooms":
         return this.#sendTo(member, withRef({ type: "rooms", rooms: this.roomList() }, msg.ref));
       case "typing":
@@ -275,53 +334,114 @@ export class Hub {
     }
   }
 
-  /** Rooms with members, the busiest first (at most 100). */
+  /** Rooms with members here or on other hubs, the busiest first (at most 100). */
   roomList(): { room: string; members: number }[] {
-    return [...this.#rooms.values()]
-      .map((room) => ({ room: room.name, members: room.members.size }))
+    const counts = this.#peers.rooms();
+    for (const room of this.#rooms.values()) {
+      counts.set(room.name, (counts.get(room.name) ?? 0) + room.members.size);
+    }
+    return [...counts]
+      .map(([room, members]) => ({ room, members }))
       .sort((a, b) => b.members - a.members || a.room.localeCompare(b.room))
       .slice(0, 100);
   }
 
   /** Closes every connection with the given code (e.g. 1001 at shutdown). */
   closeAll(code: number, reason: string): void {
-    for (const timer of this.#presenceTimers) clearTimeout(timer);
-    this.#presenceTimers.clear();
+    this.#clearTimers();
     for (const conn of [...this.#members.keys()]) conn.close(code, reason);
   }
 
+  /**
+   * Stops the hub's timers and tells the other hubs it is leaving, so its members leave
+   * their view now rather than when its heartbeats are missed.
+   */
+  stop(): void {
+    this.#clearTimers();
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+    if (this.#broker.shared) this.#publish({ kind: "bye", origin: this.#origin });
+  }
+
+  #clearTimers(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    for (const room of this.#rooms.values()) room.gapTimer = undefined;
+  }
+
+  #later(run: () => void, ms: number): ReturnType<typeof setTimeout> {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      run();
+    }, ms);
+    this.#timers.add(timer);
+    return timer;
+  }
+
+  #publish(envelope: Envelope): void {
+    this.#broker.publish(envelope);
+  }
+
   #say(member: Member, text: string, action: boolean, ref: Ref | undefined): void {
-    const room = member.room;
-    let stored: Message;
-    try {
-      // Stored before anyone hears of it: the author's copy is the promise that it was kept.
-      stored = this.#store.append(room.name, {
-        ts: this.#now(),
-        from: member.name,
-        text,
-        ...(action ? { action: true as const } : {}),
-      });
-    } catch (error) {
-      const message = `your message was not sent: the server could not store it (${
-        (error as Error).message
-      })`;
-      return this.#sendTo(member, {
-        type: "error",
-        code: "unavailable",
-        message,
-        ...refField(ref),
-      });
-    }
-    const event = asEvent(stored);
-    this.#broadcast(room, event, member);
-    // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
-    if (member.conn.format === "json") this.#sendTo(member, withRef(event, ref));
+    const room = member.room.name;
+    const draft = {
+      ts: this.#now(),
+      from: member.name,
+      text,
+      ...(action ? { action: true as const } : {}),
+    };
+    // Stored before anyone hears of it: the author's copy is the promise that it was kept.
+    when(
+      () => this.#store.append(room, draft),
+      (message) =>
+        this.#publish({
+          kind: "message",
+          origin: this.#origin,
+          message,
+          actor: member.conn.id,
+          ...refField(ref),
+        }),
+      (error) => {
+        const message = `your message was not sent: the server could not store it (${
+          (error as Error).message
+        })`;
+        this.#sendTo(member, { type: "error", code: "unavailable", message, ...refField(ref) });
+      },
+    );
+  }
+
+  #history(member: Member, asked: number | undefined, before: number | undefined, ref?: Ref): void {
+    const limit = asked ?? (member.conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
+    const room = member.room.name;
+    // One more than asked says whether there is more; the byte budget may trim the page.
+    when(
+      () => this.#store.latest(room, limit + 1, before),
+      (found) => {
+        const page = fitting(found.slice(-limit));
+        const event = {
+          type: "history" as const,
+          room,
+          messages: page.map(asEvent),
+          more: found.length > page.length,
+        };
+        this.#sendTo(member, withRef(event, ref));
+      },
+      (error) =>
+        this.#sendTo(member, {
+          type: "error",
+          code: "unavailable",
+          message: `history is not available right now (${(error as Error).message})`,
+          ...refField(ref),
+        }),
+    );
   }
 
   #rename(member: Member, name: string, ref: Ref | undefined): void {
     const room = member.room;
-    const holder = room.names.get(nameKey(name));
-    if (holder && holder !== member) {
+    const key = nameKey(name);
+    const holder = room.names.get(key);
+    const mine = holder === member;
+    if ((holder && !mine) || (!mine && this.#peers.has(room.name, key))) {
       return this.#sendTo(member, {
         type: "error",
         code: "name_taken",
@@ -329,23 +449,29 @@ export class Hub {
         ...refField(ref),
       });
     }
-    const event: ServerEvent = {
-      type: "renamed",
-      room: room.name,
-      from: member.name,
-      to: name,
-      ts: this.#now(),
-    };
-    room.names.delete(nameKey(member.name));
+    const from = member.name;
+    const ts = this.#now();
+    room.names.delete(nameKey(from));
     member.name = member.wanted = name;
-    room.names.set(nameKey(name), member);
-    if (event.from !== name) this.#broadcast(room, event, member);
-    this.#sendTo(member, withRef(event, ref));
+    room.names.set(key, member);
+    if (from !== name) {
+      this.#publish({
+        kind: "renamed",
+        origin: this.#origin,
+        room: room.name,
+        seq: ++this.#seq,
+        ts,
+        from,
+        to: name,
+        actor: member.conn.id,
+      });
+    }
+    this.#sendTo(member, withRef({ type: "renamed", room: room.name, from, to: name, ts }, ref));
   }
 
   #move(member: Member, roomName: string, ref: Ref | undefined): void {
     if (member.room.name === roomName) {
-      return this.#sendTo(member, this.#welcome(member, ref, undefined));
+      return this.#welcomeAndFlush(member, ref, undefined);
     }
     this.#exit(member);
     member.room = this.#room(roomName);
@@ -355,77 +481,99 @@ export class Hub {
   /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */
   #enter(member: Member, base: string, ref?: Ref, since?: number): void {
     const room = member.room;
-    member.name = freeName(room, base);
+    member.name = this.#freeName(room, base);
     room.members.add(member);
     room.names.set(nameKey(member.name), member);
-    // The welcome (with its history) and membership happen in one turn, so no message can
-    // fall between what the history holds and what arrives live.
-    this.#sendTo(member, this.#welcome(member, ref, since));
-    if (room.members.size > this.#bigRoom) return this.#notePresence(room, member);
-    this.#broadcast(
-      room,
-      { type: "joined", room: room.name, name: member.name, ts: this.#now() },
-      member,
-    );
-  }
-
-  /**
-   * Queues a join (the member, named as it is when the summary goes) or a leave (the name it
-   * left under) in a big room; the first one of a round schedules the summary.
-   */
-  #notePresence(room: Room, joined: Member | undefined, left?: string): void {
-    if (!room.presence) {
-      room.presence = { joined: [], left: [] };
-      this.#deferPresence(() => this.#flushPresence(room));
-    }
-    if (joined) room.presence.joined.push(joined);
-    if (left !== undefined) room.presence.left.push(left);
-  }
-
-  #flushPresence(room: Room): void {
-    const presence = room.presence;
-    room.presence = undefined;
-    if (!presence || this.#rooms.get(room.name) !== room) return;
-    this.#broadcast(room, {
-      type: "presence",
+    // Membership starts now; the welcome (with its history) goes first, and live events that
+    // arrive meanwhile wait, so nothing falls between what the history holds and what is live.
+    this.#welcomeAndFlush(member, ref, since);
+    this.#publish({
+      kind: "joined",
+      origin: this.#origin,
       room: room.name,
-      // Current names of those who came and are still here (one may have been renamed since).
-      joined: presence.joined.filter((m) => m.room === room && room.members.has(m)).slice(
-        0,
-        SUMMARY_NAMES,
-      )
-        .map((m) => m.name),
-      left: presence.left.slice(0, SUMMARY_NAMES),
-      joinedCount: presence.joined.length,
-      leftCount: presence.left.length,
-      count: room.members.size,
+      seq: ++this.#seq,
       ts: this.#now(),
+      name: member.name,
+      actor: member.conn.id,
     });
   }
 
-  #welcome(member: Member, ref: Ref | undefined, since: number | undefined): ServerEvent {
+  /** Sends the welcome once the store has answered, then what arrived meanwhile. */
+  #welcomeAndFlush(member: Member, ref: Ref | undefined, since: number | undefined): void {
+    const room = member.room;
+    member.pending ??= [];
+    when(
+      () => this.#read(member, since),
+      (found) => {
+        if (!this.#members.has(member.conn) || member.room !== room) return;
+        if (room.nextId === undefined) {
+          room.nextId = found.head + 1;
+          this.#drain(room);
+        }
+        member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
+        const pending = member.pending ?? [];
+        member.pending = undefined;
+        this.#sendTo(member, this.#welcome(member, ref, found));
+        for (const { frame, id } of pending) {
+          if (id === undefined || id > member.floor) this.#deliver(member, frame, id);
+        }
+      },
+      (error) => {
+        // The store is unreachable: welcome without history; live events still flow.
+        if (!this.#members.has(member.conn) || member.room !== room) return;
+        const pending = member.pending ?? [];
+        member.pending = undefined;
+        this.#sendTo(member, this.#welcome(member, ref, { messages: [] }));
+        this.#sendTo(member, {
+          type: "error",
+          code: "unavailable",
+          message: `history is not available right now (${(error as Error).message})`,
+        });
+        for (const { frame, id } of pending) this.#deliver(member, frame, id);
+      },
+    );
+  }
+
+  /** What a welcome needs from the store: history (or what was missed), and the room's last id. */
+  #read(
+    member: Member,
+    since: number | undefined,
+  ): Maybe<{ messages: Message[]; recovered?: boolean; head: number }> {
     const room = member.room.name;
+    const store = this.#store;
+    const head = store.head(room);
+    // Plain-text clients get no replay: the seed's REPL experience stays as it was.
+    if (member.conn.format !== "json") return when(() => head, (head) => ({ messages: [], head }));
+    const missed = since === undefined ? undefined : store.after(room, since);
+    const latest = store.latest(room, this.#historyOnJoin);
+    return when(() => all3(head, missed, latest), ([head, missed, latest]) => {
+      // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.
+      const recovered = missed?.complete === true &&
+        fitting(missed.messages).length === missed.messages.length;
+      const messages = recovered ? missed!.messages : fitting(latest);
+      return missed ? { messages, recovered, head } : { messages, head };
+    });
+  }
+
+  #welcome(
+    member: Member,
+    ref: Ref | undefined,
+    found: { messages: Message[]; recovered?: boolean },
+  ): ServerEvent {
+    const room = member.room;
     const welcome: ServerEvent = {
       type: "welcome",
       protocol: member.conn.format === "json" ? JSON_PROTOCOL : "text",
       server: this.#server,
       name: member.name,
-      room,
-      members: names(member.room, this.#bigRoom),
-      count: member.room.members.size,
+      room: room.name,
+      members: this.#names(room, this.#bigRoom),
+      count: this.#count(room),
     };
-    // Plain-text clients get no replay: the seed's REPL experience stays as it was.
     if (member.conn.format === "json") {
       welcome.epoch = this.#store.epoch;
-      const missed = since === undefined ? undefined : this.#store.after(room, since);
-      // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.
-      const recovered = missed?.complete === true &&
-        fitting(missed.messages).length === missed.messages.length;
-      if (missed) welcome.recovered = recovered;
-      const history = recovered
-        ? missed!.messages
-        : fitting(this.#store.latest(room, this.#historyOnJoin));
-      welcome.history = history.map(asEvent);
+      if (found.recovered !== undefined) welcome.recovered = found.recovered;
+      welcome.history = found.messages.map(asEvent);
     }
     return withRef(welcome, ref);
   }
@@ -435,26 +583,33 @@ export class Hub {
     const now = this.#now();
     if (now - member.typedAt < this.#typingIntervalMs) return;
     member.typedAt = now;
-    this.#broadcast(member.room, {
-      type: "typing",
+    this.#publish({
+      kind: "typing",
+      origin: this.#origin,
       room: member.room.name,
       name: member.name,
       ts: now,
-    }, member);
+      actor: member.conn.id,
+    });
   }
 
   #exit(member: Member): void {
     const room = member.room;
     if (!room.members.delete(member)) return;
     room.names.delete(nameKey(member.name));
-    if (room.members.size === 0) this.#rooms.delete(room.name);
-    else if (room.members.size >= this.#bigRoom) this.#notePresence(room, undefined, member.name);
-    else {this.#broadcast(room, {
-        type: "left",
-        room: room.name,
-        name: member.name,
-        ts: this.#now(),
-      });}
+    member.pending = undefined;
+    if (room.members.size === 0) {
+      this.#rooms.delete(room.name);
+      if (room.gapTimer !== undefined) clearTimeout(room.gapTimer);
+    }
+    this.#publish({
+      kind: "left",
+      origin: this.#origin,
+      room: room.name,
+      seq: ++this.#seq,
+      ts: this.#now(),
+      name: member.name,
+    });
   }
 
   #room(name: string): Room {
@@ -463,8 +618,277 @@ export class Hub {
     return room;
   }
 
+  /** Members here and on other hubs. */
+  #count(room: Room): number {
+    return room.members.size + (this.#peers.size > 0 ? this.#peers.count(room.name) : 0);
+  }
+
+  /** Member names in join order (this hub's first), at most `limit` of them. */
+  #names(room: Room, limit = Infinity): string[] {
+    const list = names(room, limit);
+    if (this.#peers.size === 0 || list.length >= limit) return list;
+    return list.concat(this.#peers.names(room.name, limit - list.length));
+  }
+
+  /** `base`, or `base-2`, `base-3`… (shortened to fit) when another member holds it. */
+  #freeName(room: Room, base: string): string {
+    const taken = (name: string) =>
+      room.names.has(nameKey(name)) || this.#peers.has(room.name, nameKey(name));
+    if (!taken(base)) return base;
+    for (let n = 2;; n++) {
+      const suffix = `-${n}`;
+      const name = [...base].slice(0, MAX_NAME - suffix.length).join("") + suffix;
+      if (!taken(name)) return name;
+    }
+  }
+
+  // --- Envelopes: everything that happens reaches members through here. ---
+
+  #receiveEnvelope(envelope: Envelope): void {
+    const own = envelope.origin === this.#origin;
+    switch (envelope.kind) {
+      case "message":
+        return this.#onMessage(envelope);
+      case "joined": {
+        if (!own) this.#peerChange(envelope.origin, envelope.seq, envelope.room, envelope.name);
+        const room = this.#rooms.get(envelope.room);
+        if (!room) return;
+        const actor = own ? this.#byId.get(envelope.actor ?? "") : undefined;
+        return this.#told(room, actor ?? envelope.name, actor, envelope.ts);
+      }
+      case "left": {
+        if (!own) {
+          this.#peerChange(envelope.origin, envelope.seq, envelope.room, undefined, envelope.name);
+        }
+        const room = this.#rooms.get(envelope.room);
+        if (room) this.#toldLeft(room, envelope.name, envelope.ts);
+        return;
+      }
+      case "renamed": {
+        if (!own) {
+          this.#peerChange(
+            envelope.origin,
+            envelope.seq,
+            envelope.room,
+            envelope.to,
+            envelope.from,
+          );
+        }
+        const room = this.#rooms.get(envelope.room);
+        if (!room) return;
+        const actor = own ? this.#byId.get(envelope.actor ?? "") : undefined;
+        const { from, to, ts } = envelope;
+        return this.#broadcast(room, { type: "renamed", room: room.name, from, to, ts }, actor);
+      }
+      case "typing": {
+        const room = this.#rooms.get(envelope.room);
+        if (!room) return;
+        const actor = own ? this.#byId.get(envelope.actor ?? "") : undefined;
+        const { name, ts } = envelope;
+        return this.#broadcast(room, { type: "typing", room: room.name, name, ts }, actor);
+      }
+    }
+    if (own) return;
+    const now = this.#now();
+    switch (envelope.kind) {
+      case "heartbeat":
+        if (!this.#peers.heard(envelope.origin, envelope.seq, now)) this.#askFor(envelope.origin);
+        return;
+      case "hello":
+        if (envelope.to === undefined || envelope.to === this.#origin) this.#sendSnapshot();
+        return;
+      case "snapshot": {
+        const { joined, left } = this.#peers.replace(
+          envelope.origin,
+          envelope.seq,
+          envelope.rooms,
+          now,
+        );
+        for (const change of joined) this.#toldJoined(change, now);
+        for (const change of left) this.#toldLeftChange(change, now);
+        return;
+      }
+      case "bye":
+        for (const change of this.#peers.drop(envelope.origin)) this.#toldLeftChange(change, now);
+        return;
+    }
+  }
+
+  /** Applies another hub's presence change to the view of it; a gap asks for a snapshot. */
+  #peerChange(origin: string, seq: number, room: string, add?: string, remove?: string): void {
+    const inStep = this.#peers.heard(origin, seq, this.#now(), true);
+    if (remove !== undefined) this.#peers.remove(origin, room, remove);
+    if (add !== undefined) this.#peers.add(origin, room, add);
+    if (!inStep) this.#askFor(origin);
+  }
+
+  #askFor(origin: string): void {
+    this.#publish({ kind: "hello", origin: this.#origin, to: origin });
+  }
+
+  #sendSnapshot(): void {
+    const rooms: Record<string, string[]> = {};
+    for (const room of this.#rooms.values()) rooms[room.name] = names(room);
+    this.#publish({ kind: "snapshot", origin: this.#origin, seq: this.#seq, rooms });
+  }
+
+  /** Every heartbeat: say this hub is alive, and let go of hubs that went silent. */
+  #beat(): void {
+    this.#publish({ kind: "heartbeat", origin: this.#origin, seq: this.#seq });
+    const now = this.#now();
+    for (const origin of this.#peers.silentSince(now - this.#peerTtlMs)) {
+      for (const change of this.#peers.drop(origin)) this.#toldLeftChange(change, now);
+    }
+  }
+
+  #toldJoined(change: Change, ts: number): void {
+    const room = this.#rooms.get(change.room);
+    if (room) this.#told(room, change.name, undefined, ts);
+  }
+
+  #toldLeftChange(change: Change, ts: number): void {
+    const room = this.#rooms.get(change.room);
+    if (room) this.#toldLeft(room, change.name, ts);
+  }
+
+  /** Tells a room that someone came: a notice, or a line in the next summary in a big room. */
+  #told(room: Room, who: Member | string, actor: Member | undefined, ts: number): void {
+    if (this.#count(room) > this.#bigRoom) return this.#notePresence(room, who);
+    const name = typeof who === "string" ? who : who.name;
+    this.#broadcast(room, { type: "joined", room: room.name, name, ts }, actor);
+  }
+
+  #toldLeft(room: Room, name: string, ts: number): void {
+    if (this.#count(room) >= this.#bigRoom) return this.#notePresence(room, undefined, name);
+    this.#broadcast(room, { type: "left", room: room.name, name, ts });
+  }
+
+  /**
+   * Queues a join (the member, named as it is when the summary goes) or a leave (the name it
+   * left under) in a big room; the first one of a round schedules the summary.
+   */
+  #notePresence(room: Room, joined: Member | string | undefined, left?: string): void {
+    if (!room.presence) {
+      room.presence = { joined: [], left: [] };
+      this.#deferPresence(() => this.#flushPresence(room));
+    }
+    if (joined !== undefined) room.presence.joined.push(joined);
+    if (left !== undefined) room.presence.left.push(left);
+  }
+
+  #flushPresence(room: Room): void {
+    const presence = room.presence;
+    room.presence = undefined;
+    if (!presence || this.#rooms.get(room.name) !== room) return;
+    const joined: string[] = [];
+    for (const who of presence.joined) {
+      if (joined.length >= SUMMARY_NAMES) break;
+      // Current names of those who came and are still here (one may have been renamed since).
+      if (typeof who === "string") joined.push(who);
+      else if (who.room === room && room.members.has(who)) joined.push(who.name);
+    }
+    this.#broadcast(room, {
+      type: "presence",
+      room: room.name,
+      joined,
+      left: presence.left.slice(0, SUMMARY_NAMES),
+      joinedCount: presence.joined.length,
+      leftCount: presence.left.length,
+      count: this.#count(room),
+      ts: this.#now(),
+    });
+  }
+
+  /**
+   * A stored message reaches this hub: delivered in id order, once. One that arrives ahead of
+   * an earlier one (sent from another hub, still in flight) waits a moment for it; if it does
+   * not come, the store fills the gap.
+   */
+  #onMessage(envelope: MessageEnvelope): void {
+    const room = this.#rooms.get(envelope.message.room);
+    if (!room) return;
+    const id = envelope.message.id;
+    if (room.nextId === undefined || id > room.nextId) {
+      (room.held ??= new Map()).set(id, envelope);
+      if (room.nextId !== undefined) this.#armGap(room);
+      return;
+    }
+    if (id < room.nextId) return;
+    this.#deliverMessage(room, envelope);
+    room.nextId = id + 1;
+    if (room.held?.size) this.#drain(room);
+  }
+
+  /** Delivers held messages that are next in line. */
+  #drain(room: Room): void {
+    const held = room.held;
+    if (!held || room.nextId === undefined) return;
+    for (const id of [...held.keys()]) if (id < room.nextId) held.delete(id);
+    let next: MessageEnvelope | undefined;
+    while ((next = held.get(room.nextId)) !== undefined) {
+      held.delete(room.nextId);
+      this.#deliverMessage(room, next);
+      room.nextId++;
+    }
+    if (held.size > 0) this.#armGap(room);
+    else if (room.gapTimer !== undefined) {
+      clearTimeout(room.gapTimer);
+      this.#timers.delete(room.gapTimer);
+      room.gapTimer = undefined;
+    }
+  }
+
+  #armGap(room: Room): void {
+    if (room.gapTimer !== undefined) return;
+    room.gapTimer = this.#later(() => {
+      room.gapTimer = undefined;
+      this.#fillGap(room);
+    }, this.#gapMs);
+  }
+
+  /** Reads what is missing from the store; what the store cannot give is skipped. */
+  #fillGap(room: Room): void {
+    if (this.#rooms.get(room.name) !== room || !room.held?.size || room.nextId === undefined) {
+      return;
+    }
+    const skip = () => {
+      const held = room.held;
+      if (!held?.size) return;
+      room.nextId = Math.min(...held.keys());
+      this.#drain(room);
+    };
+    when(
+      () => this.#store.after(room.name, room.nextId! - 1),
+      (found) => {
+        if (this.#rooms.get(room.name) !== room || room.nextId === undefined) return;
+        for (const message of found.messages) {
+          if (message.id < room.nextId) continue;
+          if (message.id > room.nextId && !room.held?.has(message.id)) break;
+          this.#onMessage(
+            room.held?.get(message.id) ?? { kind: "message", origin: "", message },
+          );
+        }
+        skip();
+      },
+      skip,
+    );
+  }
+
+  /** A message to everyone in its room; its author (if here) gets its copy with its `ref`. */
+  #deliverMessage(room: Room, envelope: MessageEnvelope): void {
+    const author = envelope.origin === this.#origin
+      ? this.#byId.get(envelope.actor ?? "")
+      : undefined;
+    const event = asEvent(envelope.message);
+    this.#broadcast(room, event, author, event.id);
+    // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
+    if (author?.conn.format === "json" && author.room === room) {
+      this.#sendTo(author, withRef(event, envelope.ref), event.id);
+    }
+  }
+
   /** Sends an event to everyone in a room but `skip`, encoding it at most once per format. */
-  #broadcast(room: Room, event: ServerEvent, skip?: Member): void {
+  #broadcast(room: Room, event: ServerEvent, skip?: Member, id?: number): void {
     let text: Frame | null | undefined;
     let json: Frame | null | undefined;
     for (const member of room.members) {
@@ -473,18 +897,23 @@ export class Hub {
       if (member.conn.format === "json") {
         frame = json === undefined ? (json = frameOf(encodeJson(event))) : json;
       } else frame = text === undefined ? (text = frameOf(encodeText(event))) : text;
-      if (frame) this.#deliver(member, frame);
+      if (frame) this.#deliver(member, frame, id);
     }
   }
 
-  #sendTo(member: Member, event: ServerEvent): void {
+  #sendTo(member: Member, event: ServerEvent, id?: number): void {
     const data = member.conn.format === "json" ? encodeJson(event) : encodeText(event);
     const frame = frameOf(data);
-    if (frame) this.#deliver(member, frame);
+    if (frame) this.#deliver(member, frame, id);
   }
 
-  #deliver(member: Member, frame: Frame): void {
-    if (!member.conn.open) return;
+  /** Sends a frame, unless it is a message the member's welcome already carried. */
+  #deliver(member: Member, frame: Frame, id?: number): void {
+    if (member.pending) {
+      member.pending.push({ frame, id });
+      return;
+    }
+    if (!member.conn.open || (id !== undefined && id <= member.floor)) return;
     const metrics = this.#metrics;
     metrics.deliveries++;
     metrics.bytesOut += frame.bytes;
@@ -494,6 +923,14 @@ export class Hub {
       member.conn.close(CloseCode.internalError, "send failed");
     }
   }
+}
+
+/** Both values, now if neither is a promise. */
+function all3<A, B, C>(a: Maybe<A>, b: Maybe<B>, c: Maybe<C>): Maybe<[A, B, C]> {
+  if (a instanceof Promise || b instanceof Promise || c instanceof Promise) {
+    return Promise.all([a, b, c]);
+  }
+  return [a, b, c];
 }
 
 /** A frame to send, or null for an event this format does not carry. */
@@ -538,14 +975,4 @@ function refField(ref: Ref | undefined): { ref?: Ref } {
 
 function withRef<E extends ServerEvent>(event: E, ref: Ref | undefined): E {
   return ref === undefined ? event : { ...event, ref };
-}
-
-/** `base`, or `base-2`, `base-3`… (shortened to fit) when another member holds it. */
-function freeName(room: Room, base: string): string {
-  if (!room.names.has(nameKey(base))) return base;
-  for (let n = 2;; n++) {
-    const suffix = `-${n}`;
-    const name = [...base].slice(0, MAX_NAME - suffix.length).join("") + suffix;
-    if (!room.names.has(nameKey(name))) return name;
-  }
 }

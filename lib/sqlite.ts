@@ -94,6 +94,7 @@ export class SqliteStore implements HistoryStore {
   readonly #before: StatementSync;
   readonly #after: StatementSync;
   readonly #bounds: StatementSync;
+  readonly #head: StatementSync;
   #lastSweep = 0;
 
   constructor(readonly path: string, retention: Partial<Retention> = {}) {
@@ -124,6 +125,7 @@ export class SqliteStore implements HistoryStore {
     this.#after = db.prepare(
       "SELECT * FROM messages WHERE room = ? AND ts >= ? AND id > ? ORDER BY id",
     );
+    this.#head = db.prepare("SELECT last_id FROM rooms WHERE name = ?");
     this.#bounds = db.prepare(
       "SELECT (SELECT last_id FROM rooms WHERE name = ?1) AS last, (SELECT min(id) FROM messages WHERE room = ?1 AND ts >= ?2) AS first",
     );
@@ -206,6 +208,10 @@ export class SqliteStore implements HistoryStore {
       toMessage,
     );
     return { messages, complete: since + 1 >= first };
+  }
+
+  head(room: string): number {
+    return Number((this.#head.get(room) as { last_id: number } | undefined)?.last_id ?? 0);
   }
 
   close(): void {

@@ -5,7 +5,14 @@ import { type HistoryStore, MemoryStore, type Retention } from "../lib/history.t
 import { SqliteStore, StoreError } from "../lib/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
 
-type Factory = (retention?: Partial<Retention>) => { store: HistoryStore; cleanup: () => void };
+/** A store to test and how to get rid of it; a networked store may need to connect first. */
+interface Made {
+  store: HistoryStore;
+  /** Releases the store and whatever it keeps (a file, a database's keys). */
+  cleanup: () => Promise<void> | void;
+}
+
+type Factory = (retention?: Partial<Retention>) => Promise<Made> | Made;
 
 const factories: Record<string, Factory> = {
   memory: (retention) => ({ store: new MemoryStore(retention), cleanup: () => {} }),
@@ -21,73 +28,92 @@ const draft = (text: string, ts = 1000) => ({ ts, from: "alice", text });
 for (const [kind, make] of Object.entries(factories)) {
   const test = (
     name: string,
-    fn: (store: HistoryStore, clock: { now: number }) => void,
+    fn: (store: HistoryStore, clock: { now: number }) => Promise<void> | void,
     retention: Partial<Retention> = {},
   ) =>
-    Deno.test(`${kind} store: ${name}`, () => {
+    Deno.test(`${kind} store: ${name}`, async () => {
       const clock = { now: 10_000 };
-      const { store, cleanup } = make({ now: () => clock.now, ...retention });
+      const { store, cleanup } = await make({ now: () => clock.now, ...retention });
       try {
-        fn(store, clock);
+        await fn(store, clock);
       } finally {
-        cleanup();
+        await cleanup();
       }
     });
 
-  test("ids start at 1 and grow by one per room", (store) => {
-    assert.deepEqual([store.append("a", draft("1")).id, store.append("a", draft("2")).id], [1, 2]);
-    assert.equal(store.append("b", draft("x")).id, 1, "each room counts for itself");
-    const stored = store.append("a", { ts: 5, from: "bob", text: "waves", action: true });
+  test("ids start at 1 and grow by one per room", async (store) => {
+    assert.deepEqual([
+      (await store.append("a", draft("1"))).id,
+      (await store.append("a", draft("2"))).id,
+    ], [1, 2]);
+    assert.equal((await store.append("b", draft("x"))).id, 1, "each room counts for itself");
+    const stored = await store.append("a", { ts: 5, from: "bob", text: "waves", action: true });
     assert.deepEqual(stored, { room: "a", id: 3, ts: 5, from: "bob", text: "waves", action: true });
   });
 
-  test("latest() returns the newest, oldest first, and pages back with before", (store) => {
-    for (let i = 1; i <= 10; i++) store.append("r", draft(`m${i}`));
-    assert.deepEqual(store.latest("r", 3).map((m) => m.text), ["m8", "m9", "m10"]);
-    assert.deepEqual(store.latest("r", 3, 8).map((m) => m.id), [5, 6, 7]);
-    assert.deepEqual(store.latest("r", 3, 2).map((m) => m.id), [1]);
-    assert.deepEqual(store.latest("r", 50).length, 10);
-    assert.deepEqual(store.latest("nowhere", 5), []);
-    const action = store.append("r", { ts: 1, from: "a", text: "x", action: true });
-    assert.deepEqual(store.latest("r", 1), [action]);
+  test("latest() returns the newest, oldest first, and pages back with before", async (store) => {
+    for (let i = 1; i <= 10; i++) await store.append("r", draft(`m${i}`));
+    assert.deepEqual((await store.latest("r", 3)).map((m) => m.text), ["m8", "m9", "m10"]);
+    assert.deepEqual((await store.latest("r", 3, 8)).map((m) => m.id), [5, 6, 7]);
+    assert.deepEqual((await store.latest("r", 3, 2)).map((m) => m.id), [1]);
+    assert.deepEqual((await store.latest("r", 50)).length, 10);
+    assert.deepEqual(await store.latest("nowhere", 5), []);
+    const action = await store.append("r", { ts: 1, from: "a", text: "x", action: true });
+    assert.deepEqual(await store.latest("r", 1), [action]);
   });
 
-  test("after() returns exactly what came after an id", (store) => {
-    for (let i = 1; i <= 5; i++) store.append("r", draft(`m${i}`));
-    assert.deepEqual(store.after("r", 2), {
+  test("after() returns exactly what came after an id", async (store) => {
+    for (let i = 1; i <= 5; i++) await store.append("r", draft(`m${i}`));
+    assert.deepEqual(await store.after("r", 2), {
       complete: true,
-      messages: store.latest("r", 3),
+      messages: await store.latest("r", 3),
     });
-    assert.deepEqual(store.after("r", 5), { complete: true, messages: [] });
-    assert.deepEqual(store.after("r", 0).messages.length, 5);
+    assert.deepEqual(await store.after("r", 5), { complete: true, messages: [] });
+    assert.deepEqual((await store.after("r", 0)).messages.length, 5);
     assert.equal(
-      store.after("r", 6).complete,
+      (await store.after("r", 6)).complete,
       false,
       "an id from the future is from another store",
     );
-    assert.equal(store.after("empty", 0).complete, true);
+    assert.equal((await store.after("empty", 0)).complete, true);
   });
 
-  test("retention by count drops the oldest and never reuses ids", (store) => {
-    for (let i = 1; i <= 250; i++) store.append("r", draft(`m${i}`));
-    const kept = store.latest("r", 1000);
+  test("retention by count drops the oldest and never reuses ids", async (store) => {
+    for (let i = 1; i <= 250; i++) await store.append("r", draft(`m${i}`));
+    const kept = await store.latest("r", 1000);
     assert.equal(kept.length, 100);
     assert.equal(kept[0]!.id, 151);
-    assert.deepEqual(store.after("r", 150), { complete: true, messages: kept });
-    assert.equal(store.after("r", 149).complete, false, "message 150 is gone");
-    assert.equal(store.after("r", 149).messages.length, 100, "but what is kept still comes");
-    assert.equal(store.append("r", draft("next")).id, 251);
+    assert.deepEqual(await store.after("r", 150), { complete: true, messages: kept });
+    assert.equal((await store.after("r", 149)).complete, false, "message 150 is gone");
+    assert.equal(
+      (await store.after("r", 149)).messages.length,
+      100,
+      "but what is kept still comes",
+    );
+    assert.equal((await store.append("r", draft("next"))).id, 251);
   }, { maxCount: 100 });
 
-  test("retention by age hides and drops old messages", (store, clock) => {
-    store.append("r", draft("old", 10_000));
+  test("retention by age hides and drops old messages", async (store, clock) => {
+    await store.append("r", draft("old", 10_000));
     clock.now = 20_000;
-    store.append("r", draft("new", 20_000));
+    await store.append("r", draft("new", 20_000));
     clock.now = 71_000; // the first is now 61 s old, past the 60 s limit
-    assert.deepEqual(store.latest("r", 10).map((m) => m.text), ["new"]);
-    assert.equal(store.after("r", 0).complete, false);
-    assert.equal(store.append("r", draft("newer", 71_000)).id, 3);
+    assert.deepEqual((await store.latest("r", 10)).map((m) => m.text), ["new"]);
+    assert.equal((await store.after("r", 0)).complete, false);
+    assert.equal((await store.append("r", draft("newer", 71_000))).id, 3);
   }, { maxAgeMs: 60_000 });
+
+  test("head() is the last id given out, and keeps counting past retention", async (store) => {
+    assert.equal(await store.head("r"), 0, "a room with no messages is at 0");
+    assert.equal((await store.append("r", draft("m1"))).id, 1);
+    assert.equal(await store.head("r"), 1);
+    for (let i = 2; i <= 5; i++) await store.append("r", draft(`m${i}`));
+    assert.equal(await store.head("r"), 5, "retention dropped messages, not their ids");
+    assert.deepEqual((await store.latest("r", 10)).map((m) => m.id), [4, 5]);
+    assert.equal(await store.head("other"), 0, "each room counts for itself");
+    assert.equal((await store.append("r", draft("m6"))).id, 6);
+    assert.equal(await store.head("r"), 6);
+  }, { maxCount: 2 });
 
   test("epoch names the id space", (store) => {
     assert.equal(typeof store.epoch, "string");
