@@ -4,10 +4,11 @@
  *     deno run --allow-net main.ts [--port 8080] [--hostname HOST] [--help]
  */
 
-import { type App, createApp } from "./lib/app.ts";
+import { type App, openApp } from "./lib/app.ts";
 import { parseCommand, usage } from "./lib/cli.ts";
 import { ConfigError, type Options } from "./lib/config.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
+import { RedisError } from "./lib/redis.ts";
 import { StoreError } from "./lib/sqlite.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -63,7 +64,7 @@ function serve(options: Options, app: App, log: Logger): Deno.HttpServer<Deno.Ne
   }
 }
 
-function main(): number | undefined {
+async function main(): Promise<number | undefined> {
   let command;
   try {
     command = parseCommand(Deno.args, {
@@ -83,10 +84,12 @@ function main(): number | undefined {
   const log = createLogger({ format: options.log, quiet: options.quiet });
   let app: App;
   try {
-    app = createApp(options, { log });
+    app = await openApp(options, { log });
   } catch (error) {
-    if (!(error instanceof StoreError)) throw error;
-    console.error(`natter: cannot use --data: ${error.message}`);
+    if (error instanceof StoreError) console.error(`natter: cannot use --data: ${error.message}`);
+    else if (error instanceof RedisError) {
+      console.error(`natter: cannot use --redis: ${error.message}`);
+    } else throw error;
     return 1;
   }
   let server: Deno.HttpServer<Deno.NetAddr>;
@@ -132,6 +135,6 @@ function main(): number | undefined {
 }
 
 if (import.meta.main) {
-  const status = main();
+  const status = await main();
   if (status !== undefined) Deno.exit(status);
 }

@@ -6,6 +6,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
+import { type Broker, LocalBroker } from "./broker.ts";
 import { attach } from "./connection.ts";
 import { type HistoryStore, MemoryStore } from "./history.ts";
 import { Hub } from "./hub.ts";
@@ -13,6 +14,7 @@ import { type Logger, SILENT } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
 import { stopFlushing } from "./outbox.ts";
+import { redact, RedisBroker, RedisLink, RedisStore } from "./redis.ts";
 import { SqliteStore } from "./sqlite.ts";
 import { isAsset, serveAsset } from "./static.ts";
 import { VERSION } from "./version.ts";
@@ -37,6 +39,8 @@ export interface AppDeps {
   now?: () => number;
   /** The history store; by default memory, or SQLite at `options.data`. */
   store?: HistoryStore;
+  /** Fan-out to other hubs; by default in-process only. */
+  broker?: Broker;
 }
 
 /** Subprotocol prefix that carries the token from browsers, which cannot set headers. */
@@ -94,7 +98,9 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     metrics,
     store,
     historyOnJoin: options.history,
+    broker: deps.broker ?? new LocalBroker(),
   });
+  const broker = hub.broker;
   /** Sockets from upgrade to close event: what the connection caps count. */
   let sockets = 0;
   const perAddress = new Map<string, number>();
@@ -244,14 +250,26 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     return upgraded.response;
   }
 
+  /**
+   * 200 "ok"; 503 "stopping" while draining, or "degraded" while the shared bus is down (this
+   * instance then reaches only its own clients, so a load balancer should prefer others).
+   */
   function health(request: Request): Response {
+    const bus = broker.status;
+    const status = draining ? "stopping" : bus.up ? "ok" : "degraded";
     return json(request, {
-      status: draining ? "stopping" : "ok",
+      status,
       version: VERSION,
       uptime: Math.round((now() - started) / 1000),
       connections: hub.connections,
       rooms: hub.rooms,
-    }, draining ? 503 : 200);
+      bus: {
+        kind: broker.kind,
+        up: bus.up,
+        ...(bus.reason === undefined ? {} : { reason: bus.reason }),
+        peers: hub.peers,
+      },
+    }, status === "ok" ? 200 : 503);
   }
 
   function metricsPage(request: Request): Response {
@@ -259,6 +277,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       connections: hub.connections,
       rooms: hub.rooms,
       uptimeSeconds: Math.round((now() - started) / 1000),
+      busUp: broker.status.up ? 1 : 0,
+      busPeers: hub.peers,
     });
     return new Response(request.method === "HEAD" ? null : body, {
       headers: {
@@ -311,7 +331,9 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       while (sockets > 0 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      store.close();
+      hub.stop();
+      await store.close();
+      await broker.close();
       stopFlushing();
       return sockets;
     },
@@ -319,4 +341,29 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     options,
     metrics,
   };
+}
+
+/**
+ * Builds the app with what its options ask for beyond one process: with `redis`, the shared
+ * store and broker (throws RedisError when Redis cannot be reached at start).
+ */
+export async function openApp(partial: Partial<Options> = {}, deps: AppDeps = {}): Promise<App> {
+  const options = resolveOptions(partial);
+  if (options.redis === undefined || deps.broker || deps.store) return createApp(options, deps);
+  const log = deps.log ?? SILENT;
+  const link = await RedisLink.open(options.redis, log);
+  try {
+    const store = await RedisStore.open(link, {
+      maxCount: options.historyLimit,
+      maxAgeMs: options.historyMaxAgeMs,
+    });
+    const broker = new RedisBroker(link);
+    const app = createApp(options, { ...deps, store, broker });
+    await broker.ready();
+    log.info("sharing chat through redis", { url: redact(link.url) });
+    return app;
+  } catch (error) {
+    await link.close();
+    throw error;
+  }
 }

@@ -19,8 +19,18 @@ interface Presence {
 
 /** Something one hub tells all hubs. */
 export type Envelope =
-  /** A stored message; `actor` (a connection id at `origin`) gets it back with its `ref`. */
-  | { kind: "message"; origin: string; message: Message; actor?: string; ref?: Ref }
+  /**
+   * A stored message; `actor` (a connection id at `origin`) gets it back with its `ref`.
+   * `epoch` names the store that gave it its id (see HistoryStore.epoch).
+   */
+  | {
+    kind: "message";
+    origin: string;
+    epoch: string;
+    message: Message;
+    actor?: string;
+    ref?: Ref;
+  }
   | Presence & { kind: "joined"; name: string; actor?: string }
   | Presence & { kind: "left"; name: string }
   | Presence & { kind: "renamed"; from: string; to: string; actor?: string }

@@ -211,6 +211,13 @@ function flags(env: CliEnvironment): Record<string, Flag> {
       help: "drop messages older than this, e.g. 30d, 12h, 90m (default: keep)",
       parse: (raw, flag) => ({ historyMaxAgeMs: duration(raw, flag) }),
     },
+    redis: {
+      env: "REDIS_URL",
+      value: "URL",
+      help: "share chat, history and presence with other instances through this Redis, " +
+        "e.g. redis://localhost:6379 (rediss:// for TLS)",
+      parse: (redis) => ({ redis }),
+    },
     help: { short: "h", help: "print this help and exit" },
     version: { short: "V", help: "print the version and exit" },
   };

@@ -50,6 +50,8 @@ export interface Options {
   historyLimit: number;
   /** Oldest message kept, in milliseconds; 0 keeps them regardless of age. */
   historyMaxAgeMs: number;
+  /** Redis URL shared by every instance (history, ids, fan-out, presence); undefined: none. */
+  redis: string | undefined;
 }
 
 /** The defaults: every interface, port 8080, limits that a chat never notices. */
@@ -74,6 +76,7 @@ export const DEFAULTS: Readonly<Options> = {
   history: 50,
   historyLimit: 5000,
   historyMaxAgeMs: 0,
+  redis: undefined,
 };
 
 /** A bad option value or flag; the CLI prints the message and exits with status 2. */
@@ -142,6 +145,26 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   whole("historyMaxAgeMs", options.historyMaxAgeMs, 0);
   if (options.data !== undefined && options.data.trim() === "") {
     throw new ConfigError("'data' must be a file path, such as natter.db");
+  }
+  if (options.redis !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(options.redis);
+    } catch {
+      // reported below
+    }
+    if (url?.protocol !== "redis:" && url?.protocol !== "rediss:") {
+      throw new ConfigError(
+        `'redis' must be a URL such as redis://localhost:6379 or rediss://host:6380, got ${
+          JSON.stringify(options.redis)
+        }`,
+      );
+    }
+    if (options.data !== undefined) {
+      throw new ConfigError(
+        "'redis' and 'data' do not go together: with Redis, history lives there",
+      );
+    }
   }
   if (options.log !== "text" && options.log !== "json") {
     throw new ConfigError(`'log' must be "text" or "json", got ${JSON.stringify(options.log)}`);

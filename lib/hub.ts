@@ -397,6 +397,7 @@ export class Hub {
         this.#publish({
           kind: "message",
           origin: this.#origin,
+          epoch: this.#store.epoch,
           message,
           actor: member.conn.id,
           ...refField(ref),
@@ -502,6 +503,8 @@ export class Hub {
   #welcomeAndFlush(member: Member, ref: Ref | undefined, since: number | undefined): void {
     const room = member.room;
     member.pending ??= [];
+    // Who is here as membership starts: changes after this reach the member as events.
+    const present = { members: this.#names(room, this.#bigRoom), count: this.#count(room) };
     when(
       () => this.#read(member, since),
       (found) => {
@@ -513,7 +516,7 @@ export class Hub {
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#sendTo(member, this.#welcome(member, ref, found));
+        this.#sendTo(member, this.#welcome(member, ref, found, present));
         for (const { frame, id } of pending) {
           if (id === undefined || id > member.floor) this.#deliver(member, frame, id);
         }
@@ -523,7 +526,7 @@ export class Hub {
         if (!this.#members.has(member.conn) || member.room !== room) return;
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#sendTo(member, this.#welcome(member, ref, { messages: [] }));
+        this.#sendTo(member, this.#welcome(member, ref, { messages: [] }, present));
         this.#sendTo(member, {
           type: "error",
           code: "unavailable",
@@ -559,16 +562,15 @@ export class Hub {
     member: Member,
     ref: Ref | undefined,
     found: { messages: Message[]; recovered?: boolean },
+    present: { members: string[]; count: number },
   ): ServerEvent {
-    const room = member.room;
     const welcome: ServerEvent = {
       type: "welcome",
       protocol: member.conn.format === "json" ? JSON_PROTOCOL : "text",
       server: this.#server,
       name: member.name,
-      room: room.name,
-      members: this.#names(room, this.#bigRoom),
-      count: this.#count(room),
+      room: member.room.name,
+      ...present,
     };
     if (member.conn.format === "json") {
       welcome.epoch = this.#store.epoch;
@@ -808,6 +810,9 @@ export class Hub {
     const room = this.#rooms.get(envelope.message.room);
     if (!room) return;
     const id = envelope.message.id;
+    // From a hub with its own store (workers without a shared one): its ids are not ours to
+    // order or deduplicate by, so it is passed on as it comes.
+    if (envelope.epoch !== this.#store.epoch) return this.#deliverMessage(room, envelope);
     if (room.nextId === undefined || id > room.nextId) {
       (room.held ??= new Map()).set(id, envelope);
       if (room.nextId !== undefined) this.#armGap(room);
@@ -865,7 +870,8 @@ export class Hub {
           if (message.id < room.nextId) continue;
           if (message.id > room.nextId && !room.held?.has(message.id)) break;
           this.#onMessage(
-            room.held?.get(message.id) ?? { kind: "message", origin: "", message },
+            room.held?.get(message.id) ??
+              { kind: "message", origin: "", epoch: this.#store.epoch, message },
           );
         }
         skip();

@@ -8,6 +8,10 @@ export interface Gauges {
   connections: number;
   rooms: number;
   uptimeSeconds: number;
+  /** 1 while the shared bus (BroadcastChannel or Redis) reaches the other hubs, else 0. */
+  busUp: number;
+  /** Other hubs (workers or instances) heard from. */
+  busPeers: number;
 }
 
 /** What natter counts. */
@@ -39,6 +43,13 @@ export class Metrics {
       ["connections", "gauge", "Open chat connections.", plain(gauges.connections)],
       ["rooms", "gauge", "Rooms with at least one member.", plain(gauges.rooms)],
       ["uptime_seconds", "gauge", "Seconds since the server started.", plain(gauges.uptimeSeconds)],
+      [
+        "bus_up",
+        "gauge",
+        "1 while events reach the other workers or instances (always 1 alone).",
+        plain(gauges.busUp),
+      ],
+      ["bus_peers", "gauge", "Other workers or instances heard from.", plain(gauges.busPeers)],
       [
         "connections_opened_total",
         "counter",

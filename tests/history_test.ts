@@ -4,6 +4,9 @@ import assert from "node:assert/strict";
 import { type HistoryStore, MemoryStore, type Retention } from "../lib/history.ts";
 import { SqliteStore, StoreError } from "../lib/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
+import { RedisLink, RedisStore } from "../lib/redis.ts";
+import { SILENT } from "../lib/log.ts";
+import { haveRedis, RedisServer } from "./redis_server.ts";
 
 /** A store to test and how to get rid of it; a networked store may need to connect first. */
 interface Made {
@@ -22,6 +25,18 @@ const factories: Record<string, Factory> = {
     return { store, cleanup: () => (store.close(), Deno.removeSync(dir, { recursive: true })) };
   },
 };
+
+// The same promises from Redis, the store instances share (one server for the whole file).
+const redis = haveRedis() ? await RedisServer.start() : undefined;
+if (redis) {
+  globalThis.addEventListener("unload", () => void redis.kill());
+  factories.redis = async (retention) => {
+    await redis.command("FLUSHALL");
+    const link = await RedisLink.open(redis.url, SILENT);
+    const store = await RedisStore.open(link, retention);
+    return { store, cleanup: () => link.close() };
+  };
+}
 
 const draft = (text: string, ts = 1000) => ({ ts, from: "alice", text });
 

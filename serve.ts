@@ -1,0 +1,99 @@
+/**
+ * natter for `deno serve`: every core of one machine with `deno serve --parallel`, and Deno
+ * Deploy. Each worker runs its own hub; they share chat over `BroadcastChannel` and history
+ * through one SQLite database (in memory for the process, or the `--data` file), or through
+ * Redis with `--redis`/`REDIS_URL`. Options go after the script name; the port and host are
+ * `deno serve`'s own `--port` and `--host`.
+ *
+ *     deno serve --parallel --allow-net --port 8080 serve.ts [natter options]
+ *
+ * Why not main.ts: a module cannot tell `deno run` from `deno serve` while it loads, and
+ * `deno run` warns about any main module that exports `{ fetch }`.
+ */
+
+import { type App, createApp, openApp } from "./lib/app.ts";
+import { ChannelBroker } from "./lib/broker.ts";
+import { parseCommand, usage } from "./lib/cli.ts";
+import { ConfigError, type Options } from "./lib/config.ts";
+import type { HistoryStore } from "./lib/history.ts";
+import { MemoryStore } from "./lib/history.ts";
+import { createLogger, type Logger } from "./lib/log.ts";
+import { RedisError } from "./lib/redis.ts";
+import { SHARED_MEMORY, SqliteStore, StoreError } from "./lib/sqlite.ts";
+import { VERSION } from "./lib/version.ts";
+
+function readEnv(name: string): string | undefined {
+  const { state } = Deno.permissions.querySync({ name: "env", variable: name });
+  return state === "granted" ? Deno.env.get(name) : undefined;
+}
+
+/** Fails the worker with a message, the way main.ts fails the process. */
+function fail(message: string, status: number): never {
+  console.error(`natter: ${message}`);
+  Deno.exit(status);
+}
+
+/** The workers' shared history: the --data file, else one in-memory database per process. */
+function sharedStore(options: Options, log: Logger): HistoryStore {
+  const retention = { maxCount: options.historyLimit, maxAgeMs: options.historyMaxAgeMs };
+  if (options.data !== undefined) return new SqliteStore(options.data, retention);
+  try {
+    return new SqliteStore(SHARED_MEMORY, retention);
+  } catch (error) {
+    // Chat still spans the workers; history and ids do not (see docs/DEPLOY.md).
+    log.warn(
+      `history is per worker: to share it, grant --allow-read='${SHARED_MEMORY}' ` +
+        `--allow-write='${SHARED_MEMORY}' (in memory, nothing is written), or use --data or --redis`,
+      { error: (error as Error).message },
+    );
+    return new MemoryStore(retention);
+  }
+}
+
+async function build(): Promise<App> {
+  let command;
+  try {
+    command = parseCommand(Deno.args, {
+      env: readEnv,
+      readFile: Deno.readTextFileSync,
+      canRead: (path) => Deno.permissions.querySync({ name: "read", path }).state === "granted",
+    });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(`${error.message}\nRun with --help for usage.`, 2);
+  }
+  if (command.kind === "help") console.log(usage()), Deno.exit(0);
+  if (command.kind === "version") console.log(`natter ${VERSION}`), Deno.exit(0);
+  const options = command.options;
+  if (Deno.args.some((arg) => /^--(port|hostname|cert|key)\b/.test(arg))) {
+    fail("under deno serve, give --port, --host, --cert and --key to deno serve itself", 2);
+  }
+  const log = createLogger({ format: options.log, quiet: options.quiet });
+  try {
+    if (options.redis !== undefined) return await openApp(options, { log });
+    return createApp(options, {
+      log,
+      store: sharedStore(options, log),
+      broker: new ChannelBroker(),
+    });
+  } catch (error) {
+    if (error instanceof StoreError) fail(`cannot use --data: ${error.message}`, 1);
+    if (error instanceof RedisError) fail(`cannot use --redis: ${error.message}`, 1);
+    throw error;
+  }
+}
+
+const app = await build();
+
+// Drain on a signal, as main.ts does: tell the clients, close them with 1001, then exit.
+let stopping = false;
+const stop = async () => {
+  if (stopping) Deno.exit(130);
+  stopping = true;
+  await app.shutdown(3000);
+  Deno.exit(0);
+};
+Deno.addSignalListener("SIGINT", stop);
+if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+
+export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;
