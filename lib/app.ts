@@ -265,6 +265,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       rooms: hub.rooms,
       bus: {
         kind: broker.kind,
+        // Which worker or instance answered: its origin tag on the bus.
+        instance: broker.origin,
         up: bus.up,
         ...(bus.reason === undefined ? {} : { reason: bus.reason }),
         peers: hub.peers,

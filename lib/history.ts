@@ -80,6 +80,11 @@ export interface HistoryStore {
   after(room: string, since: number): Maybe<Recovery>;
   /** The last id given out in the room; 0 before its first message. */
   head(room: string): Maybe<number>;
+  /**
+   * Re-reads what may have changed while the store was unreachable: a Redis that restarted
+   * without its data starts a new id space, under a new epoch.
+   */
+  refresh?(): Maybe<void>;
   /** Flushes and releases the store. */
   close(): Maybe<void>;
 }

@@ -110,9 +110,9 @@ interface Room {
    */
   presence?: { joined: (Member | string)[]; left: string[] } | undefined;
   /** The id of the next message to hand out here; unknown until the store said where it is. */
-  nextId?: number;
+  nextId?: number | undefined;
   /** Messages that arrived ahead of an earlier one, by id. */
-  held?: Map<number, MessageEnvelope>;
+  held?: Map<number, MessageEnvelope> | undefined;
   gapTimer?: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -168,6 +168,8 @@ export class Hub {
   readonly #gapMs: number;
   /** Sequence number of this hub's presence changes. */
   #seq = 0;
+  /** The store's id space this hub's rooms are ordered in. */
+  #epoch: string;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions = {}) {
@@ -182,6 +184,7 @@ export class Hub {
     this.#bigRoom = options.bigRoom ?? BIG_ROOM;
     this.#deferPresence = options.deferPresence ??
       ((flush) => this.#later(flush, PRESENCE_INTERVAL_MS));
+    this.#epoch = this.#store.epoch;
     this.#broker = options.broker ?? new LocalBroker();
     this.#origin = this.#broker.origin;
     this.#peerTtlMs = options.peerTtlMs ?? PEER_TTL_MS;
@@ -189,8 +192,13 @@ export class Hub {
     this.#broker.subscribe(
       (envelope) => this.#receiveEnvelope(envelope),
       (status) => {
-        // Back from an outage: others may have missed our changes and we theirs.
-        if (status.up) this.#publish({ kind: "hello", origin: this.#origin });
+        if (!status.up) return;
+        // Back from an outage: others may have missed our changes and we theirs, and the
+        // store may have lost its data (a new epoch: ids start again).
+        this.#publish({ kind: "hello", origin: this.#origin });
+        when(() => this.#store.refresh?.(), () => {
+          if (this.#store.epoch !== this.#epoch) this.#rebase();
+        }, () => {});
       },
     );
     if (this.#broker.shared) {
@@ -361,6 +369,29 @@ export class Hub {
     if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
     this.#heartbeat = undefined;
     if (this.#broker.shared) this.#publish({ kind: "bye", origin: this.#origin });
+  }
+
+  /**
+   * The store started a new id space (it lost its data): forget where each room was, and
+   * welcome JSON members again, so their clients learn the new epoch and drop the old ids.
+   */
+  #rebase(): void {
+    this.#epoch = this.#store.epoch;
+    for (const room of this.#rooms.values()) {
+      room.nextId = undefined;
+      room.held = undefined;
+      if (room.gapTimer !== undefined) clearTimeout(room.gapTimer);
+      room.gapTimer = undefined;
+      when(() => this.#store.head(room.name), (head) => {
+        if (room.nextId !== undefined) return;
+        room.nextId = head + 1;
+        this.#drain(room);
+      }, () => {});
+      for (const member of room.members) {
+        member.floor = 0;
+        if (member.conn.format === "json") this.#welcomeAndFlush(member, undefined, undefined);
+      }
+    }
   }
 
   #clearTimers(): void {

@@ -156,22 +156,33 @@ function unavailable(error: unknown): Error {
 export class RedisStore implements HistoryStore {
   readonly #retention: Retention;
   readonly #now: () => number;
+  #epoch: string;
 
-  private constructor(
-    readonly link: RedisLink,
-    readonly epoch: string,
-    retention: Partial<Retention>,
-  ) {
+  private constructor(readonly link: RedisLink, epoch: string, retention: Partial<Retention>) {
+    this.#epoch = epoch;
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
     this.#now = this.#retention.now ?? Date.now;
   }
 
-  /** Reads (or sets, for the first instance) the shared epoch. */
+  /** Connects the store to the shared epoch (setting it, for the first instance). */
   static async open(link: RedisLink, retention: Partial<Retention> = {}): Promise<RedisStore> {
+    return new RedisStore(link, await RedisStore.#sharedEpoch(link), retention);
+  }
+
+  static async #sharedEpoch(link: RedisLink): Promise<string> {
     await link.command.set(EPOCH_KEY, crypto.randomUUID(), { condition: "NX" });
     const epoch = await link.command.get(EPOCH_KEY);
     if (epoch === null) throw new RedisError("Redis did not keep natter's epoch key");
-    return new RedisStore(link, epoch, retention);
+    return epoch;
+  }
+
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  /** After an outage: a Redis that came back empty gets a new epoch, which every instance adopts. */
+  async refresh(): Promise<void> {
+    this.#epoch = await RedisStore.#sharedEpoch(this.link);
   }
 
   async append(room: string, draft: Draft): Promise<Message> {
