@@ -19,7 +19,7 @@ import type { HistoryStore } from "./lib/history.ts";
 import { MemoryStore } from "./lib/history.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
 import { RedisError } from "./lib/redis.ts";
-import { SHARED_MEMORY, SqliteStore, StoreError } from "./lib/sqlite.ts";
+import { SqliteStore, StoreError } from "./lib/sqlite.ts";
 import { VERSION } from "./lib/version.ts";
 
 function readEnv(name: string): string | undefined {
@@ -33,21 +33,19 @@ function fail(message: string, status: number): never {
   Deno.exit(status);
 }
 
-/** The workers' shared history: the --data file, else one in-memory database per process. */
+/**
+ * The workers' shared history: the --data file (SQLite serialises the workers' writes, so ids
+ * stay one sequence). Without it, each worker keeps its own history in memory: chat still
+ * spans the workers, but history, ids and recovery do not.
+ */
 function sharedStore(options: Options, log: Logger): HistoryStore {
   const retention = { maxCount: options.historyLimit, maxAgeMs: options.historyMaxAgeMs };
   if (options.data !== undefined) return new SqliteStore(options.data, retention);
-  try {
-    return new SqliteStore(SHARED_MEMORY, retention);
-  } catch (error) {
-    // Chat still spans the workers; history and ids do not (see docs/DEPLOY.md).
-    log.warn(
-      `history is per worker: to share it, grant --allow-read='${SHARED_MEMORY}' ` +
-        `--allow-write='${SHARED_MEMORY}' (in memory, nothing is written), or use --data or --redis`,
-      { error: (error as Error).message },
-    );
-    return new MemoryStore(retention);
-  }
+  log.warn(
+    "history is per worker: give --data FILE (with --allow-read and --allow-write for it) or " +
+      "--redis URL to share history and ids between the workers of deno serve --parallel",
+  );
+  return new MemoryStore(retention);
 }
 
 async function build(): Promise<App> {

@@ -66,32 +66,22 @@ function noPermission(path: string): StoreError {
   );
 }
 
-/**
- * An in-memory database that every worker of this process opens by this name. Deno checks
- * read and write permission for it as for a relative path (nothing is written to disk).
- */
-export const SHARED_MEMORY = "file:natter?mode=memory&cache=shared";
-
-function inMemory(path: string): boolean {
-  return path.startsWith("file:") && path.includes("mode=memory");
-}
-
 /** Waits about a tenth of a millisecond, without yielding (a lock is held for microseconds). */
 function pause(): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 0.1);
 }
 
 /**
- * Runs `work` again while the database says it is locked: a shared in-memory database (the
- * workers of one process) reports a busy lock at once rather than waiting for it, and the
- * holder is done within microseconds.
+ * Runs `work` again while the database says it is locked: the workers of `deno serve
+ * --parallel` (or several processes) write to one file, and a lock that outlasts the busy
+ * timeout is still one that will be released.
  */
 function retryLocked<T>(work: () => T): T {
   for (let attempt = 0;; attempt++) {
     try {
       return work();
     } catch (error) {
-      if (attempt >= 5000 || !/locked/i.test((error as Error).message)) throw error;
+      if (attempt >= 3 || !/locked/i.test((error as Error).message)) throw error;
       pause();
     }
   }
@@ -100,7 +90,6 @@ function retryLocked<T>(work: () => T): T {
 function open(path: string): DatabaseSync {
   // Ask without prompting: a server should fail with a message, not wait at a prompt.
   for (const name of ["read", "write"] as const) {
-    if (inMemory(path)) break;
     if (Deno.permissions.querySync({ name, path }).state !== "granted") throw noPermission(path);
   }
   try {
@@ -192,11 +181,10 @@ export class SqliteStore implements HistoryStore {
         `${path} was written by a newer natter (schema ${version}); upgrade natter`,
       );
     }
-    // Readers of a shared in-memory database would otherwise wait on the writer's table lock.
-    if (inMemory(path)) db.exec("PRAGMA read_uncommitted = 1");
+    // First: switching to WAL needs the file to itself while another worker may be opening it.
+    db.exec("PRAGMA busy_timeout = 5000");
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
-    db.exec("PRAGMA busy_timeout = 5000");
     db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
     db.exec(SCHEMA);

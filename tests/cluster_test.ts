@@ -1,0 +1,188 @@
+/**
+ * Several natter processes, one chat, through a real Redis that the test starts itself:
+ * chat, presence, history and recovery across instances; a crashed instance's members leave
+ * within the stated bound; Redis restarted mid-chat and service resumes.
+ */
+
+import assert from "node:assert/strict";
+import { HEARTBEAT_MS, PEER_TTL_MS } from "../lib/hub.ts";
+import { Client, ServerProcess, sleep } from "./helpers.ts";
+import { haveRedis, RedisServer } from "./redis_server.ts";
+
+const enabled = haveRedis();
+
+/** Two instances against one fresh Redis; everything is stopped afterwards. */
+async function cluster(
+  fn: (ctx: {
+    redis: RedisServer;
+    a: ServerProcess;
+    b: ServerProcess;
+    ports: [number, number];
+  }) => Promise<void>,
+): Promise<void> {
+  const redis = await RedisServer.start();
+  const started: ServerProcess[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      started.push(await ServerProcess.start(["--port", "0", "--redis", redis.url]));
+    }
+    const [a, b] = started as [ServerProcess, ServerProcess];
+    await fn({ redis, a, b, ports: [await a.port(), await b.port()] });
+  } finally {
+    for (const server of started) await server.stop("SIGKILL");
+    await redis.kill();
+  }
+}
+
+async function health(port: number): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+  return { status: response.status, body: await response.json() };
+}
+
+function messages(client: Client): { id: number; text: string; from: string }[] {
+  return client.lines.filter((l) => l.includes('"type":"message"')).map((l) => JSON.parse(l));
+}
+
+Deno.test({
+  name: "Redis cluster: chat, presence, shared history and recovery across two instances",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ ports: [pa, pb] }) => {
+      // Each instance hears the other before the clients come.
+      for (const port of [pa, pb]) {
+        const deadline = Date.now() + 5000;
+        while (
+          (await health(port)).body.bus &&
+          ((await health(port)).body.bus as { peers: number }).peers < 1
+        ) {
+          if (Date.now() > deadline) throw new Error("instances did not find each other");
+          await sleep(50);
+        }
+      }
+      const alice = await Client.open(`ws://127.0.0.1:${pa}/?name=alice&room=r`, "natter.v1");
+      const bob = await Client.open(`ws://127.0.0.1:${pb}/?name=bob&room=r`);
+      await alice.event("joined", (e) => e.name === "bob");
+      alice.socket.send(JSON.stringify({ type: "say", text: "hi bob", ref: 1 }));
+      await bob.next((l) => l === "alice: hi bob");
+      bob.socket.send("hi alice");
+      await alice.event("message", (e) => e.text === "hi alice");
+      bob.socket.send("/who");
+      await bob.next((l) => l === "* 2 in #r: bob, alice");
+      // History written through both instances, read from the second.
+      const carol = await Client.open(`ws://127.0.0.1:${pb}/?name=carol&room=r`, "natter.v1");
+      const welcome = JSON.parse(carol.lines.find((l) => l.includes('"welcome"'))!);
+      assert.deepEqual(welcome.history.map((m: { text: string }) => m.text), [
+        "hi bob",
+        "hi alice",
+      ]);
+      assert.deepEqual(welcome.history.map((m: { id: number }) => m.id), [1, 2]);
+      await carol.close();
+
+      // Recovery across instances: alice drops from A, misses three lines, comes back on B.
+      const last = Math.max(...messages(alice).map((m) => m.id));
+      const epoch = welcomeOf(alice).epoch;
+      await alice.close();
+      for (const text of ["one", "two", "three"]) bob.socket.send(text);
+      await sleep(200);
+      const back = await Client.open(
+        `ws://127.0.0.1:${pb}/?name=alice&room=r&since=${last}&epoch=${epoch}`,
+        "natter.v1",
+      );
+      const again = welcomeOf(back);
+      assert.equal(again.recovered, true);
+      assert.deepEqual(again.history.map((m: { text: string }) => m.text), ["one", "two", "three"]);
+      assert.deepEqual(again.history.map((m: { id: number }) => m.id), [3, 4, 5]);
+      bob.socket.send("four");
+      const four = await back.event("message", (e) => e.text === "four");
+      assert.equal(four.id, 6, "live messages go on where the recovery ended");
+      await sleep(150);
+      assert.equal(messages(back).filter((m) => m.text === "three").length, 0, "no duplicates");
+      await back.close();
+      await bob.close();
+    });
+  },
+});
+
+function welcomeOf(client: Client) {
+  return JSON.parse(client.lines.find((l) => l.includes('"welcome"'))!);
+}
+
+Deno.test({
+  name: "Redis cluster: an instance killed with kill -9 leaves presence within the stated bound",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ b, ports: [pa, pb] }) => {
+      const alice = await Client.open(`ws://127.0.0.1:${pa}/?name=alice&room=r`);
+      const bob = await Client.open(`ws://127.0.0.1:${pb}/?name=bob&room=r`);
+      await alice.next((l) => l === "* bob joined");
+      await b.stop("SIGKILL");
+      const killedAt = Date.now();
+      const bound = PEER_TTL_MS + HEARTBEAT_MS;
+      await alice.next((l) => l === "* bob left", bound + 1500);
+      const took = Date.now() - killedAt;
+      assert.ok(took <= bound + 1000, `bob left after ${took} ms; the bound is ${bound} ms`);
+      assert.ok(
+        took >= PEER_TTL_MS - HEARTBEAT_MS - 500,
+        `not before the time-to-live (${took} ms)`,
+      );
+      const { body } = await health(pa);
+      assert.equal((body.bus as { peers: number }).peers, 0);
+      await bob.closed.catch(() => {});
+      await alice.close();
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Redis cluster: Redis restarted mid-chat; nothing unstored is acknowledged, service resumes",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ redis, ports: [pa, pb] }) => {
+      const alice = await Client.open(`ws://127.0.0.1:${pa}/?name=alice&room=r`, "natter.v1");
+      const bob = await Client.open(`ws://127.0.0.1:${pb}/?name=bob&room=r`);
+      await alice.event("joined", (e) => e.name === "bob");
+      alice.socket.send(JSON.stringify({ type: "say", text: "before", ref: 1 }));
+      await bob.next((l) => l === "alice: before");
+
+      await redis.kill();
+      let down = await health(pa);
+      const deadline = Date.now() + 5000;
+      while (down.status === 200 && Date.now() < deadline) {
+        await sleep(50);
+        down = await health(pa);
+      }
+      assert.equal(down.status, 503);
+      assert.equal(down.body.status, "degraded");
+      assert.equal((down.body.bus as { up: boolean }).up, false);
+      const metrics = await (await fetch(`http://127.0.0.1:${pa}/metrics`)).text();
+      assert.match(metrics, /^natter_bus_up 0$/m);
+
+      // During the outage a message is refused, not acknowledged; the socket stays open.
+      alice.socket.send(JSON.stringify({ type: "say", text: "during", ref: 2 }));
+      const refused = await alice.event("error", (e) => e.ref === 2);
+      assert.equal(refused.code, "unavailable");
+      assert.ok(!alice.lines.some((l) => l.includes('"during"') && l.includes('"message"')));
+
+      await redis.restart();
+      for (const port of [pa, pb]) {
+        const until2 = Date.now() + 10000;
+        while ((await health(port)).status !== 200) {
+          if (Date.now() > until2) throw new Error(`instance on ${port} did not recover`);
+          await sleep(100);
+        }
+      }
+      // Fan-out resumes (this Redis kept nothing: a new epoch, and the page is told).
+      await alice.event("welcome", (e) => e.epoch !== welcomeOf(alice).epoch);
+      alice.socket.send(JSON.stringify({ type: "say", text: "after", ref: 3 }));
+      const ack = await alice.event("message", (e) => e.ref === 3);
+      assert.equal(ack.text, "after");
+      await bob.next((l) => l === "alice: after", 5000);
+      bob.socket.send("back too");
+      await alice.event("message", (e) => e.text === "back too");
+      assert.ok(!bob.lines.includes("alice: during"), "the refused message never arrived");
+      await alice.close();
+      await bob.close();
+    });
+  },
+});
