@@ -47,7 +47,10 @@ export const ALL_SERVERS: Server[] = [
 
 export async function start(server: Server): Promise<{ port: number; child: Deno.ChildProcess }> {
   const command = haveTaskset ? "taskset" : Deno.execPath();
-  const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...server.args] : server.args;
+  // BENCH_SERVER_FLAGS adds runtime flags to the server, e.g. --v8-flags=--perf-basic-prof.
+  const extra = Deno.env.get("BENCH_SERVER_FLAGS")?.split(" ").filter(Boolean) ?? [];
+  const serverArgs = [server.args[0]!, ...extra, ...server.args.slice(1)];
+  const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...serverArgs] : serverArgs;
   const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";

@@ -82,6 +82,11 @@ export class Outbox {
   #bytes = 0;
   /** Whether a frame already left directly in this turn: then the rest wait for its end. */
   #sentThisTurn = false;
+  /**
+   * Whether the last flush carried several events: the connection is busy, so even the first
+   * event of a turn waits for the turn's end (one write per turn instead of two).
+   */
+  #busy = false;
   /** Already in this turn's flush list. */
   dirty = false;
 
@@ -97,7 +102,7 @@ export class Outbox {
    * `bytes` is its UTF-8 length, computed once per broadcast by the caller.
    */
   push(event: string, bytes: number): void {
-    if (!this.#sentThisTurn && this.#lines.length === 0) {
+    if (!this.#sentThisTurn && !this.#busy && this.#lines.length === 0) {
       this.#sentThisTurn = true;
       schedule(this);
       this.sink(event);
@@ -114,6 +119,7 @@ export class Outbox {
     this.#sentThisTurn = false;
     const lines = this.#lines;
     const sizes = this.#sizes;
+    this.#busy = lines.length > 1;
     if (lines.length === 0) return;
     this.#lines = [];
     this.#sizes = [];

@@ -193,8 +193,12 @@ export class ServerProcess {
   stderr = "";
   readonly #done: Promise<unknown>;
 
-  constructor(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-    this.child = new Deno.Command(Deno.execPath(), {
+  /** Runs `deno ARGS`, or another program (a compiled natter) with `executable`. */
+  constructor(
+    args: string[],
+    options: { cwd?: string; env?: Record<string, string>; executable?: string } = {},
+  ) {
+    this.child = new Deno.Command(options.executable ?? Deno.execPath(), {
       args,
       cwd: options.cwd ?? Deno.cwd(),
       env: { NO_COLOR: "1", ...options.env },
