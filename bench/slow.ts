@@ -1,0 +1,149 @@
+/**
+ * A slow consumer: one client connects and never reads, while ten others receive about
+ * 10 MiB/s in all for 20 s. Reports the server's memory growth (RSS, from /proc) and the
+ * others' p50/p99 latency, for natter (which drops the stuck client once its unsent bytes pass
+ * --max-buffered for 2 s) and the reference server (which buffers for it without bound).
+ *
+ *     deno run -A bench/slow.ts [--seconds 20] [--receivers 10] [--mib 10]
+ */
+
+import { parseArgs } from "node:util";
+import { ALL_SERVERS, open, pinSelf, type Server, start } from "./harness.ts";
+
+/**
+ * natter as the other scenarios run it, but with its default slow-consumer cap (they raise it
+ * so that a benchmark client that falls behind is not dropped mid-run).
+ */
+const SERVERS: Server[] = ALL_SERVERS.map((server) => {
+  const at = server.args.indexOf("--max-buffered");
+  if (at === -1) return server;
+  return { ...server, args: server.args.filter((_, i) => i !== at && i !== at + 1) };
+});
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    seconds: { type: "string", default: "20" },
+    receivers: { type: "string", default: "10" },
+    mib: { type: "string", default: "10" },
+    out: { type: "string", default: "bench/last-slow.json" },
+    /** Leave the stuck client out: the same load's cost without it, for comparison. */
+    "no-stuck": { type: "boolean", default: false },
+  },
+});
+const SECONDS = Number(values.seconds);
+const RECEIVERS = Number(values.receivers);
+/** MiB per second delivered to the receivers together. */
+const MIB = Number(values.mib);
+const PAYLOAD_BYTES = 64;
+
+function rssMiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+/** A WebSocket client over raw TCP that completes the handshake and then never reads again. */
+async function stuckClient(port: number, path: string): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+  await conn.write(new TextEncoder().encode(
+    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  ));
+  const buffer = new Uint8Array(1024);
+  await conn.read(buffer); // the 101 answer; nothing is read after it
+  return conn;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
+}
+
+async function measure(server: Server) {
+  const { port, child } = await start(server);
+  const path = "/?room=slow";
+  const url = `ws://127.0.0.1:${port}${path}`;
+  try {
+    const receivers = await Promise.all(Array.from({ length: RECEIVERS }, () => open(url)));
+    const stuck = values["no-stuck"] ? undefined : await stuckClient(port, path);
+    const sender = await open(url);
+    const delays: number[] = [];
+    let bytes = 0;
+    for (const ws of receivers) {
+      ws.onmessage = (event) => {
+        const now = performance.now();
+        const data = String(event.data);
+        bytes += data.length;
+        for (const line of data.split("\n")) {
+          const at = line.lastIndexOf("t=");
+          if (at !== -1) delays.push(now - Number.parseFloat(line.slice(at + 2)));
+        }
+      };
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const rssBefore = rssMiB(child.pid);
+    let rssMax = rssBefore;
+    // A line is about 80 bytes at the receivers (name, payload, newline).
+    const perSecond = (MIB * 1024 * 1024) / (80 * RECEIVERS);
+    const t0 = performance.now();
+    let sent = 0;
+    const sampler = setInterval(() => rssMax = Math.max(rssMax, rssMiB(child.pid)), 250);
+    while (performance.now() - t0 < SECONDS * 1000) {
+      const due = Math.floor(((performance.now() - t0) / 1000) * perSecond);
+      while (sent < due) {
+        sender.send(`t=${performance.now().toFixed(3)}`.padEnd(PAYLOAD_BYTES, " "));
+        sent++;
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    clearInterval(sampler);
+    const seconds = (performance.now() - t0) / 1000;
+    // natter counts the clients it dropped as too slow; the reference has no /metrics.
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+    const dropped = Number(/^natter_slow_consumers_total (\d+)$/m.exec(metrics)?.[1] ?? 0);
+    rssMax = Math.max(rssMax, rssMiB(child.pid));
+    for (const ws of [sender, ...receivers]) ws.close();
+    try {
+      stuck?.close();
+    } catch {
+      // the server closed it
+    }
+    delays.sort((a, b) => a - b);
+    return {
+      growthMiB: rssMax - rssBefore,
+      p50: percentile(delays, 0.5),
+      p99: percentile(delays, 0.99),
+      receivedMiBPerSecond: bytes / 1024 / 1024 / seconds,
+      sentPerSecond: sent / seconds,
+      dropped,
+    };
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
+}
+
+await pinSelf();
+console.log(
+  `slow consumer: 1 client never reads, ${RECEIVERS} others receive ~${MIB} MiB/s for ${SECONDS} s`,
+);
+const results: Record<string, unknown> = {};
+for (const server of SERVERS) {
+  const r = await measure(server);
+  results[server.name] = r;
+  console.log(
+    `${server.name.padEnd(10)} memory +${r.growthMiB.toFixed(1)} MiB   p50 ${r.p50.toFixed(2)} ms` +
+      `   p99 ${r.p99.toFixed(2)} ms   received ${r.receivedMiBPerSecond.toFixed(1)} MiB/s` +
+      `   slow clients dropped: ${r.dropped}`,
+  );
+}
+await Deno.writeTextFile(
+  values.out,
+  JSON.stringify(
+    { date: new Date().toISOString(), receivers: RECEIVERS, mib: MIB, results },
+    null,
+    2,
+  ) +
+    "\n",
+);
+console.log(`wrote ${values.out}`);
