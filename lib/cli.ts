@@ -293,7 +293,7 @@ export function parseCommand(args: string[], env: CliEnvironment): Command {
     if (!(error instanceof ConfigError)) throw error;
     // Name the flag the user typed rather than the option behind it.
     throw new ConfigError(
-      error.message.replace(/^'(\w+)'/, (quoted, key: string) => sources[key] ?? quoted),
+      error.message.replace(/'(\w+)'/g, (quoted, key: string) => sources[key] ?? quoted),
     );
   }
 }

@@ -104,6 +104,8 @@ interface Room {
   readonly members: Set<Member>;
   /** The same members by {@link nameKey}, for unique names. */
   readonly names: Map<string, Member>;
+  /** Members under another name than the one they asked for (`alice-2`), waiting for it. */
+  readonly suffixed: Set<Member>;
   /**
    * Joins (a local member, named as it is when the summary goes, or a name from another hub)
    * and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}).
@@ -193,11 +195,13 @@ export class Hub {
       (envelope) => this.#receiveEnvelope(envelope),
       (status) => {
         if (!status.up) return;
-        // Back from an outage: others may have missed our changes and we theirs, and the
-        // store may have lost its data (a new epoch: ids start again).
+        // Back from an outage: others may have missed our changes and we theirs, the store
+        // may have lost its data (a new epoch: ids start again),
         this.#publish({ kind: "hello", origin: this.#origin });
+        // and messages may have been lost in transit meanwhile.
         when(() => this.#store.refresh?.(), () => {
           if (this.#store.epoch !== this.#epoch) this.#rebase();
+          else for (const room of this.#rooms.values()) this.#catchUp(room);
         }, () => {});
       },
     );
@@ -434,6 +438,7 @@ export class Hub {
           ...refField(ref),
         }),
       (error) => {
+        if (this.#store.epoch !== this.#epoch) this.#rebase();
         const message = `your message was not sent: the server could not store it (${
           (error as Error).message
         })`;
@@ -481,11 +486,24 @@ export class Hub {
         ...refField(ref),
       });
     }
+    member.wanted = name;
+    this.#setName(member, name, ref);
+  }
+
+  /**
+   * Gives a member another name and tells its room. Besides `/nick`: a member who got
+   * `alice-2` because `alice` was taken gets `alice` back when it frees up, and of two members
+   * who took one name on two hubs at once, one (on the hub with the greater origin tag) yields.
+   */
+  #setName(member: Member, name: string, ref?: Ref): void {
+    const room = member.room;
     const from = member.name;
     const ts = this.#now();
     room.names.delete(nameKey(from));
-    member.name = member.wanted = name;
-    room.names.set(key, member);
+    member.name = name;
+    room.names.set(nameKey(name), member);
+    if (name !== member.wanted) room.suffixed.add(member);
+    else room.suffixed.delete(member);
     if (from !== name) {
       this.#publish({
         kind: "renamed",
@@ -516,6 +534,7 @@ export class Hub {
     member.name = this.#freeName(room, base);
     room.members.add(member);
     room.names.set(nameKey(member.name), member);
+    if (member.name !== member.wanted) room.suffixed.add(member);
     // Membership starts now; the welcome (with its history) goes first, and live events that
     // arrive meanwhile wait, so nothing falls between what the history holds and what is live.
     this.#welcomeAndFlush(member, ref, since);
@@ -630,10 +649,15 @@ export class Hub {
     const room = member.room;
     if (!room.members.delete(member)) return;
     room.names.delete(nameKey(member.name));
+    room.suffixed.delete(member);
     member.pending = undefined;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
-      if (room.gapTimer !== undefined) clearTimeout(room.gapTimer);
+      if (room.gapTimer !== undefined) {
+        clearTimeout(room.gapTimer);
+        this.#timers.delete(room.gapTimer);
+        room.gapTimer = undefined;
+      }
     }
     this.#publish({
       kind: "left",
@@ -647,7 +671,10 @@ export class Hub {
 
   #room(name: string): Room {
     let room = this.#rooms.get(name);
-    if (!room) this.#rooms.set(name, room = { name, members: new Set(), names: new Map() });
+    if (!room) {
+      room = { name, members: new Set(), names: new Map(), suffixed: new Set() };
+      this.#rooms.set(name, room);
+    }
     return room;
   }
 
@@ -687,7 +714,9 @@ export class Hub {
         const room = this.#rooms.get(envelope.room);
         if (!room) return;
         const actor = own ? this.#byId.get(envelope.actor ?? "") : undefined;
-        return this.#told(room, actor ?? envelope.name, actor, envelope.ts);
+        this.#told(room, actor ?? envelope.name, actor, envelope.ts);
+        if (!own) this.#resolveClash(room.name, envelope.name, envelope.origin);
+        return;
       }
       case "left": {
         if (!own) {
@@ -711,7 +740,9 @@ export class Hub {
         if (!room) return;
         const actor = own ? this.#byId.get(envelope.actor ?? "") : undefined;
         const { from, to, ts } = envelope;
-        return this.#broadcast(room, { type: "renamed", room: room.name, from, to, ts }, actor);
+        this.#broadcast(room, { type: "renamed", room: room.name, from, to, ts }, actor);
+        if (!own) this.#resolveClash(room.name, to, envelope.origin);
+        return this.#reclaim(room, from);
       }
       case "typing": {
         const room = this.#rooms.get(envelope.room);
@@ -737,7 +768,10 @@ export class Hub {
           envelope.rooms,
           now,
         );
-        for (const change of joined) this.#toldJoined(change, now);
+        for (const change of joined) {
+          this.#toldJoined(change, now);
+          this.#resolveClash(change.room, change.name, envelope.origin);
+        }
         for (const change of left) this.#toldLeftChange(change, now);
         return;
       }
@@ -770,7 +804,7 @@ export class Hub {
     this.#publish({ kind: "heartbeat", origin: this.#origin, seq: this.#seq });
     const now = this.#now();
     for (const origin of this.#peers.silentSince(now - this.#peerTtlMs)) {
-      for (const change of this.#peers.drop(origin)) this.#toldLeftChange(change, now);
+      for (const change of this.#peers.drop(origin, true)) this.#toldLeftChange(change, now);
     }
   }
 
@@ -792,8 +826,26 @@ export class Hub {
   }
 
   #toldLeft(room: Room, name: string, ts: number): void {
-    if (this.#count(room) >= this.#bigRoom) return this.#notePresence(room, undefined, name);
-    this.#broadcast(room, { type: "left", room: room.name, name, ts });
+    if (this.#count(room) >= this.#bigRoom) this.#notePresence(room, undefined, name);
+    else this.#broadcast(room, { type: "left", room: room.name, name, ts });
+    this.#reclaim(room, name);
+  }
+
+  /** A name freed up: a member here who wanted it (and got a suffix instead) takes it back. */
+  #reclaim(room: Room, freed: string): void {
+    const key = nameKey(freed);
+    if (room.names.has(key) || this.#peers.has(room.name, key)) return;
+    for (const member of room.suffixed) {
+      if (nameKey(member.wanted) === key) return this.#setName(member, member.wanted);
+    }
+  }
+
+  /** Another hub's member took a name one of ours holds: the hub with the greater tag yields. */
+  #resolveClash(roomName: string, name: string, origin: string): void {
+    const room = this.#rooms.get(roomName);
+    const holder = room?.names.get(nameKey(name));
+    if (!room || !holder || this.#origin < origin) return;
+    this.#setName(holder, this.#freeName(room, holder.wanted));
   }
 
   /**
@@ -838,6 +890,8 @@ export class Hub {
    * not come, the store fills the gap.
    */
   #onMessage(envelope: MessageEnvelope): void {
+    // The store moved to a new id space (it lost its data): start the rooms' order afresh.
+    if (this.#store.epoch !== this.#epoch) this.#rebase();
     const room = this.#rooms.get(envelope.message.room);
     if (!room) return;
     const id = envelope.message.id;
@@ -845,8 +899,10 @@ export class Hub {
     // order or deduplicate by, so it is passed on as it comes.
     if (envelope.epoch !== this.#store.epoch) return this.#deliverMessage(room, envelope);
     if (room.nextId === undefined || id > room.nextId) {
+      // Unknown position (a welcome still reading, or one that failed), or one missing before
+      // it: wait a moment, then catch up from the store.
       (room.held ??= new Map()).set(id, envelope);
-      if (room.nextId !== undefined) this.#armGap(room);
+      this.#armGap(room);
       return;
     }
     if (id < room.nextId) return;
@@ -874,41 +930,47 @@ export class Hub {
     }
   }
 
-  #armGap(room: Room): void {
+  #armGap(room: Room, ms = this.#gapMs): void {
     if (room.gapTimer !== undefined) return;
-    room.gapTimer = this.#later(() => {
-      room.gapTimer = undefined;
-      this.#fillGap(room);
-    }, this.#gapMs);
+    const timer = room.gapTimer = this.#later(() => {
+      if (room.gapTimer === timer) room.gapTimer = undefined;
+      this.#catchUp(room);
+    }, ms);
   }
 
-  /** Reads what is missing from the store; what the store cannot give is skipped. */
-  #fillGap(room: Room): void {
-    if (this.#rooms.get(room.name) !== room || !room.held?.size || room.nextId === undefined) {
-      return;
+  /**
+   * Brings a room up to date from the store: where it stands, when that is not known yet (its
+   * first welcome failed), and what is missing before the held messages or after the last one
+   * delivered (a message lost in transit). What the store no longer keeps is skipped; when the
+   * store cannot answer, it tries again a second later.
+   */
+  #catchUp(room: Room): void {
+    if (this.#rooms.get(room.name) !== room) return;
+    const retry = () => this.#armGap(room, 1000);
+    if (room.nextId === undefined) {
+      return void when(() => this.#store.head(room.name), (head) => {
+        if (this.#rooms.get(room.name) !== room || room.nextId !== undefined) return;
+        // Held messages were never delivered here: start from the first of them.
+        room.nextId = room.held?.size ? Math.min(...room.held.keys()) : head + 1;
+        this.#drain(room);
+      }, retry);
     }
-    const skip = () => {
+    when(() => this.#store.after(room.name, room.nextId! - 1), (found) => {
+      if (this.#rooms.get(room.name) !== room || room.nextId === undefined) return;
+      for (const message of found.messages) {
+        if (message.id < room.nextId) continue;
+        if (message.id > room.nextId) break;
+        this.#onMessage(
+          room.held?.get(message.id) ??
+            { kind: "message", origin: "", epoch: this.#store.epoch, message },
+        );
+      }
       const held = room.held;
-      if (!held?.size) return;
-      room.nextId = Math.min(...held.keys());
-      this.#drain(room);
-    };
-    when(
-      () => this.#store.after(room.name, room.nextId! - 1),
-      (found) => {
-        if (this.#rooms.get(room.name) !== room || room.nextId === undefined) return;
-        for (const message of found.messages) {
-          if (message.id < room.nextId) continue;
-          if (message.id > room.nextId && !room.held?.has(message.id)) break;
-          this.#onMessage(
-            room.held?.get(message.id) ??
-              { kind: "message", origin: "", epoch: this.#store.epoch, message },
-          );
-        }
-        skip();
-      },
-      skip,
-    );
+      if (held?.size && Math.min(...held.keys()) > room.nextId) {
+        room.nextId = Math.min(...held.keys());
+        this.#drain(room);
+      }
+    }, retry);
   }
 
   /** A message to everyone in its room; its author (if here) gets its copy with its `ref`. */

@@ -26,6 +26,11 @@ interface Peer {
 /** The presence view of every other hub. */
 export class Peers {
   readonly #peers = new Map<string, Peer>();
+  /**
+   * Peers dropped for silence (an outage longer than the time-to-live, or a stall): if one
+   * speaks again, its members are news again, since they were announced as gone.
+   */
+  readonly #dropped = new Set<string>();
 
   /** Number of other hubs heard from. */
   get size(): number {
@@ -75,7 +80,8 @@ export class Peers {
   heard(origin: string, seq: number, now: number, change = false): boolean {
     const peer = this.#peers.get(origin);
     if (!peer) {
-      this.#peers.set(origin, { seq, heardAt: now, synced: false, rooms: new Map() });
+      const synced = this.#dropped.delete(origin);
+      this.#peers.set(origin, { seq, heardAt: now, synced, rooms: new Map() });
       return false;
     }
     peer.heardAt = now;
@@ -131,11 +137,19 @@ export class Peers {
     return { joined, left };
   }
 
-  /** Forgets a peer; returns its members, who have now left. */
-  drop(origin: string): Change[] {
+  /**
+   * Forgets a peer; returns its members, who have now left. `silent` marks one that went
+   * quiet (not one that said goodbye), so that it is welcomed back if it returns.
+   */
+  drop(origin: string, silent = false): Change[] {
     const peer = this.#peers.get(origin);
     if (!peer) return [];
     this.#peers.delete(origin);
+    if (silent) {
+      this.#dropped.add(origin);
+      // Crashed instances never come back: remember only the recent ones.
+      if (this.#dropped.size > 1000) this.#dropped.delete(this.#dropped.values().next().value!);
+    }
     const gone: Change[] = [];
     for (const [room, names] of peer.rooms) {
       for (const name of names.values()) gone.push({ room, name });

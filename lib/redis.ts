@@ -36,7 +36,18 @@ const MAX_BACKOFF_MS = 2000;
 /** Attempts at start before natter gives up with a message (later, it never gives up). */
 const START_ATTEMPTS = 4;
 
+/** A command that gets no answer for this long makes the link count as down (a stalled Redis). */
+const ANSWER_MS = 2000;
+/** How often the link checks that Redis still answers. */
+const WATCH_MS = 1000;
+
+/**
+ * Stores a message under the room's next id, only while natter's epoch key still holds the
+ * epoch this instance works in: a Redis that was emptied (restart without persistence,
+ * FLUSHALL) must not hand out ids again under the old epoch.
+ */
 const APPEND = `
+if redis.call('GET', KEYS[3]) ~= ARGV[6] then return redis.error_reply('NATTER_EPOCH changed') end
 local id = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id .. '-0',
   'ts', ARGV[2], 'from', ARGV[3], 'text', ARGV[4], 'action', ARGV[5])
@@ -50,6 +61,9 @@ export class RedisLink {
   #up = false;
   #reason = "not connected yet";
   #started = false;
+  /** Set while a ping goes unanswered: the connection is open but Redis does not answer. */
+  #stalled = false;
+  #watch: ReturnType<typeof setInterval> | undefined;
   #onStatus: ((status: BrokerStatus) => void) | undefined;
 
   private constructor(readonly url: string, readonly log: Logger) {
@@ -57,7 +71,11 @@ export class RedisLink {
       if (!this.#started && retries >= START_ATTEMPTS) return cause;
       return Math.min(100 * 2 ** retries, MAX_BACKOFF_MS);
     };
-    this.command = createClient({ url, disableOfflineQueue: true, socket: { reconnectStrategy } });
+    this.command = createClient({
+      url,
+      disableOfflineQueue: true,
+      socket: { reconnectStrategy, connectTimeout: 5000 },
+    });
     this.subscriber = this.command.duplicate();
     for (const client of [this.command, this.subscriber]) {
       // Without an error listener the client stops reconnecting; the listener is the report.
@@ -84,7 +102,30 @@ export class RedisLink {
     }
     link.#started = true;
     link.#update();
+    link.#watch = setInterval(() => link.#check(), WATCH_MS);
     return link;
+  }
+
+  /** Pings Redis; no answer within {@link ANSWER_MS} counts as down until one comes. */
+  async #check(): Promise<void> {
+    if (!this.command.isReady) return;
+    try {
+      await withTimeout(this.command.ping(), ANSWER_MS);
+      if (this.#stalled) {
+        this.#stalled = false;
+        this.#update();
+      }
+    } catch (error) {
+      if (this.#stalled || !this.command.isReady) return;
+      this.#stalled = true;
+      this.#update(`Redis does not answer (${(error as Error).message})`);
+    }
+  }
+
+  /** Runs a command with a deadline, so that a stalled Redis fails requests instead of holding them. */
+  answer<T>(command: () => Promise<T>): Promise<T> {
+    if (this.#stalled) return Promise.reject(new Error(`Redis does not answer: ${this.#reason}`));
+    return withTimeout(command(), ANSWER_MS);
   }
 
   get status(): BrokerStatus {
@@ -97,7 +138,7 @@ export class RedisLink {
 
   /** Re-reads readiness; logs and reports only changes, not every failed attempt. */
   #update(reason?: string): void {
-    const up = this.command.isReady && this.subscriber.isReady;
+    const up = this.command.isReady && this.subscriber.isReady && !this.#stalled;
     if (!up && reason) this.#reason = reason;
     if (up === this.#up || !this.#started) {
       if (this.#started || up) this.#up = up;
@@ -116,6 +157,7 @@ export class RedisLink {
 
   /** Closes both connections; never waits on a Redis that is gone. */
   async close(): Promise<void> {
+    clearInterval(this.#watch);
     await Promise.all([this.command, this.subscriber].map(async (client) => {
       if (!client.isOpen) return;
       if (!client.isReady) return client.destroy();
@@ -133,6 +175,15 @@ export class RedisLink {
   #destroy(): void {
     for (const client of [this.command, this.subscriber]) if (client.isOpen) client.destroy();
   }
+}
+
+/** Rejects when `promise` has not settled within `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** The URL without its password, for logs and messages. */
@@ -182,23 +233,37 @@ export class RedisStore implements HistoryStore {
 
   /** After an outage: a Redis that came back empty gets a new epoch, which every instance adopts. */
   async refresh(): Promise<void> {
-    this.#epoch = await RedisStore.#sharedEpoch(this.link);
+    const epoch = await this.link.answer(() => RedisStore.#sharedEpoch(this.link));
+    if (epoch === this.#epoch) return;
+    this.link.log.warn("Redis has lost natter's data: a new epoch, message ids start again", {
+      from: this.#epoch,
+      to: epoch,
+    });
+    this.#epoch = epoch;
   }
 
   async append(room: string, draft: Draft): Promise<Message> {
     let id;
     try {
-      id = await this.link.command.eval(APPEND, {
-        keys: [`natter:seq:${room}`, `natter:log:${room}`],
-        arguments: [
-          String(this.#retention.maxCount),
-          String(draft.ts),
-          draft.from,
-          draft.text,
-          draft.action ? "1" : "",
-        ],
-      });
+      id = await this.link.answer(() =>
+        this.link.command.eval(APPEND, {
+          keys: [`natter:seq:${room}`, `natter:log:${room}`, EPOCH_KEY],
+          arguments: [
+            String(this.#retention.maxCount),
+            String(draft.ts),
+            draft.from,
+            draft.text,
+            draft.action ? "1" : "",
+            this.#epoch,
+          ],
+        })
+      );
     } catch (error) {
+      if (/NATTER_EPOCH/.test(String((error as Error).message))) {
+        // Redis lost natter's data: adopt the new epoch (the hub rebases when the bus is up).
+        await this.refresh().catch(() => {});
+        throw new Error("the shared store was reset; send it again");
+      }
       throw unavailable(error);
     }
     return { room, id: Number(id), ...draft };
@@ -237,7 +302,7 @@ export class RedisStore implements HistoryStore {
 
   async #read<T>(run: () => Promise<T>): Promise<T> {
     try {
-      return await run();
+      return await this.link.answer(run);
     } catch (error) {
       throw unavailable(error);
     }

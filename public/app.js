@@ -455,8 +455,13 @@ function handle(event) {
     case "renamed":
       state.members = state.members.map((name) => name === event.from ? event.to : name);
       if (event.ref !== undefined || event.from === state.name) {
-        state.name = state.wanted = event.to;
-        store.set(NAME_KEY, event.to);
+        state.name = event.to;
+        // Only a name you asked for becomes your preference; the server may also give you
+        // back the one you wanted (alice-2 -> alice) or make you yield it (alice -> alice-2).
+        if (event.ref !== undefined || event.to === state.wanted) {
+          state.wanted = event.to;
+          store.set(NAME_KEY, event.to);
+        }
         showIdentity();
       }
       renderMembers();

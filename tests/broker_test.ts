@@ -221,6 +221,46 @@ for (const [kind, family] of Object.entries(families)) {
     }
   });
 
+  test("one name taken on two hubs at once: one member yields, deterministically", async (f) => {
+    const [brokerA, brokerB] = [await f.make(), await f.make()];
+    const [storeA, storeB] = [await f.store(), await f.store()];
+    const hubA = new Hub({ broker: brokerA, store: storeA });
+    const hubB = new Hub({ broker: brokerB, store: storeB });
+    for (const b of [brokerA, brokerB]) if (b instanceof RedisBroker) await b.ready();
+    try {
+      await until(() => hubA.peers === 1 && hubB.peers === 1, "the hubs to hear each other");
+      const a = new FakeConnection("text");
+      const b = new FakeConnection("text");
+      // Both connect before either hub hears of the other's member.
+      hubA.connect(a, { name: "dup", room: "r" });
+      hubB.connect(b, { name: "dup", room: "r" });
+      const yielder = brokerA.origin > brokerB.origin ? a : b;
+      const keeper = yielder === a ? b : a;
+      await until(
+        () => yielder.frames.includes("* dup is now dup-2"),
+        "the yielding member renamed",
+      );
+      await until(
+        () =>
+          keeper.frames.includes("* dup-2 joined") || keeper.frames.includes("* dup is now dup-2"),
+        "the keeper told",
+      );
+      keeper.clear();
+      (keeper === a ? hubA : hubB).receive(keeper, "/who");
+      await until(() => keeper.frames.length > 0, "who");
+      assert.deepEqual(keeper.frames, ["* 2 in #r: dup, dup-2"]);
+    } finally {
+      for (const hub of [hubA, hubB]) {
+        hub.stop();
+        hub.closeAll(1001, "test over");
+      }
+      await brokerA.close();
+      await brokerB.close();
+      await storeA.close();
+      await storeB.close();
+    }
+  });
+
   test("a hub that goes silent is dropped, with its members, after the time-to-live", async (f) => {
     const [brokerA, brokerB] = [await f.make(), await f.make()];
     const store = await f.store();

@@ -186,3 +186,52 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "Redis cluster: a stalled Redis (longer than the presence time-to-live) is noticed, and all of it comes back",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ redis, ports: [pa, pb] }) => {
+      const alice = await Client.open(`ws://127.0.0.1:${pa}/?name=alice&room=r`);
+      const bob = await Client.open(`ws://127.0.0.1:${pb}/?name=bob&room=r`);
+      await alice.next((l) => l === "* bob joined");
+      redis.freeze(true);
+      try {
+        const stalledAt = Date.now();
+        let health = await fetch(`http://127.0.0.1:${pa}/healthz`);
+        while (health.status === 200 && Date.now() - stalledAt < 6000) {
+          await health.body?.cancel();
+          await sleep(100);
+          health = await fetch(`http://127.0.0.1:${pa}/healthz`);
+        }
+        const body = await health.json();
+        assert.equal(body.status, "degraded", "a Redis that does not answer is a bus that is down");
+        assert.ok(Date.now() - stalledAt < 5000, "noticed within seconds");
+        alice.socket.send("during");
+        await alice.next((l) => l.startsWith("! your message was not sent"), 4000);
+        // A room first joined now: its welcome cannot read history, and says so.
+        const carol = await Client.open(`ws://127.0.0.1:${pb}/?name=carol&room=fresh`, "natter.v1");
+        await carol.event("error", (e) => e.code === "unavailable", 5000);
+        // The other instance has gone quiet for longer than the time-to-live.
+        await alice.next((l) => l === "* bob left", PEER_TTL_MS + HEARTBEAT_MS + 3000);
+        redis.freeze(false);
+        await alice.next((l) => l === "* bob joined", 10000);
+        // The room joined during the stall works now, across instances.
+        const dave = await Client.open(`ws://127.0.0.1:${pa}/?name=dave&room=fresh`);
+        dave.socket.send("hello fresh");
+        const got = await carol.event("message", (e) => e.text === "hello fresh", 5000);
+        assert.equal(got.from, "dave");
+        carol.socket.send(JSON.stringify({ type: "say", text: "carol here", ref: "c" }));
+        assert.equal((await carol.event("message", (e) => e.ref === "c", 5000)).text, "carol here");
+        await dave.next((l) => l === "carol: carol here");
+        bob.socket.send("back");
+        await alice.next((l) => l === "bob: back");
+        await Promise.all([carol.close(), dave.close()]);
+      } finally {
+        redis.freeze(false);
+      }
+      await Promise.all([alice.close(), bob.close()]);
+    });
+  },
+});

@@ -539,3 +539,32 @@ Deno.test("Hub: a big room hears joins and leaves as one summary per interval, n
   assert.equal(welcome.count, 4, "and says how many there are");
   assert.match(late[1]!.frames[0]!, /also here: watcher, terminal, third and 1 more\./);
 });
+
+Deno.test("Hub: a member who got alice-2 gets alice back when alice leaves (a reconnect beside its stale self)", () => {
+  const hub = setup();
+  const stale = new FakeConnection();
+  const fresh = new FakeConnection("json");
+  const bob = new FakeConnection();
+  hub.connect(stale, { name: "alice" });
+  hub.connect(bob, { name: "bob" });
+  hub.connect(fresh, { name: "alice" });
+  assert.equal(fresh.events[0]!.name, "alice-2");
+  bob.clear();
+  hub.disconnect(stale);
+  assert.deepEqual(bob.frames, ["* alice left", "* alice-2 is now alice"]);
+  const renamed = fresh.events.find((e) => e.type === "renamed")!;
+  assert.deepEqual([renamed.from, renamed.to, renamed.ref], ["alice-2", "alice", undefined]);
+  hub.receive(bob, "/who");
+  assert.equal(bob.frames.at(-1), "* 2 in #lobby: bob, alice");
+});
+
+Deno.test("Hub: a name freed by /nick goes back to the member who wanted it", () => {
+  const hub = setup();
+  const first = new FakeConnection();
+  const second = new FakeConnection();
+  hub.connect(first, { name: "sam" });
+  hub.connect(second, { name: "sam" });
+  assert.ok(second.frames[0]!.startsWith("* you are sam-2"));
+  hub.receive(first, "/nick samuel");
+  assert.ok(second.frames.includes("* sam-2 is now sam"), second.frames.join("\n"));
+});

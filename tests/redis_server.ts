@@ -103,6 +103,11 @@ export class RedisServer {
     await child.status;
   }
 
+  /** Stops (SIGSTOP) or resumes (SIGCONT) the process: a stall, with every connection left open. */
+  freeze(frozen: boolean): void {
+    this.#child?.kill(frozen ? "SIGSTOP" : "SIGCONT");
+  }
+
   /** Sends one command and returns the raw reply (enough for FLUSHALL and the like). */
   async command(...args: string[]): Promise<string> {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
