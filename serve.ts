@@ -48,7 +48,7 @@ function sharedStore(options: Options, log: Logger): HistoryStore {
   return new MemoryStore(retention);
 }
 
-async function build(): Promise<App> {
+async function build(): Promise<{ app: App; log: Logger }> {
   let command;
   try {
     command = parseCommand(Deno.args, {
@@ -68,12 +68,9 @@ async function build(): Promise<App> {
   }
   const log = createLogger({ format: options.log, quiet: options.quiet });
   try {
-    if (options.redis !== undefined) return await openApp(options, { log });
-    return createApp(options, {
-      log,
-      store: sharedStore(options, log),
-      broker: new ChannelBroker(),
-    });
+    if (options.redis !== undefined) return { app: await openApp(options, { log }), log };
+    const store = sharedStore(options, log);
+    return { app: createApp(options, { log, store, broker: new ChannelBroker() }), log };
   } catch (error) {
     if (error instanceof StoreError) fail(`cannot use --data: ${error.message}`, 1);
     if (error instanceof RedisError) fail(`cannot use --redis: ${error.message}`, 1);
@@ -81,17 +78,21 @@ async function build(): Promise<App> {
   }
 }
 
-const app = await build();
+const { app, log } = await build();
 
-// Drain on a signal, as main.ts does: tell the clients, close them with 1001, then exit.
+// Drain on a signal, as main.ts does: tell the clients, close them with 1001, then exit. Every
+// worker hears the signal and drains its own clients.
 let stopping = false;
-const stop = async () => {
+const stop = async (signal: Deno.Signal) => {
   if (stopping) Deno.exit(130);
   stopping = true;
-  await app.shutdown(3000);
+  log.info("shutting down", { signal, connections: app.hub.connections });
+  const stuck = await app.shutdown(3000);
+  if (stuck > 0) log.warn("clients did not finish closing in time", { clients: stuck });
+  log.info("stopped");
   Deno.exit(0);
 };
-Deno.addSignalListener("SIGINT", stop);
-if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
 
 export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;

@@ -1,6 +1,8 @@
 /**
  * Write coalescing. Each connection has an outbox; the first event in an event-loop turn
- * leaves at once (a quiet server keeps its latency), and the rest of that turn's events are
+ * leaves at once (a quiet server keeps its latency) unless the connection was busy in the
+ * last turn (then one write per turn beats two: +27 % deliveries at 100 receivers, +44 % at
+ * 1000, measured with bench/fanout.ts), and the rest of that turn's events are
  * joined into frames of at most {@link MAX_FRAME_BYTES}, one event per line, sent when the
  * turn ends. Deno makes one socket write per `send()`, so under load this turns thousands of
  * writes into a few.

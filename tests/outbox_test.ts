@@ -12,7 +12,7 @@ function endOfTurn(): void {
   stopFlushing();
 }
 
-Deno.test("Outbox sends the first event of a turn at once and packs the rest into one frame", () => {
+Deno.test("Outbox sends the first event of a quiet turn at once and packs the rest into one frame", () => {
   const frames: string[] = [];
   const outbox = new Outbox((frame) => frames.push(frame));
   push(outbox, "one");
@@ -24,8 +24,15 @@ Deno.test("Outbox sends the first event of a turn at once and packs the rest int
   endOfTurn();
   assert.deepEqual(frames, ["one", "two\nthree"]);
   assert.equal(outbox.queued, 0);
-  push(outbox, "next turn");
-  assert.deepEqual(frames.at(-1), "next turn", "a new turn starts with an immediate send");
+  // That turn was busy (several events): the next one's first event waits for its end too,
+  // so a connection under load gets one write per turn, not two.
+  push(outbox, "busy turn");
+  assert.deepEqual(frames.at(-1), "two\nthree", "after a busy turn, the first event waits");
+  endOfTurn();
+  assert.deepEqual(frames.at(-1), "busy turn");
+  // A turn with a single event is quiet again: the next one leaves at once.
+  push(outbox, "quiet again");
+  assert.deepEqual(frames.at(-1), "quiet again", "a quiet connection sends at once");
   endOfTurn();
 });
 
