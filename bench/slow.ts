@@ -1,6 +1,8 @@
 /**
  * A slow consumer: one client connects and never reads, while ten others receive about
- * 10 MiB/s in all for 20 s. Reports the server's memory growth (RSS, from /proc) and the
+ * 10 MiB/s in all for 20 s (after 5 s of the same load without it, so that the heap has grown
+ * to its working size before the window; that growth is the load's, not the slow client's,
+ * and the reference has it too). Reports the server's memory growth (RSS, from /proc) and the
  * others' p50/p99 latency, for natter (which drops the stuck client once its unsent bytes pass
  * --max-buffered for 2 s) and the reference server (which buffers for it without bound).
  *
@@ -24,6 +26,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     seconds: { type: "string", default: "20" },
+    warmup: { type: "string", default: "5" },
     receivers: { type: "string", default: "10" },
     mib: { type: "string", default: "10" },
     out: { type: "string", default: "bench/last-slow.json" },
@@ -32,6 +35,8 @@ const { values } = parseArgs({
   },
 });
 const SECONDS = Number(values.seconds);
+/** Seconds of the same load before the window, so that both servers' heaps reach working size. */
+const WARMUP = Number(values.warmup);
 const RECEIVERS = Number(values.receivers);
 /** MiB per second delivered to the receivers together. */
 const MIB = Number(values.mib);
@@ -65,12 +70,13 @@ async function measure(server: Server) {
   const url = `ws://127.0.0.1:${port}${path}`;
   try {
     const receivers = await Promise.all(Array.from({ length: RECEIVERS }, () => open(url)));
-    const stuck = values["no-stuck"] ? undefined : await stuckClient(port, path);
     const sender = await open(url);
     const delays: number[] = [];
     let bytes = 0;
+    let recording = false;
     for (const ws of receivers) {
       ws.onmessage = (event) => {
+        if (!recording) return;
         const now = performance.now();
         const data = String(event.data);
         bytes += data.length;
@@ -81,15 +87,25 @@ async function measure(server: Server) {
       };
     }
     await new Promise((r) => setTimeout(r, 300));
-    const rssBefore = rssMiB(child.pid);
-    let rssMax = rssBefore;
     // A line is about 80 bytes at the receivers (name, payload, newline).
     const perSecond = (MIB * 1024 * 1024) / (80 * RECEIVERS);
-    const t0 = performance.now();
+    const start = performance.now();
     let sent = 0;
-    const sampler = setInterval(() => rssMax = Math.max(rssMax, rssMiB(child.pid)), 250);
-    while (performance.now() - t0 < SECONDS * 1000) {
-      const due = Math.floor(((performance.now() - t0) / 1000) * perSecond);
+    let stuck: Deno.TcpConn | undefined;
+    let rssBefore = 0;
+    let rssMax = 0;
+    let t0 = 0;
+    let sampler: ReturnType<typeof setInterval> | undefined;
+    while (performance.now() - start < (WARMUP + SECONDS) * 1000) {
+      if (!recording && performance.now() - start >= WARMUP * 1000) {
+        // The window: the stuck client arrives, memory and latency are measured from here.
+        stuck = values["no-stuck"] ? undefined : await stuckClient(port, path);
+        rssBefore = rssMax = rssMiB(child.pid);
+        sampler = setInterval(() => rssMax = Math.max(rssMax, rssMiB(child.pid)), 250);
+        t0 = performance.now();
+        recording = true;
+      }
+      const due = Math.floor(((performance.now() - start) / 1000) * perSecond);
       while (sent < due) {
         sender.send(`t=${performance.now().toFixed(3)}`.padEnd(PAYLOAD_BYTES, " "));
         sent++;
@@ -114,7 +130,7 @@ async function measure(server: Server) {
       p50: percentile(delays, 0.5),
       p99: percentile(delays, 0.99),
       receivedMiBPerSecond: bytes / 1024 / 1024 / seconds,
-      sentPerSecond: sent / seconds,
+      sentPerSecond: sent / (WARMUP + SECONDS),
       dropped,
     };
   } finally {
@@ -125,7 +141,8 @@ async function measure(server: Server) {
 
 await pinSelf();
 console.log(
-  `slow consumer: 1 client never reads, ${RECEIVERS} others receive ~${MIB} MiB/s for ${SECONDS} s`,
+  `slow consumer: 1 client never reads, ${RECEIVERS} others receive ~${MIB} MiB/s for ${SECONDS} s ` +
+    `(after ${WARMUP} s of the same load without it)`,
 );
 const results: Record<string, unknown> = {};
 for (const server of SERVERS) {
