@@ -11,6 +11,7 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { LineCounter } from "./counter.ts";
 import {
   ALL_SERVERS,
   haveTaskset,
@@ -42,16 +43,23 @@ const SERVERS = ALL_SERVERS.filter((s) => !values.only || s.name === values.only
 
 async function measure(server: Server, receiverCount: number) {
   const { port, child } = await start(server);
-  const url = `ws://127.0.0.1:${port}/?room=bench`;
+  const path = "/?room=bench";
+  const url = `ws://127.0.0.1:${port}${path}`;
   try {
-    const receivers: WebSocket[] = [];
-    for (let i = 0; i < receiverCount; i += 100) {
-      receivers.push(
+    // One WebSocket receiver paces the sender; the others only count (see counter.ts).
+    const receivers: WebSocket[] = [await open(url)];
+    const counters: LineCounter[] = [];
+    for (let i = 1; i < receiverCount; i += 100) {
+      counters.push(
         ...await Promise.all(
-          Array.from({ length: Math.min(100, receiverCount - i) }, () => open(url)),
+          Array.from(
+            { length: Math.min(100, receiverCount - i) },
+            () => LineCounter.open(port, path),
+          ),
         ),
       );
     }
+    const counted = () => counters.reduce((sum, c) => sum + c.lines, 0);
     let delivered = 0;
     // The first receiver paces the sender: at most WINDOW messages in flight. Saturation is
     // the most the server sustains; flooding it instead measures only how it queues.
@@ -64,7 +72,6 @@ async function measure(server: Server, receiverCount: number) {
       firstSeen += n;
       if (wake && sent - firstSeen < windowFor(receiverCount) / 2) wake();
     };
-    for (const ws of receivers.slice(1)) ws.onmessage = (e) => delivered += lines(e.data);
     const sender = await open(url);
     await new Promise((r) => setTimeout(r, 300));
     let running = true;
@@ -80,16 +87,19 @@ async function measure(server: Server, receiverCount: number) {
     })();
     await new Promise((r) => setTimeout(r, 500)); // warm up
     delivered = 0;
+    const counted0 = counted();
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
     const seconds = (performance.now() - t0) / 1000;
-    const count = delivered;
+    const count = delivered + counted() - counted0;
     const cpu1 = process.cpuUsage();
     running = false;
     wake?.();
     await Promise.race([pump, new Promise((r) => setTimeout(r, 1000))]);
     for (const ws of [sender, ...receivers]) ws.close();
+    for (const counter of counters) counter.close();
+    await Promise.all(counters.map((c) => c.done));
     const generatorCpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds;
     return { deliveriesPerSecond: count / seconds, generatorCpu };
   } finally {
