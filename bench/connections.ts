@@ -7,7 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { interleaved, medians, open, pinSelf, type Server, start } from "./harness.ts";
+import process from "node:process";
+import { LineCounter } from "./counter.ts";
+import { haveTaskset, interleaved, medians, pinSelf, type Server, start } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -25,31 +27,99 @@ function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1]);
 }
 
+/**
+ * The connecting side: bench/connect.c, compiled here, when a C compiler is present. A Deno
+ * client (WebSocket objects, or even raw sockets) spent a whole core on its own side of each
+ * connection while the server's core sat 70 % idle: it measured itself, not the server.
+ */
+const CONNECTOR = await (async () => {
+  const binary = await Deno.makeTempFile({ prefix: "natter-connect-" });
+  const source = new URL("./connect.c", import.meta.url).pathname;
+  try {
+    const built = await new Deno.Command("cc", { args: ["-O2", "-o", binary, source] }).output();
+    if (built.success) return binary;
+    console.warn(new TextDecoder().decode(built.stderr));
+  } catch {
+    // no compiler
+  }
+  console.warn("no C compiler: connecting from Deno (the generator may be the limit)");
+  return undefined;
+})();
+
+/** Opens `count` clients in batches; resolves with the time it took, its CPU, and a way to close them. */
+async function connectAll(port: number, path: string, count: number) {
+  if (CONNECTOR) {
+    const command = haveTaskset ? "taskset" : CONNECTOR;
+    const args = [String(port), path, String(count), String(BATCH)];
+    const child = new Deno.Command(command, {
+      args: haveTaskset ? ["-c", "1", CONNECTOR, ...args] : args,
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`connect.c ended early: ${text}`);
+      text += value;
+    }
+    const report = JSON.parse(text.slice(0, text.indexOf("\n")));
+    if (report.failed > 0) throw new Error(`${report.failed} connections failed`);
+    return {
+      seconds: report.seconds as number,
+      generatorCpu: report.cpuSeconds / report.seconds,
+      async close() {
+        await child.stdin.close();
+        reader.cancel();
+        await child.status;
+      },
+    };
+  }
+  const clients: LineCounter[] = [];
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < count; i += BATCH) {
+    clients.push(
+      ...await Promise.all(
+        Array.from({ length: Math.min(BATCH, count - i) }, () => LineCounter.open(port, path)),
+      ),
+    );
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = process.cpuUsage();
+  return {
+    seconds,
+    generatorCpu: ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds,
+    async close() {
+      for (const client of clients) client.close();
+      await Promise.all(clients.map((c) => c.done));
+    },
+  };
+}
+
 async function measure(server: Server) {
   const { port, child } = await start(server);
-  const url = `ws://127.0.0.1:${port}/?room=crowd`;
-  const clients: WebSocket[] = [];
+  const path = "/?room=crowd";
+  let warm: LineCounter | undefined;
+  let crowd: Awaited<ReturnType<typeof connectAll>> | undefined;
   try {
     // Warm up with one connection, then take the baseline.
-    clients.push(await open(url));
+    warm = await LineCounter.open(port, path);
     await new Promise((r) => setTimeout(r, 300));
     const before = rssKiB(child.pid);
-    const t0 = performance.now();
-    for (let i = 1; i < CLIENTS; i += BATCH) {
-      clients.push(
-        ...await Promise.all(Array.from({ length: Math.min(BATCH, CLIENTS - i) }, () => open(url))),
-      );
-    }
-    const seconds = (performance.now() - t0) / 1000;
+    crowd = await connectAll(port, path, CLIENTS - 1);
+    const { seconds, generatorCpu } = crowd;
     // Let join notices drain, then measure the idle cost.
     await new Promise((r) => setTimeout(r, 1500));
     const after = rssKiB(child.pid);
     return {
       connectsPerSecond: (CLIENTS - 1) / seconds,
       bytesPerConnection: ((after - before) * 1024) / (CLIENTS - 1),
+      generatorCpu,
     };
   } finally {
-    for (const ws of clients) ws.close();
+    warm?.close();
+    await crowd?.close();
     child.kill("SIGKILL");
     await child.status;
   }
@@ -58,7 +128,7 @@ async function measure(server: Server) {
 await pinSelf();
 console.log(`connections: ${CLIENTS} clients into one room, batches of ${BATCH}, ${REPS} reps`);
 const runs = await interleaved(REPS, measure);
-const summary = medians(runs, ["connectsPerSecond", "bytesPerConnection"]);
+const summary = medians(runs, ["connectsPerSecond", "bytesPerConnection", "generatorCpu"]);
 const ref = summary.reference!;
 const nat = summary.natter!;
 for (const [name, s] of Object.entries(summary)) {
@@ -66,7 +136,8 @@ for (const [name, s] of Object.entries(summary)) {
     `${name.padEnd(10)} ${
       Math.round(s.connectsPerSecond).toLocaleString("en").padStart(7)
     } connects/s   ` +
-      `${(s.bytesPerConnection / 1024).toFixed(1)} KiB per idle connection`,
+      `${(s.bytesPerConnection / 1024).toFixed(1)} KiB per idle connection   ` +
+      `load generator CPU ${(s.generatorCpu * 100).toFixed(0)}%`,
   );
 }
 const comparison = {

@@ -56,8 +56,8 @@ export interface HubOptions {
   typingIntervalMs?: number;
   /** Rooms with more members than this get presence summaries, not a notice per join. */
   bigRoom?: number;
-  /** Runs a presence summary later; by default after {@link PRESENCE_INTERVAL_MS}. */
-  deferPresence?: (flush: () => void) => void;
+  /** Runs a presence summary later; by default after {@link presenceInterval} for the room's size. */
+  deferPresence?: (flush: () => void, members: number) => void;
   /** Carries events to every hub, this one included; in-process by default. */
   broker?: Broker;
   /** How often a hub with a shared broker says it is alive, in milliseconds. */
@@ -81,6 +81,15 @@ const GAP_MS = 200;
 export const BIG_ROOM = 100;
 /** How often a big room hears who came and went, at most. */
 export const PRESENCE_INTERVAL_MS = 500;
+
+/**
+ * How long a room's presence summary waits: {@link PRESENCE_INTERVAL_MS}, stretched in rooms
+ * above 1000 members in proportion to their size (2.5 s at 5000, 5 s at 10,000, at most 10 s).
+ * A summary goes to every member, so this keeps their cost per second flat as a room grows.
+ */
+export function presenceInterval(members: number): number {
+  return Math.min(10_000, PRESENCE_INTERVAL_MS * Math.max(1, members / 1000));
+}
 /** Names a presence summary spells out in each list; the counts say the rest. */
 const SUMMARY_NAMES = 50;
 
@@ -161,7 +170,7 @@ export class Hub {
   readonly #historyOnJoin: number;
   readonly #typingIntervalMs: number;
   readonly #bigRoom: number;
-  readonly #deferPresence: (flush: () => void) => void;
+  readonly #deferPresence: (flush: () => void, members: number) => void;
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   readonly #broker: Broker;
   readonly #origin: string;
@@ -185,7 +194,7 @@ export class Hub {
     this.#typingIntervalMs = options.typingIntervalMs ?? 2000;
     this.#bigRoom = options.bigRoom ?? BIG_ROOM;
     this.#deferPresence = options.deferPresence ??
-      ((flush) => this.#later(flush, PRESENCE_INTERVAL_MS));
+      ((flush, members) => this.#later(flush, presenceInterval(members)));
     this.#epoch = this.#store.epoch;
     this.#broker = options.broker ?? new LocalBroker();
     this.#origin = this.#broker.origin;
@@ -855,7 +864,7 @@ export class Hub {
   #notePresence(room: Room, joined: Member | string | undefined, left?: string): void {
     if (!room.presence) {
       room.presence = { joined: [], left: [] };
-      this.#deferPresence(() => this.#flushPresence(room));
+      this.#deferPresence(() => this.#flushPresence(room), this.#count(room));
     }
     if (joined !== undefined) room.presence.joined.push(joined);
     if (left !== undefined) room.presence.left.push(left);

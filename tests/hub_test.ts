@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../lib/history.ts";
-import { Hub } from "../lib/hub.ts";
+import { Hub, presenceInterval } from "../lib/hub.ts";
 import { FakeConnection } from "./helpers.ts";
 
 const clock = () => 1_700_000_000_000;
@@ -567,4 +567,11 @@ Deno.test("Hub: a name freed by /nick goes back to the member who wanted it", ()
   assert.ok(second.frames[0]!.startsWith("* you are sam-2"));
   hub.receive(first, "/nick samuel");
   assert.ok(second.frames.includes("* sam-2 is now sam"), second.frames.join("\n"));
+});
+
+Deno.test("presenceInterval(): 500 ms up to 1000 members, then in proportion, at most 10 s", () => {
+  assert.deepEqual(
+    [10, 1000, 5000, 10_000, 100_000].map(presenceInterval),
+    [500, 500, 2500, 5000, 10_000],
+  );
 });
