@@ -1,8 +1,10 @@
 /*
- * Connection load generator for bench/connections.ts: opens COUNT WebSocket connections to
- * 127.0.0.1:PORT PATH, BATCH at a time (each batch fully upgraded before the next), and prints
- * one JSON line: how many, how long, and its own CPU time. Then it keeps every connection open,
- * reading and discarding what the server sends, until its stdin closes.
+ * Client load generator for bench/connections.ts and bench/fanout.ts: opens COUNT WebSocket
+ * connections to 127.0.0.1:PORT PATH, BATCH at a time (each batch fully upgraded before the
+ * next), and prints one JSON line: how many, how long, and its own CPU time. Then it keeps every
+ * connection open, walking the frames the server sends and counting the lines (events) in text
+ * frames; each line on its stdin asks for a report ({"lines":N,"cpuSeconds":S}); it exits when
+ * its stdin closes.
  *
  * A Deno generator spent a whole core on client-side work (TCP setup, handshake, one event per
  * frame) while the server's core sat idle: it measured itself. This one costs a few
@@ -41,7 +43,50 @@ struct conn {
   int fd;
   int state; /* 0 connecting, 1 waiting for 101, 2 open */
   int seen;  /* bytes of the response head matched so far ("\r\n\r\n") */
+  unsigned char header[10];
+  int header_length;
+  unsigned long long remaining; /* payload bytes still to come in the current frame */
+  int text;                     /* whether the current frame is a text frame */
 };
+
+static unsigned long long lines = 0;
+
+/* Walks frames in data: headers (possibly split across reads), then newlines in text payloads. */
+static void consume(struct conn *c, const unsigned char *data, size_t n) {
+  size_t at = 0;
+  while (at < n) {
+    if (c->remaining > 0) {
+      size_t take = n - at < c->remaining ? n - at : (size_t)c->remaining;
+      if (c->text) {
+        const unsigned char *p = data + at, *end = data + at + take;
+        while ((p = memchr(p, '\n', end - p)) != NULL) lines++, p++;
+      }
+      c->remaining -= take;
+      at += take;
+      continue;
+    }
+    while (at < n && c->header_length < 10) c->header[c->header_length++] = data[at++];
+    int need = 2;
+    if (c->header_length >= 2) {
+      int length = c->header[1] & 0x7f;
+      need = length == 126 ? 4 : length == 127 ? 10 : 2;
+    }
+    if (c->header_length < need) return;
+    /* Give back what was taken beyond this header: it is payload or the next frame. */
+    at -= c->header_length - need;
+    int opcode = c->header[0] & 0x0f;
+    unsigned long long length = c->header[1] & 0x7f;
+    if (length == 126) length = ((unsigned)c->header[2] << 8) | c->header[3];
+    if (length == 127) {
+      length = 0;
+      for (int i = 2; i < 10; i++) length = (length << 8) | c->header[i];
+    }
+    c->header_length = 0;
+    c->text = opcode == 1;
+    if (c->text) lines++; /* one event per line: its newlines, plus one */
+    c->remaining = length;
+  }
+}
 
 int main(int argc, char **argv) {
   if (argc != 5) {
@@ -64,7 +109,7 @@ int main(int argc, char **argv) {
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   struct conn *conns = calloc(count, sizeof *conns);
   int epoll = epoll_create1(0);
-  struct epoll_event events[256];
+  struct epoll_event events[1024];
   char scratch[65536];
   double cpu0 = cpu(), t0 = now();
   int opened = 0, failed = 0;
@@ -117,7 +162,10 @@ int main(int argc, char **argv) {
           for (ssize_t j = 0; j < got && c->state == 1; j++) {
             const char *end_of_head = "\r\n\r\n";
             c->seen = scratch[j] == end_of_head[c->seen] ? c->seen + 1 : (scratch[j] == '\r');
-            if (c->seen == 4) c->state = 2, opened++, pending--;
+            if (c->seen == 4) {
+              c->state = 2, opened++, pending--;
+              consume(c, (unsigned char *)scratch + j + 1, got - j - 1);
+            }
           }
         }
       }
@@ -127,18 +175,28 @@ int main(int argc, char **argv) {
   printf("{\"opened\":%d,\"failed\":%d,\"seconds\":%.6f,\"cpuSeconds\":%.6f}\n", opened, failed, seconds,
          cpu() - cpu0);
   fflush(stdout);
-  /* Keep reading (and discarding) until stdin closes. */
+  /* Keep reading and counting until stdin closes; report on each line of stdin. */
   struct epoll_event stdin_event = {.events = EPOLLIN, .data.u32 = 0xffffffffu};
   epoll_ctl(epoll, EPOLL_CTL_ADD, 0, &stdin_event);
   while (1) {
-    int n = epoll_wait(epoll, events, 256, -1);
+    /* Let a few milliseconds of frames gather per socket: one read then takes many small frames
+       (the reference sends one per event) rather than one, so counting costs little. */
+    usleep(5000);
+    int n = epoll_wait(epoll, events, 1024, -1);
     for (int k = 0; k < n; k++) {
       if (events[k].data.u32 == 0xffffffffu) {
-        if (read(0, scratch, sizeof scratch) <= 0) return 0;
+        ssize_t got = read(0, scratch, sizeof scratch);
+        if (got <= 0) return 0;
+        for (ssize_t j = 0; j < got; j++) {
+          if (scratch[j] == '\n') printf("{\"lines\":%llu,\"cpuSeconds\":%.6f}\n", lines, cpu());
+        }
+        fflush(stdout);
         continue;
       }
       struct conn *c = &conns[events[k].data.u32];
-      if (read(c->fd, scratch, sizeof scratch) <= 0) epoll_ctl(epoll, EPOLL_CTL_DEL, c->fd, NULL);
+      ssize_t got = read(c->fd, scratch, sizeof scratch);
+      if (got <= 0) epoll_ctl(epoll, EPOLL_CTL_DEL, c->fd, NULL);
+      else consume(c, (unsigned char *)scratch, got);
     }
   }
 }

@@ -9,7 +9,8 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { LineCounter } from "./counter.ts";
-import { haveTaskset, interleaved, medians, pinSelf, type Server, start } from "./harness.ts";
+import { CONNECTOR, openClients } from "./clients.ts";
+import { interleaved, medians, pinSelf, type Server, start } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -27,54 +28,9 @@ function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1]);
 }
 
-/**
- * The connecting side: bench/connect.c, compiled here, when a C compiler is present. A Deno
- * client (WebSocket objects, or even raw sockets) spent a whole core on its own side of each
- * connection while the server's core sat 70 % idle: it measured itself, not the server.
- */
-const CONNECTOR = await (async () => {
-  const binary = await Deno.makeTempFile({ prefix: "natter-connect-" });
-  const source = new URL("./connect.c", import.meta.url).pathname;
-  try {
-    const built = await new Deno.Command("cc", { args: ["-O2", "-o", binary, source] }).output();
-    if (built.success) return binary;
-    console.warn(new TextDecoder().decode(built.stderr));
-  } catch {
-    // no compiler
-  }
-  console.warn("no C compiler: connecting from Deno (the generator may be the limit)");
-  return undefined;
-})();
-
 /** Opens `count` clients in batches; resolves with the time it took, its CPU, and a way to close them. */
 async function connectAll(port: number, path: string, count: number) {
-  if (CONNECTOR) {
-    const command = haveTaskset ? "taskset" : CONNECTOR;
-    const args = [String(port), path, String(count), String(BATCH)];
-    const child = new Deno.Command(command, {
-      args: haveTaskset ? ["-c", "1", CONNECTOR, ...args] : args,
-      stdin: "piped",
-      stdout: "piped",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`connect.c ended early: ${text}`);
-      text += value;
-    }
-    const report = JSON.parse(text.slice(0, text.indexOf("\n")));
-    if (report.failed > 0) throw new Error(`${report.failed} connections failed`);
-    return {
-      seconds: report.seconds as number,
-      generatorCpu: report.cpuSeconds / report.seconds,
-      async close() {
-        await child.stdin.close();
-        reader.cancel();
-        await child.status;
-      },
-    };
-  }
+  if (CONNECTOR) return await openClients(port, path, count, BATCH);
   const clients: LineCounter[] = [];
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();

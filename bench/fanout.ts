@@ -11,6 +11,7 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { CONNECTOR, openClients } from "./clients.ts";
 import { LineCounter } from "./counter.ts";
 import {
   ALL_SERVERS,
@@ -46,10 +47,12 @@ async function measure(server: Server, receiverCount: number) {
   const path = "/?room=bench";
   const url = `ws://127.0.0.1:${port}${path}`;
   try {
-    // One WebSocket receiver paces the sender; the others only count (see counter.ts).
+    // One WebSocket receiver paces the sender; the others only count: in the C client
+    // (bench/clients.ts) where there is a compiler, else as raw sockets (bench/counter.ts).
     const receivers: WebSocket[] = [await open(url)];
     const counters: LineCounter[] = [];
-    for (let i = 1; i < receiverCount; i += 100) {
+    const others = CONNECTOR ? await openClients(port, path, receiverCount - 1, 100) : undefined;
+    for (let i = 1; !others && i < receiverCount; i += 100) {
       counters.push(
         ...await Promise.all(
           Array.from(
@@ -59,7 +62,11 @@ async function measure(server: Server, receiverCount: number) {
         ),
       );
     }
-    const counted = () => counters.reduce((sum, c) => sum + c.lines, 0);
+    /** Lines the counting receivers got, and the C client's CPU seconds. */
+    const counted = async () =>
+      others
+        ? await others.report()
+        : { lines: counters.reduce((sum, c) => sum + c.lines, 0), cpuSeconds: 0 };
     let delivered = 0;
     // The first receiver paces the sender: at most WINDOW messages in flight. Saturation is
     // the most the server sustains; flooding it instead measures only how it queues.
@@ -87,12 +94,13 @@ async function measure(server: Server, receiverCount: number) {
     })();
     await new Promise((r) => setTimeout(r, 500)); // warm up
     delivered = 0;
-    const counted0 = counted();
+    const counted0 = await counted();
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
+    const counted1 = await counted();
     const seconds = (performance.now() - t0) / 1000;
-    const count = delivered + counted() - counted0;
+    const count = delivered + counted1.lines - counted0.lines;
     const cpu1 = process.cpuUsage();
     running = false;
     wake?.();
@@ -100,7 +108,10 @@ async function measure(server: Server, receiverCount: number) {
     for (const ws of [sender, ...receivers]) ws.close();
     for (const counter of counters) counter.close();
     await Promise.all(counters.map((c) => c.done));
-    const generatorCpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds;
+    await others?.close();
+    // Both generator processes share one core: their CPU adds up.
+    const generatorCpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds +
+      (counted1.cpuSeconds - counted0.cpuSeconds) / seconds;
     return { deliveriesPerSecond: count / seconds, generatorCpu };
   } finally {
     child.kill("SIGKILL");
