@@ -49,7 +49,11 @@ export async function start(server: Server): Promise<{ port: number; child: Deno
   const command = haveTaskset ? "taskset" : Deno.execPath();
   // BENCH_SERVER_FLAGS adds runtime flags to the server, e.g. --v8-flags=--perf-basic-prof.
   const extra = Deno.env.get("BENCH_SERVER_FLAGS")?.split(" ").filter(Boolean) ?? [];
-  const serverArgs = [server.args[0]!, ...extra, ...server.args.slice(1)];
+  // BENCH_NATTER_ARGS adds natter options, e.g. "--history-limit 100", to try a setting.
+  const options = server.name === "natter"
+    ? Deno.env.get("BENCH_NATTER_ARGS")?.split(" ").filter(Boolean) ?? []
+    : [];
+  const serverArgs = [server.args[0]!, ...extra, ...server.args.slice(1), ...options];
   const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...serverArgs] : serverArgs;
   const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();

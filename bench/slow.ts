@@ -9,6 +9,7 @@
  *     deno run -A bench/slow.ts [--seconds 20] [--receivers 10] [--mib 10]
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { ALL_SERVERS, open, pinSelf, type Server, start } from "./harness.ts";
 
@@ -95,6 +96,7 @@ async function measure(server: Server) {
     let rssBefore = 0;
     let rssMax = 0;
     let t0 = 0;
+    let cpu0 = process.cpuUsage();
     let sampler: ReturnType<typeof setInterval> | undefined;
     while (performance.now() - start < (WARMUP + SECONDS) * 1000) {
       if (!recording && performance.now() - start >= WARMUP * 1000) {
@@ -102,6 +104,7 @@ async function measure(server: Server) {
         stuck = values["no-stuck"] ? undefined : await stuckClient(port, path);
         rssBefore = rssMax = rssMiB(child.pid);
         sampler = setInterval(() => rssMax = Math.max(rssMax, rssMiB(child.pid)), 250);
+        cpu0 = process.cpuUsage();
         t0 = performance.now();
         recording = true;
       }
@@ -114,6 +117,8 @@ async function measure(server: Server) {
     }
     clearInterval(sampler);
     const seconds = (performance.now() - t0) / 1000;
+    const cpu1 = process.cpuUsage();
+    const generatorCpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds;
     // natter counts the clients it dropped as too slow; the reference has no /metrics.
     const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
     const dropped = Number(/^natter_slow_consumers_total (\d+)$/m.exec(metrics)?.[1] ?? 0);
@@ -132,6 +137,7 @@ async function measure(server: Server) {
       receivedMiBPerSecond: bytes / 1024 / 1024 / seconds,
       sentPerSecond: sent / (WARMUP + SECONDS),
       dropped,
+      generatorCpu,
     };
   } finally {
     child.kill("SIGKILL");
@@ -151,7 +157,9 @@ for (const server of SERVERS) {
   console.log(
     `${server.name.padEnd(10)} memory +${r.growthMiB.toFixed(1)} MiB   p50 ${r.p50.toFixed(2)} ms` +
       `   p99 ${r.p99.toFixed(2)} ms   received ${r.receivedMiBPerSecond.toFixed(1)} MiB/s` +
-      `   slow clients dropped: ${r.dropped}`,
+      `   slow clients dropped: ${r.dropped}   load generator CPU ${
+        (r.generatorCpu * 100).toFixed(0)
+      }%`,
   );
 }
 await Deno.writeTextFile(
