@@ -990,8 +990,14 @@ export class Hub {
     const event = asEvent(envelope.message);
     this.#broadcast(room, event, author, event.id);
     // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
-    if (author?.conn.format === "json" && author.room === room) {
-      this.#sendTo(author, withRef(event, envelope.ref), event.id);
+    // An author who moved to another room while a shared store was storing it still learns
+    // that it was kept (the event names its room).
+    if (author?.conn.format === "json") {
+      this.#sendTo(
+        author,
+        withRef(event, envelope.ref),
+        author.room === room ? event.id : undefined,
+      );
     }
   }
 

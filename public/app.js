@@ -413,6 +413,8 @@ function handle(event) {
       return;
     }
     case "message":
+      // An acknowledgement can arrive for the room we just left: it is not this room's.
+      if (event.room !== state.joined) return;
       return showMessage(event);
     case "history":
       prependHistory(event.messages);
