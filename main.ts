@@ -5,7 +5,7 @@
  */
 
 import { type App, openApp } from "./lib/app.ts";
-import { parseCommand, usage } from "./lib/cli.ts";
+import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
 import { ConfigError, type Options } from "./lib/config.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
 import { RedisError } from "./lib/redis.ts";
@@ -14,12 +14,6 @@ import { VERSION } from "./lib/version.ts";
 
 /** How long a clean stop may take before natter exits anyway. */
 const SHUTDOWN_GRACE_MS = 3000;
-
-/** Reads an environment variable only where --allow-env already grants it: never prompts. */
-function readEnv(name: string): string | undefined {
-  const { state } = Deno.permissions.querySync({ name: "env", variable: name });
-  return state === "granted" ? Deno.env.get(name) : undefined;
-}
 
 function banner(addr: Deno.NetAddr, tls: boolean): string {
   const wildcard = addr.hostname === "::" || addr.hostname === "0.0.0.0";
@@ -67,11 +61,7 @@ function serve(options: Options, app: App, log: Logger): Deno.HttpServer<Deno.Ne
 async function main(): Promise<number | undefined> {
   let command;
   try {
-    command = parseCommand(Deno.args, {
-      env: readEnv,
-      readFile: Deno.readTextFileSync,
-      canRead: (path) => Deno.permissions.querySync({ name: "read", path }).state === "granted",
-    });
+    command = parseCommand(Deno.args, DENO_ENVIRONMENT);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`natter: ${error.message}\nRun with --help for usage.`);

@@ -13,7 +13,7 @@
 
 import { type App, createApp, openApp } from "./lib/app.ts";
 import { ChannelBroker } from "./lib/broker.ts";
-import { parseCommand, usage } from "./lib/cli.ts";
+import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
 import { ConfigError, type Options } from "./lib/config.ts";
 import type { HistoryStore } from "./lib/history.ts";
 import { MemoryStore } from "./lib/history.ts";
@@ -21,11 +21,6 @@ import { createLogger, type Logger } from "./lib/log.ts";
 import { RedisError } from "./lib/redis.ts";
 import { SqliteStore, StoreError } from "./lib/sqlite.ts";
 import { VERSION } from "./lib/version.ts";
-
-function readEnv(name: string): string | undefined {
-  const { state } = Deno.permissions.querySync({ name: "env", variable: name });
-  return state === "granted" ? Deno.env.get(name) : undefined;
-}
 
 /** Fails the worker with a message, the way main.ts fails the process. */
 function fail(message: string, status: number): never {
@@ -51,11 +46,7 @@ function sharedStore(options: Options, log: Logger): HistoryStore {
 async function build(): Promise<{ app: App; log: Logger }> {
   let command;
   try {
-    command = parseCommand(Deno.args, {
-      env: readEnv,
-      readFile: Deno.readTextFileSync,
-      canRead: (path) => Deno.permissions.querySync({ name: "read", path }).state === "granted",
-    });
+    command = parseCommand(Deno.args, DENO_ENVIRONMENT);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     fail(`${error.message}\nRun with --help for usage.`, 2);

@@ -22,6 +22,19 @@ export interface CliEnvironment {
   canRead?(path: string): boolean;
 }
 
+/**
+ * The real environment under Deno: variables and files are read only where permission is
+ * already granted, so natter never stops at a permission prompt.
+ */
+export const DENO_ENVIRONMENT: CliEnvironment = {
+  env(name) {
+    const { state } = Deno.permissions.querySync({ name: "env", variable: name });
+    return state === "granted" ? Deno.env.get(name) : undefined;
+  },
+  readFile: (path) => Deno.readTextFileSync(path),
+  canRead: (path) => Deno.permissions.querySync({ name: "read", path }).state === "granted",
+};
+
 type Parse = (raw: string, flag: string) => Partial<Options>;
 
 interface Flag {

@@ -87,6 +87,30 @@ async function listen(broker: Broker, into: Envelope[]): Promise<void> {
   if (broker instanceof RedisBroker) await broker.ready();
 }
 
+/** Two hubs over two brokers of one family, each with its own handle on a shared store. */
+async function twoHubs(f: Family) {
+  const [brokerA, brokerB] = [await f.make(), await f.make()];
+  const [storeA, storeB] = [await f.store(), await f.store()];
+  const hubA = new Hub({ broker: brokerA, store: storeA });
+  const hubB = new Hub({ broker: brokerB, store: storeB });
+  for (const b of [brokerA, brokerB]) if (b instanceof RedisBroker) await b.ready();
+  const stop = async () => {
+    for (const hub of [hubA, hubB]) {
+      hub.stop();
+      hub.closeAll(1001, "test over");
+    }
+    await Promise.all([brokerA.close(), brokerB.close()]);
+    await Promise.all([storeA.close(), storeB.close()]);
+  };
+  try {
+    await until(() => hubA.peers === 1 && hubB.peers === 1, "the hubs to hear each other");
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { hubA, hubB, brokerA, brokerB, stop };
+}
+
 for (const [kind, family] of Object.entries(families)) {
   const test = (name: string, fn: (f: Family) => Promise<void>) =>
     Deno.test(`${kind} broker: ${name}`, async () => {
@@ -153,13 +177,8 @@ for (const [kind, family] of Object.entries(families)) {
   if (kind === "local") continue;
 
   test("two hubs share one chat: messages, ids, presence and names", async (f) => {
-    const [brokerA, brokerB] = [await f.make(), await f.make()];
-    const [storeA, storeB] = [await f.store(), await f.store()];
-    const hubA = new Hub({ broker: brokerA, store: storeA });
-    const hubB = new Hub({ broker: brokerB, store: storeB });
-    for (const b of [brokerA, brokerB]) if (b instanceof RedisBroker) await b.ready();
+    const { hubA, hubB, stop } = await twoHubs(f);
     try {
-      await until(() => hubA.peers === 1 && hubB.peers === 1, "the hubs to hear each other");
       const alice = new FakeConnection("json");
       const bob = new FakeConnection("text");
       hubA.connect(alice, { name: "alice", room: "r" });
@@ -210,25 +229,13 @@ for (const [kind, family] of Object.entries(families)) {
         "dave leaves alice's room when his hub stops",
       );
     } finally {
-      hubA.stop();
-      hubB.stop();
-      hubA.closeAll(1001, "test over");
-      hubB.closeAll(1001, "test over");
-      await brokerA.close();
-      await brokerB.close();
-      await storeA.close();
-      await storeB.close();
+      await stop();
     }
   });
 
   test("one name taken on two hubs at once: one member yields, deterministically", async (f) => {
-    const [brokerA, brokerB] = [await f.make(), await f.make()];
-    const [storeA, storeB] = [await f.store(), await f.store()];
-    const hubA = new Hub({ broker: brokerA, store: storeA });
-    const hubB = new Hub({ broker: brokerB, store: storeB });
-    for (const b of [brokerA, brokerB]) if (b instanceof RedisBroker) await b.ready();
+    const { hubA, hubB, brokerA, brokerB, stop } = await twoHubs(f);
     try {
-      await until(() => hubA.peers === 1 && hubB.peers === 1, "the hubs to hear each other");
       const a = new FakeConnection("text");
       const b = new FakeConnection("text");
       // Both connect before either hub hears of the other's member.
@@ -250,14 +257,7 @@ for (const [kind, family] of Object.entries(families)) {
       await until(() => keeper.frames.length > 0, "who");
       assert.deepEqual(keeper.frames, ["* 2 in #r: dup, dup-2"]);
     } finally {
-      for (const hub of [hubA, hubB]) {
-        hub.stop();
-        hub.closeAll(1001, "test over");
-      }
-      await brokerA.close();
-      await brokerB.close();
-      await storeA.close();
-      await storeB.close();
+      await stop();
     }
   });
 
