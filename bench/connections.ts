@@ -58,6 +58,7 @@ async function measure(server: Server) {
   const path = "/?room=crowd";
   let warm: LineCounter | undefined;
   let crowd: Awaited<ReturnType<typeof connectAll>> | undefined;
+  let second: Awaited<ReturnType<typeof connectAll>> | undefined;
   try {
     // Warm up with one connection, then take the baseline.
     warm = await LineCounter.open(port, path);
@@ -68,14 +69,21 @@ async function measure(server: Server) {
     // Let join notices drain, then measure the idle cost.
     await new Promise((r) => setTimeout(r, 1500));
     const after = rssKiB(child.pid);
+    // As many again: what one more connection costs, without what the first crowd left behind
+    // once (heap grown during the storm, allocator arenas).
+    second = await connectAll(port, path, CLIENTS);
+    await new Promise((r) => setTimeout(r, 1500));
+    const again = rssKiB(child.pid);
     return {
       connectsPerSecond: (CLIENTS - 1) / seconds,
       bytesPerConnection: ((after - before) * 1024) / (CLIENTS - 1),
+      marginalBytesPerConnection: ((again - after) * 1024) / CLIENTS,
       generatorCpu,
     };
   } finally {
     warm?.close();
     await crowd?.close();
+    await second?.close();
     child.kill("SIGKILL");
     await child.status;
   }
@@ -84,7 +92,12 @@ async function measure(server: Server) {
 await pinSelf();
 console.log(`connections: ${CLIENTS} clients into one room, batches of ${BATCH}, ${REPS} reps`);
 const runs = await interleaved(REPS, measure);
-const summary = medians(runs, ["connectsPerSecond", "bytesPerConnection", "generatorCpu"]);
+const summary = medians(runs, [
+  "connectsPerSecond",
+  "bytesPerConnection",
+  "marginalBytesPerConnection",
+  "generatorCpu",
+]);
 const ref = summary.reference!;
 const nat = summary.natter!;
 for (const [name, s] of Object.entries(summary)) {
@@ -92,19 +105,22 @@ for (const [name, s] of Object.entries(summary)) {
     `${name.padEnd(10)} ${
       Math.round(s.connectsPerSecond).toLocaleString("en").padStart(7)
     } connects/s   ` +
-      `${(s.bytesPerConnection / 1024).toFixed(1)} KiB per idle connection   ` +
+      `${(s.bytesPerConnection / 1024).toFixed(1)} KiB per idle connection ` +
+      `(${(s.marginalBytesPerConnection / 1024).toFixed(1)} KiB for each of ${CLIENTS} more)   ` +
       `load generator CPU ${(s.generatorCpu * 100).toFixed(0)}%`,
   );
 }
 const comparison = {
   connectRatio: nat.connectsPerSecond / ref.connectsPerSecond,
   extraBytesPerConnection: nat.bytesPerConnection - ref.bytesPerConnection,
+  extraMarginalBytesPerConnection: nat.marginalBytesPerConnection - ref.marginalBytesPerConnection,
 };
 console.log(
-  `natter/reference connect rate ${comparison.connectRatio.toFixed(2)}x; ` +
-    `natter uses ${
-      (comparison.extraBytesPerConnection / 1024).toFixed(1)
-    } KiB more per idle connection`,
+  `natter/reference connect rate ${comparison.connectRatio.toFixed(2)}x; natter uses ${
+    (comparison.extraBytesPerConnection / 1024).toFixed(1)
+  } KiB more per idle connection on average, ${
+    (comparison.extraMarginalBytesPerConnection / 1024).toFixed(1)
+  } KiB more for each further one`,
 );
 await Deno.writeTextFile(
   values.out,
