@@ -393,8 +393,7 @@ export class Hub {
     for (const room of this.#rooms.values()) {
       room.nextId = undefined;
       room.held = undefined;
-      if (room.gapTimer !== undefined) clearTimeout(room.gapTimer);
-      room.gapTimer = undefined;
+      this.#clearGap(room);
       when(() => this.#store.head(room.name), (head) => {
         if (room.nextId !== undefined) return;
         room.nextId = head + 1;
@@ -516,9 +515,7 @@ export class Hub {
     if (from !== name) {
       this.#publish({
         kind: "renamed",
-        origin: this.#origin,
-        room: room.name,
-        seq: ++this.#seq,
+        ...this.#change(room),
         ts,
         from,
         to: name,
@@ -549,13 +546,15 @@ export class Hub {
     this.#welcomeAndFlush(member, ref, since);
     this.#publish({
       kind: "joined",
-      origin: this.#origin,
-      room: room.name,
-      seq: ++this.#seq,
-      ts: this.#now(),
+      ...this.#change(room),
       name: member.name,
       actor: member.conn.id,
     });
+  }
+
+  /** The fields of a presence change from this hub: numbered, so others can see a gap. */
+  #change(room: Room): { origin: string; room: string; seq: number; ts: number } {
+    return { origin: this.#origin, room: room.name, seq: ++this.#seq, ts: this.#now() };
   }
 
   /** Sends the welcome once the store has answered, then what arrived meanwhile. */
@@ -662,20 +661,9 @@ export class Hub {
     member.pending = undefined;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
-      if (room.gapTimer !== undefined) {
-        clearTimeout(room.gapTimer);
-        this.#timers.delete(room.gapTimer);
-        room.gapTimer = undefined;
-      }
+      this.#clearGap(room);
     }
-    this.#publish({
-      kind: "left",
-      origin: this.#origin,
-      room: room.name,
-      seq: ++this.#seq,
-      ts: this.#now(),
-      name: member.name,
-    });
+    this.#publish({ kind: "left", ...this.#change(room), name: member.name });
   }
 
   #room(name: string): Room {
@@ -932,11 +920,14 @@ export class Hub {
       room.nextId++;
     }
     if (held.size > 0) this.#armGap(room);
-    else if (room.gapTimer !== undefined) {
-      clearTimeout(room.gapTimer);
-      this.#timers.delete(room.gapTimer);
-      room.gapTimer = undefined;
-    }
+    else this.#clearGap(room);
+  }
+
+  #clearGap(room: Room): void {
+    if (room.gapTimer === undefined) return;
+    clearTimeout(room.gapTimer);
+    this.#timers.delete(room.gapTimer);
+    room.gapTimer = undefined;
   }
 
   #armGap(room: Room, ms = this.#gapMs): void {
