@@ -7,7 +7,7 @@ import { timingSafeEqual } from "node:crypto";
 import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
 import { type Broker, LocalBroker } from "./broker.ts";
-import { attach } from "./connection.ts";
+import { SocketConnection, type SocketSettings } from "./connection.ts";
 import { type HistoryStore, MemoryStore } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, SILENT } from "./log.ts";
@@ -107,6 +107,22 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   const anyOrigin = options.allowOrigins.includes("*");
   /** Set once shutdown begins: no new sockets, and /healthz says so to load balancers. */
   let draining = false;
+  /** What every connection shares: one object, not a copy per connection. */
+  const socketSettings: SocketSettings = {
+    hub,
+    maxMessageBytes: options.maxMessageBytes,
+    rateBurst: options.rateBurst,
+    ratePerSecond: options.ratePerSecond,
+    maxBufferedBytes: options.maxBufferedBytes,
+    metrics,
+    log,
+    onGone(conn) {
+      sockets--;
+      const left = (perAddress.get(conn.address) ?? 1) - 1;
+      if (left > 0) perAddress.set(conn.address, left);
+      else perAddress.delete(conn.address);
+    },
+  };
 
   function refuse(reason: string, address: string, response: Response): Response {
     Metrics.bump(metrics.refused, reason);
@@ -223,8 +239,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     }
     sockets++;
     perAddress.set(address, mine + 1);
-    attach(upgraded.socket, {
-      hub,
+    new SocketConnection(upgraded.socket, socketSettings, {
       format,
       address,
       request: {
@@ -233,18 +248,6 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         since: url.searchParams.get("since"),
         epoch: url.searchParams.get("epoch"),
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
-      },
-      maxMessageBytes: options.maxMessageBytes,
-      rateBurst: options.rateBurst,
-      ratePerSecond: options.ratePerSecond,
-      maxBufferedBytes: options.maxBufferedBytes,
-      metrics,
-      log,
-      onGone() {
-        sockets--;
-        const left = (perAddress.get(address) ?? 1) - 1;
-        if (left > 0) perAddress.set(address, left);
-        else perAddress.delete(address);
       },
     });
     return upgraded.response;

@@ -12,22 +12,29 @@ import { CloseCode, type Format, utf8Length } from "./protocol.ts";
 
 let counter = 0;
 
-/** What {@link attach} needs besides the socket. */
-export interface AttachOptions {
+/** What every connection shares: the hub, the limits, where to count and log. */
+export interface SocketSettings {
   hub: Hub;
-  format: Format;
-  request: JoinRequest;
-  /** The client's address, for logs. */
-  address: string;
   maxMessageBytes: number;
   rateBurst: number;
   ratePerSecond: number;
   maxBufferedBytes: number;
   metrics: Metrics;
   log: Logger;
-  /** Called once when the socket is gone (its close event), to release what it held. */
-  onGone?: () => void;
+  /** Called once per connection when its socket is gone (its close event), to release what it held. */
+  onGone?: (conn: SocketConnection) => void;
 }
+
+/** What one connection brings: its format, its client's address, what it asked to join. */
+export interface SocketOrigin {
+  format: Format;
+  /** The client's address, for logs and per-address caps. */
+  address: string;
+  request: JoinRequest;
+}
+
+/** What {@link attach} needs besides the socket (the shared settings and this connection's own). */
+export type AttachOptions = SocketSettings & SocketOrigin;
 
 /** How long a peer may stay over the buffer cap before it counts as too slow. */
 const SLOW_GRACE_MS = 2000;
@@ -42,135 +49,191 @@ const ABUSIVE_SIZE_FACTOR = 64;
  * the hub (within the rate and size limits), and it leaves on close.
  */
 export function attach(socket: WebSocket, options: AttachOptions): Connection {
-  const { hub, metrics, log } = options;
-  const id = `c${++counter}`;
-  const rate = new TokenBucket(options.rateBurst, options.ratePerSecond);
-  // Refusals drain a second bucket: a client that keeps flooding after being told is closed.
-  const patience = new TokenBucket(options.rateBurst, options.ratePerSecond);
-  const opened = performance.now();
-  let closing: { code: number; reason: string } | undefined;
-  let slowCheck: ReturnType<typeof setTimeout> | undefined;
-  const tooSlow = () => {
-    metrics.slowConsumers++;
-    conn.close(CloseCode.tooSlow, "too slow: not reading");
-  };
-  let gone = false;
-  /** Open and not yet closed: kept here so that the hot path never asks the socket. */
-  let ready = false;
+  return new SocketConnection(socket, options, options);
+}
 
-  // Deno buffers without bound for a peer that stops reading. A burst can pass the cap for a
-  // moment even for a good reader, so a peer is dropped when it stays over the cap for
-  // SLOW_GRACE_MS, or at once past SLOW_HARD_FACTOR times the cap. Queued and buffered
-  // bytes count alike.
-  const checkSlow = () => {
-    const unsent = socket.bufferedAmount + outbox.queued;
-    if (unsent <= options.maxBufferedBytes) return;
-    if (unsent > options.maxBufferedBytes * SLOW_HARD_FACTOR) return tooSlow();
-    slowCheck ??= setTimeout(() => {
-      slowCheck = undefined;
-      if (socket.bufferedAmount + outbox.queued > options.maxBufferedBytes) tooSlow();
-    }, SLOW_GRACE_MS);
-  };
-  const outbox = new Outbox((frame) => {
+/**
+ * One WebSocket as the hub's {@link Connection}. A class rather than closures: thousands of
+ * idle connections each cost one object, its outbox and its two rate buckets, with the socket's
+ * events delivered to {@link handleEvent} (measured: closures and their scopes were about
+ * 1.5 KiB of heap per connection).
+ */
+export class SocketConnection implements Connection {
+  readonly id = `c${++counter}`;
+  readonly format: Format;
+  readonly address: string;
+  readonly #socket: WebSocket;
+  readonly #settings: SocketSettings;
+  /** What the client asked for; kept only until it joins. */
+  #request: JoinRequest | undefined;
+  readonly #rate: TokenBucket;
+  /** Refusals drain a second bucket: a client that keeps flooding after being told is closed. */
+  readonly #patience: TokenBucket;
+  readonly #outbox: Outbox;
+  readonly #opened = performance.now();
+  #closing: { code: number; reason: string } | undefined;
+  #slowCheck: ReturnType<typeof setTimeout> | undefined;
+  #gone = false;
+  /** Open and not yet closed: kept here so that the hot path never asks the socket. */
+  #ready = false;
+
+  constructor(socket: WebSocket, settings: SocketSettings, origin: SocketOrigin) {
+    this.#socket = socket;
+    this.#settings = settings;
+    this.format = origin.format;
+    this.address = origin.address;
+    this.#request = origin.request;
+    this.#rate = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
+    this.#patience = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
+    this.#outbox = new Outbox((frame) => this.#write(frame));
+    socket.addEventListener("open", this);
+    socket.addEventListener("message", this);
+    // An error is always followed by a close event, which does the cleanup.
+    socket.addEventListener("close", this);
+  }
+
+  // Hot path: plain fields only. Socket getters are calls into the runtime, once per
+  // delivery they would cost more than the delivery itself.
+  get open(): boolean {
+    return this.#ready && this.#closing === undefined;
+  }
+
+  send(event: string, bytes: number): void {
+    this.#outbox.push(event, bytes);
+    // The socket's own buffer is checked after each real write (in #write).
+    if (this.#outbox.queued > this.#settings.maxBufferedBytes) this.#checkSlow();
+  }
+
+  close(code: number, reason: string): void {
+    const socket = this.#socket;
+    if (this.#closing || socket.readyState >= WebSocket.CLOSING) return;
+    this.#closing = { code, reason };
+    clearTimeout(this.#slowCheck);
+    // What was said before the close (an error, the shutdown notice) leaves before it.
+    if (code !== CloseCode.tooSlow) {
+      try {
+        this.#outbox.flush();
+      } catch {
+        // the socket is already failing; the close below still goes
+      }
+    }
+    this.#outbox.discard();
+    try {
+      socket.close(code, reason);
+    } catch {
+      // Not open yet: the upgrade failed, and the close event follows anyway.
+    }
+    // A peer that does not read may never complete the close handshake; leave the room now.
+    queueMicrotask(() => this.#settings.hub.disconnect(this));
+  }
+
+  /** The socket's events (this object is their listener). */
+  handleEvent(event: Event): void {
+    switch (event.type) {
+      case "open":
+        return this.#onOpen();
+      case "message":
+        return this.#onMessage(event as MessageEvent);
+      case "close":
+        return this.#onClose(event as CloseEvent);
+    }
+  }
+
+  #write(frame: string): void {
+    const socket = this.#socket;
     if (socket.readyState !== WebSocket.OPEN) return;
-    metrics.messagesOut++;
+    this.#settings.metrics.messagesOut++;
     try {
       socket.send(frame);
     } catch {
-      return conn.close(CloseCode.internalError, "send failed");
+      return this.close(CloseCode.internalError, "send failed");
     }
-    checkSlow();
-  });
+    this.#checkSlow();
+  }
 
-  const conn: Connection = {
-    id,
-    format: options.format,
-    // Hot path: plain fields only. Socket getters are calls into the runtime, once per
-    // delivery they would cost more than the delivery itself.
-    get open() {
-      return ready && closing === undefined;
-    },
-    send(event, bytes) {
-      outbox.push(event, bytes);
-      // The socket's own buffer is checked after each real write (in the outbox's sink).
-      if (outbox.queued > options.maxBufferedBytes) checkSlow();
-    },
-    close(code, reason) {
-      if (closing || socket.readyState >= WebSocket.CLOSING) return;
-      closing = { code, reason };
-      clearTimeout(slowCheck);
-      // What was said before the close (an error, the shutdown notice) leaves before it.
-      if (code !== CloseCode.tooSlow) {
-        try {
-          outbox.flush();
-        } catch {
-          // the socket is already failing; the close below still goes
-        }
-      }
-      outbox.discard();
-      try {
-        socket.close(code, reason);
-      } catch {
-        // Not open yet: the upgrade failed, and the close event follows anyway.
-      }
-      // A peer that does not read may never complete the close handshake; leave the room now.
-      queueMicrotask(() => hub.disconnect(conn));
-    },
-  };
+  #tooSlow(): void {
+    this.#settings.metrics.slowConsumers++;
+    this.close(CloseCode.tooSlow, "too slow: not reading");
+  }
 
-  socket.onopen = () => {
-    ready = true;
+  /**
+   * Deno buffers without bound for a peer that stops reading. A burst can pass the cap for a
+   * moment even for a good reader, so a peer is dropped when it stays over the cap for
+   * SLOW_GRACE_MS, or at once past SLOW_HARD_FACTOR times the cap. Queued and buffered
+   * bytes count alike.
+   */
+  #checkSlow(): void {
+    const cap = this.#settings.maxBufferedBytes;
+    const unsent = this.#socket.bufferedAmount + this.#outbox.queued;
+    if (unsent <= cap) return;
+    if (unsent > cap * SLOW_HARD_FACTOR) return this.#tooSlow();
+    this.#slowCheck ??= setTimeout(() => {
+      this.#slowCheck = undefined;
+      if (this.#socket.bufferedAmount + this.#outbox.queued > cap) this.#tooSlow();
+    }, SLOW_GRACE_MS);
+  }
+
+  #onOpen(): void {
+    const { metrics, log, hub } = this.#settings;
+    this.#ready = true;
     metrics.connectionsOpened++;
-    log.info("connected", { id, address: options.address, format: options.format });
-    hub.connect(conn, options.request);
-  };
-  socket.onmessage = (event) => {
-    if (closing) return;
+    log.info("connected", { id: this.id, address: this.address, format: this.format });
+    const request = this.#request;
+    this.#request = undefined;
+    hub.connect(this, request);
+  }
+
+  #onMessage(event: MessageEvent): void {
+    if (this.#closing) return;
+    const settings = this.#settings;
+    const metrics = settings.metrics;
     const data: unknown = event.data;
     const size = typeof data === "string"
       ? utf8Length(data)
       : (data as ArrayBuffer).byteLength ?? 0;
     metrics.messagesIn++;
     metrics.bytesIn += size;
-    if (size > options.maxMessageBytes * ABUSIVE_SIZE_FACTOR) {
-      return conn.close(CloseCode.tooBig, "message too big");
+    if (size > settings.maxMessageBytes * ABUSIVE_SIZE_FACTOR) {
+      return this.close(CloseCode.tooBig, "message too big");
     }
-    if (!rate.take()) {
+    if (!this.#rate.take()) {
       metrics.rateLimited++;
-      if (!patience.take()) return conn.close(CloseCode.policy, "rate limit exceeded");
-      return hub.reject(conn, {
+      if (!this.#patience.take()) return this.close(CloseCode.policy, "rate limit exceeded");
+      return settings.hub.reject(this, {
         code: "rate_limited",
         message:
-          `slow down: at most ${options.rateBurst} messages at once and ${options.ratePerSecond} a second`,
+          `slow down: at most ${settings.rateBurst} messages at once and ${settings.ratePerSecond} a second`,
       });
     }
-    if (typeof data === "string") hub.receive(conn, data);
-    else {hub.reject(conn, {
+    if (typeof data === "string") settings.hub.receive(this, data);
+    else {
+      settings.hub.reject(this, {
         code: "binary",
         message: "binary frames are not supported: send text",
-      });}
-  };
-  socket.onclose = (event) => {
-    if (gone) return; // Deno may fire close twice
-    gone = true;
-    ready = false;
-    clearTimeout(slowCheck);
-    outbox.discard();
+      });
+    }
+  }
+
+  #onClose(event: CloseEvent): void {
+    if (this.#gone) return; // Deno may fire close twice
+    this.#gone = true;
+    this.#ready = false;
+    clearTimeout(this.#slowCheck);
+    this.#outbox.discard();
+    const { metrics, log, hub } = this.#settings;
+    const closing = this.#closing;
     const { code, reason } = closing ?? { code: event.code, reason: event.reason };
     Metrics.bump(metrics.closes, closeReason(code, closing !== undefined));
     log.info("disconnected", {
-      id,
-      address: options.address,
+      id: this.id,
+      address: this.address,
       code,
       reason: reason || undefined,
-      seconds: Math.round((performance.now() - opened) / 100) / 10,
+      seconds: Math.round((performance.now() - this.#opened) / 100) / 10,
     });
-    hub.disconnect(conn);
-    options.onGone?.();
-  };
-  // An error is always followed by a close event, which does the cleanup.
-  socket.onerror = () => {};
-  return conn;
+    hub.disconnect(this);
+    this.#settings.onGone?.(this);
+  }
 }
 
 function closeReason(code: number, byServer: boolean): string {

@@ -11,7 +11,8 @@ export function encodeJson(event: ServerEvent): string {
   return JSON.stringify(event);
 }
 
-const LISTED_NAMES = 20;
+/** Names a plain-text list shows before "and N more". */
+export const LISTED_NAMES = 20;
 
 function nameList(names: string[], total = names.length): string {
   const shown = names.slice(0, LISTED_NAMES);

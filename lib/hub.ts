@@ -4,7 +4,7 @@
  */
 
 import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
-import { encodeJson, encodeText, HELP } from "./encode.ts";
+import { encodeJson, encodeText, HELP, LISTED_NAMES } from "./encode.ts";
 import { type HistoryStore, type Maybe, MemoryStore, type Message, when } from "./history.ts";
 import { Metrics } from "./metrics.ts";
 import {
@@ -561,8 +561,12 @@ export class Hub {
   #welcomeAndFlush(member: Member, ref: Ref | undefined, since: number | undefined): void {
     const room = member.room;
     member.pending ??= [];
-    // Who is here as membership starts: changes after this reach the member as events.
-    const present = { members: this.#names(room, this.#bigRoom), count: this.#count(room) };
+    // Who is here as membership starts: changes after this reach the member as events. A
+    // plain-text welcome shows LISTED_NAMES others (one of those read may be the member).
+    const listed = member.conn.format === "json"
+      ? this.#bigRoom
+      : Math.min(this.#bigRoom, LISTED_NAMES + 1);
+    const present = { members: this.#names(room, listed), count: this.#count(room) };
     when(
       () => this.#read(member, since),
       (found) => {
