@@ -1,10 +1,10 @@
 /**
  * Write coalescing. Each connection has an outbox; the first event in an event-loop turn
- * leaves at once (a quiet server keeps its latency) unless the connection was busy in the
- * last turn (then one write per turn beats two: +27 % deliveries at 100 receivers, +44 % at
- * 1000, measured with bench/fanout.ts), and the rest of that turn's events are
- * joined into frames of at most {@link MAX_FRAME_BYTES}, one event per line, sent when the
- * turn ends. Deno makes one socket write per `send()`, so under load this turns thousands of
+ * leaves at once (a quiet server keeps its latency) unless the connection is busy: it had
+ * queued events in the turn just before, with no pause of the server in between. Then one
+ * write per turn beats two (+27 % deliveries at 100 receivers, +44 % at 1000, measured with
+ * bench/fanout.ts). The rest of a turn's events are joined into frames of at most
+ * {@link MAX_FRAME_BYTES}, one event per line, sent when the turn ends. Deno makes one socket write per `send()`, so under load this turns thousands of
  * writes into a few.
  *
  * Clients split frames on newlines (docs/PROTOCOL.md), so none of them can tell the difference.
@@ -19,6 +19,20 @@ export type Sink = (frame: string) => void;
 /** Outboxes with something to flush (or a send to forget) when this turn ends. */
 const dirty = new Set<Outbox>();
 let scheduled = false;
+/** Turns so far: each flush of all outboxes, and each pause of the server, is one. */
+let turn = 0;
+/** When the last flush of all outboxes ended. */
+let lastFlushEnd = 0;
+/**
+ * A server that did nothing for this long was idle: every connection is quiet again. Back to
+ * back turns under load follow each other within microseconds.
+ */
+const PAUSE_MS = 1;
+
+/** The first event of a turn: a pause before it makes every connection quiet again. */
+function beginTurn(): void {
+  if (performance.now() - lastFlushEnd > PAUSE_MS) turn++;
+}
 
 // A MessageChannel task runs right after the tasks already queued, unlike setTimeout (which
 // waits a timer tick, ~1 ms and more) or a microtask (which runs before any other socket's
@@ -41,10 +55,14 @@ function schedule(outbox: Outbox): void {
 
 /** Flushes every outbox now and releases the flush channel, so that the process may exit. */
 export function stopFlushing(): void {
+  // Closed first: closing a port delivers what is queued on it, which would flush again.
+  if (channel) {
+    channel.port1.onmessage = null;
+    channel.port1.close();
+    channel.port2.close();
+    channel = undefined;
+  }
   flushAll();
-  channel?.port1.close();
-  channel?.port2.close();
-  channel = undefined;
 }
 
 /** The last batch joined in this flush, reused by the next outbox whose batch is identical. */
@@ -53,6 +71,7 @@ let lastFrame = "";
 
 function flushAll(): void {
   scheduled = false;
+  turn++;
   const boxes = [...dirty];
   dirty.clear();
   for (const box of boxes) {
@@ -65,6 +84,7 @@ function flushAll(): void {
   }
   lastBatch = [];
   lastFrame = "";
+  lastFlushEnd = performance.now();
 }
 
 /** Joins lines into one frame, sharing the string with the previous outbox when the batch is the same. */
@@ -85,10 +105,13 @@ export class Outbox {
   /** Whether a frame already left directly in this turn: then the rest wait for its end. */
   #sentThisTurn = false;
   /**
-   * Whether the last flush carried several events: the connection is busy, so even the first
-   * event of a turn waits for the turn's end (one write per turn instead of two).
+   * The turn in which queued events last left. If that was the turn just before, the
+   * connection is busy, so even the first event of this turn waits for the turn's end (one
+   * write per turn instead of two). A rule on the last flush alone ("more than one event")
+   * flapped under load: turns of one message between turns of hundreds made every other
+   * turn's first event a write of its own.
    */
-  #busy = false;
+  #busyIn = -1;
   /** Already in this turn's flush list. */
   dirty = false;
 
@@ -104,7 +127,8 @@ export class Outbox {
    * `bytes` is its UTF-8 length, computed once per broadcast by the caller.
    */
   push(event: string, bytes: number): void {
-    if (!this.#sentThisTurn && !this.#busy && this.#lines.length === 0) {
+    if (!scheduled) beginTurn();
+    if (!this.#sentThisTurn && this.#busyIn !== turn && this.#lines.length === 0) {
       this.#sentThisTurn = true;
       schedule(this);
       this.sink(event);
@@ -121,8 +145,8 @@ export class Outbox {
     this.#sentThisTurn = false;
     const lines = this.#lines;
     const sizes = this.#sizes;
-    this.#busy = lines.length > 1;
     if (lines.length === 0) return;
+    this.#busyIn = turn;
     this.#lines = [];
     this.#sizes = [];
     this.#bytes = 0;

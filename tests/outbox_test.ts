@@ -24,15 +24,36 @@ Deno.test("Outbox sends the first event of a quiet turn at once and packs the re
   endOfTurn();
   assert.deepEqual(frames, ["one", "two\nthree"]);
   assert.equal(outbox.queued, 0);
-  // That turn was busy (several events): the next one's first event waits for its end too,
-  // so a connection under load gets one write per turn, not two.
+  // That turn queued events: the next one's first event waits for its end too, so a
+  // connection under load gets one write per turn, not two.
   push(outbox, "busy turn");
   assert.deepEqual(frames.at(-1), "two\nthree", "after a busy turn, the first event waits");
   endOfTurn();
   assert.deepEqual(frames.at(-1), "busy turn");
-  // A turn with a single event is quiet again: the next one leaves at once.
+  // It stays busy while every turn queues something for it, even a single event.
+  push(outbox, "still busy");
+  assert.deepEqual(frames.at(-1), "busy turn", "a turn of one event after a busy one waits too");
+  endOfTurn();
+  assert.deepEqual(frames.at(-1), "still busy");
+  // A turn that brings it nothing makes it quiet again: the next event leaves at once.
+  endOfTurn();
   push(outbox, "quiet again");
   assert.deepEqual(frames.at(-1), "quiet again", "a quiet connection sends at once");
+  endOfTurn();
+});
+
+Deno.test("Outbox: a pause of the whole server makes a busy connection quiet again", async () => {
+  const frames: string[] = [];
+  const outbox = new Outbox((frame) => frames.push(frame));
+  push(outbox, "a");
+  push(outbox, "b");
+  endOfTurn();
+  push(outbox, "c");
+  assert.deepEqual(frames, ["a", "b"], "busy: the first event of the next turn waits");
+  endOfTurn();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  push(outbox, "after a pause");
+  assert.deepEqual(frames.at(-1), "after a pause", "after a pause the first event leaves at once");
   endOfTurn();
 });
 
