@@ -20,6 +20,7 @@ import {
   median,
   open,
   pinSelf,
+  processCpuSeconds,
   type Server,
   start,
 } from "./harness.ts";
@@ -96,10 +97,12 @@ async function measure(server: Server, receiverCount: number) {
     delivered = 0;
     const counted0 = await counted();
     const cpu0 = process.cpuUsage();
+    const server0 = processCpuSeconds(child.pid);
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
     const counted1 = await counted();
     const seconds = (performance.now() - t0) / 1000;
+    const serverCpu = (processCpuSeconds(child.pid) - server0) / seconds;
     const count = delivered + counted1.lines - counted0.lines;
     const cpu1 = process.cpuUsage();
     running = false;
@@ -112,7 +115,7 @@ async function measure(server: Server, receiverCount: number) {
     // Both generator processes share one core: their CPU adds up.
     const generatorCpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds +
       (counted1.cpuSeconds - counted0.cpuSeconds) / seconds;
-    return { deliveriesPerSecond: count / seconds, generatorCpu };
+    return { deliveriesPerSecond: count / seconds, generatorCpu, serverCpu };
   } finally {
     child.kill("SIGKILL");
     await child.status;
@@ -128,11 +131,13 @@ console.log(
 for (const receivers of RECEIVER_COUNTS) {
   const runs: Record<string, number[]> = { reference: [], natter: [] };
   const cpus: Record<string, number[]> = { reference: [], natter: [] };
+  const serverCpus: Record<string, number[]> = { reference: [], natter: [] };
   for (let rep = 0; rep < REPS; rep++) {
     for (const server of SERVERS) {
-      const { deliveriesPerSecond, generatorCpu } = await measure(server, receivers);
+      const { deliveriesPerSecond, generatorCpu, serverCpu } = await measure(server, receivers);
       runs[server.name]!.push(deliveriesPerSecond);
       cpus[server.name]!.push(generatorCpu);
+      serverCpus[server.name]!.push(serverCpu);
     }
   }
   const reference = median(runs.reference!);
@@ -143,6 +148,7 @@ for (const receivers of RECEIVER_COUNTS) {
     natter,
     ratio: natter / reference,
     generatorCpu: { reference: Math.max(...cpus.reference!), natter: Math.max(...cpus.natter!) },
+    serverCpu: { reference: median(serverCpus.reference!), natter: median(serverCpus.natter!) },
     runs,
   };
   results.push(row);
@@ -155,6 +161,8 @@ for (const receivers of RECEIVER_COUNTS) {
       }x` +
       `   load generator CPU: ${(row.generatorCpu.reference * 100).toFixed(0)}% / ${
         (row.generatorCpu.natter * 100).toFixed(0)
+      }%   server CPU: ${(row.serverCpu.reference * 100).toFixed(0)}% / ${
+        (row.serverCpu.natter * 100).toFixed(0)
       }%`,
   );
 }

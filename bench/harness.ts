@@ -129,3 +129,18 @@ export function medians<K extends string>(
     ]),
   );
 }
+
+/**
+ * CPU seconds a process has used so far (Linux: /proc/PID/stat), or NaN where that cannot be
+ * read. A server at saturation uses its whole core: less means the load, not it, set the pace.
+ */
+export function processCpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start at the last ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+  } catch {
+    return NaN;
+  }
+}
