@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { LineCounter } from "./counter.ts";
 import { CONNECTOR, openClients } from "./clients.ts";
-import { interleaved, medians, pinSelf, type Server, start } from "./harness.ts";
+import { interleaved, medians, pinSelf, processCpuSeconds, type Server, start } from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -64,8 +64,10 @@ async function measure(server: Server) {
     warm = await LineCounter.open(port, path);
     await new Promise((r) => setTimeout(r, 300));
     const before = rssKiB(child.pid);
+    const serverCpu0 = processCpuSeconds(child.pid);
     crowd = await connectAll(port, path, CLIENTS - 1);
     const { seconds, generatorCpu } = crowd;
+    const serverCpu = (processCpuSeconds(child.pid) - serverCpu0) / seconds;
     // Let join notices drain, then measure the idle cost.
     await new Promise((r) => setTimeout(r, 1500));
     const after = rssKiB(child.pid);
@@ -79,6 +81,7 @@ async function measure(server: Server) {
       bytesPerConnection: ((after - before) * 1024) / (CLIENTS - 1),
       marginalBytesPerConnection: ((again - after) * 1024) / CLIENTS,
       generatorCpu,
+      serverCpu,
     };
   } finally {
     warm?.close();
@@ -97,6 +100,7 @@ const summary = medians(runs, [
   "bytesPerConnection",
   "marginalBytesPerConnection",
   "generatorCpu",
+  "serverCpu",
 ]);
 const ref = summary.reference!;
 const nat = summary.natter!;
@@ -107,7 +111,9 @@ for (const [name, s] of Object.entries(summary)) {
     } connects/s   ` +
       `${(s.bytesPerConnection / 1024).toFixed(1)} KiB per idle connection ` +
       `(${(s.marginalBytesPerConnection / 1024).toFixed(1)} KiB for each of ${CLIENTS} more)   ` +
-      `load generator CPU ${(s.generatorCpu * 100).toFixed(0)}%`,
+      `load generator CPU ${(s.generatorCpu * 100).toFixed(0)}%   server CPU ${
+        (s.serverCpu * 100).toFixed(0)
+      }%`,
   );
 }
 const comparison = {

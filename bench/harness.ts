@@ -45,6 +45,18 @@ export const ALL_SERVERS: Server[] = [
   },
 ];
 
+/**
+ * The environment `deno task start` gives natter (the `VAR=value` words before `deno` in
+ * deno.json), given to both servers: each runs with the same runtime settings, those that
+ * natter's docs tell people to use.
+ */
+export const SERVER_ENV: Record<string, string> = (() => {
+  const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
+  const task: string = config.tasks.start;
+  const words = task.slice(0, task.indexOf("deno ")).trim().split(/\s+/).filter(Boolean);
+  return Object.fromEntries(words.map((word) => word.split("=", 2) as [string, string]));
+})();
+
 export async function start(server: Server): Promise<{ port: number; child: Deno.ChildProcess }> {
   const command = haveTaskset ? "taskset" : Deno.execPath();
   // BENCH_SERVER_FLAGS adds runtime flags to the server, e.g. --v8-flags=--perf-basic-prof.
@@ -55,7 +67,12 @@ export async function start(server: Server): Promise<{ port: number; child: Deno
     : [];
   const serverArgs = [server.args[0]!, ...extra, ...server.args.slice(1), ...options];
   const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...serverArgs] : serverArgs;
-  const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  const child = new Deno.Command(command, {
+    args,
+    env: SERVER_ENV,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (true) {

@@ -63,8 +63,7 @@ function plain(status: number, body: string, headers: Record<string, string> = {
 }
 
 /** The client's address without the IPv4-mapped IPv6 prefix, so one client has one key. */
-function addressOf(info: Deno.ServeHandlerInfo): string {
-  const remote = info.remoteAddr;
+function addressOf(remote: Deno.Addr): string {
   if (remote.transport !== "tcp" && remote.transport !== "udp") return "local";
   return remote.hostname.replace(/^::ffff:(?=\d+\.)/, "");
 }
@@ -157,7 +156,10 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   }
 
   function upgrade(request: Request, url: URL, info: Deno.ServeHandlerInfo): Response {
-    const address = addressOf(info);
+    // Read before upgrading (once upgraded, the request is gone and so is its address), and
+    // once: each read is a call into the runtime.
+    const remote = info.remoteAddr;
+    const address = addressOf(remote);
     // RFC 6455 §4.2.1: refuse a malformed handshake before any socket exists.
     if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
       return refuse(
@@ -222,8 +224,6 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     }
 
     const format = offered.includes(JSON_PROTOCOL) ? "json" : "text";
-    // Read before upgrading: once upgraded, the request is gone and so is its address.
-    const remote = info.remoteAddr;
     let upgraded;
     try {
       upgraded = Deno.upgradeWebSocket(request, {
