@@ -181,7 +181,7 @@ Deno.test("sqlite store: refuses a file that is not a natter database, saying so
 
 Deno.test("memory store: a memory budget empties the least recently active rooms first, ids stay", () => {
   const store = new MemoryStore({}, 20_000);
-  const line = "x".repeat(400); // ~900 bytes a message
+  const line = "x".repeat(900); // ~920 bytes a message
   for (let i = 0; i < 10; i++) store.append("quiet", { ts: 1, from: "a", text: line });
   for (let i = 0; i < 15; i++) store.append("busy", { ts: 1, from: "a", text: line });
   assert.ok(store.bytes <= 20_000, `${store.bytes} bytes held`);
@@ -196,4 +196,37 @@ Deno.test("memory store: a memory budget empties the least recently active rooms
   for (let i = 0; i < 100; i++) store.append("flood", { ts: 1, from: "a", text: line });
   assert.ok(store.bytes <= 20_000, "even one room alone stays within budget");
   assert.ok(store.latest("flood", 1000).length > 0);
+});
+
+Deno.test("memory store: messages kept as bytes read back exactly, through many compactions and any script", () => {
+  const store = new MemoryStore({ maxCount: 300 });
+  const texts = [
+    "plain",
+    "ünïcödé",
+    "漢字かな",
+    "emoji 👋🏽 family 👨‍👩‍👧",
+    "e\u0301 combining",
+    "x".repeat(5000),
+    "",
+  ];
+  const names = ["alice", "Zoë", "名前", "bob-2"];
+  const sent = [];
+  for (let i = 0; i < 5000; i++) {
+    const draft = {
+      ts: 1_000 + i,
+      from: names[i % names.length]!,
+      text: `${texts[i % texts.length]!} #${i}`,
+      ...(i % 5 === 0 ? { action: true as const } : {}),
+    };
+    sent.push({ room: "r", id: i + 1, ...draft });
+    store.append("r", draft);
+  }
+  const kept = sent.slice(-300);
+  assert.deepEqual(store.latest("r", 1000), kept, "the newest 300, exactly");
+  assert.deepEqual(store.latest("r", 10, 4800), kept.filter((m) => m.id < 4800).slice(-10));
+  assert.deepEqual(store.after("r", 4990), { messages: sent.slice(4990), complete: true });
+  assert.equal(store.after("r", 10).complete, false, "what was dropped is reported missing");
+  assert.equal(store.head("r"), 5000);
+  const bytes = kept.reduce((sum, m) => sum + new TextEncoder().encode(m.from + m.text).length, 0);
+  assert.ok(store.bytes >= bytes && store.bytes < bytes + 300 * 64, `${store.bytes} vs ${bytes}`);
 });
