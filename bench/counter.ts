@@ -7,6 +7,17 @@
  */
 
 const NEWLINE = 10;
+const T = 116; // "t"
+const EQUALS = 61; // "="
+const DOT = 46; // "."
+const ZERO = 48;
+const NINE = 57;
+
+/** Reading for latency: every read at once, and the `t=MILLISECONDS` stamps in the lines timed. */
+export interface Timing {
+  /** Called with now minus each stamp (milliseconds, this process's performance.now()). */
+  record(delay: number): void;
+}
 /** Pause between reads that did not fill the buffer. */
 const READ_PAUSE_MS = 5;
 
@@ -16,7 +27,17 @@ export class LineCounter {
   lines = 0;
   /** Frames received so far. */
   frames = 0;
+  /** Payload bytes of text frames received so far. */
+  bytes = 0;
   readonly #conn: Deno.TcpConn;
+  readonly #timing: Timing | undefined;
+  /** Stamp parsing, across reads: 0 looking for "t", 1 saw "t", 2 in the number. */
+  #stampState = 0;
+  #stamp = 0;
+  /** Divisor for the next digit after the dot (1 before the dot). */
+  #stampScale = 1;
+  /** performance.now() when the bytes being consumed were read. */
+  #readAt = 0;
   /** Payload bytes still to come in the current frame. */
   #remaining = 0;
   /** Header bytes carried over from the previous read. */
@@ -25,14 +46,19 @@ export class LineCounter {
   #counting = false;
   readonly done: Promise<void>;
 
-  private constructor(conn: Deno.TcpConn, rest: Uint8Array) {
+  private constructor(conn: Deno.TcpConn, rest: Uint8Array, timing: Timing | undefined) {
     this.#conn = conn;
+    this.#timing = timing;
+    this.#readAt = performance.now();
     this.#consume(rest);
     this.done = this.#read();
   }
 
-  /** Connects and upgrades; resolves once the server has answered 101. */
-  static async open(port: number, path: string): Promise<LineCounter> {
+  /**
+   * Connects and upgrades; resolves once the server has answered 101. With `timing`, it reads
+   * without pausing and times the stamps in what it receives.
+   */
+  static async open(port: number, path: string, timing?: Timing): Promise<LineCounter> {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     conn.setNoDelay(true);
     const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
@@ -56,7 +82,7 @@ export class LineCounter {
         throw new Error(`upgrade refused: ${text.slice(0, 40)}`);
       }
       // Bytes after the header already belong to the first frames (ASCII header: index = bytes).
-      return new LineCounter(conn, head.subarray(end + 4));
+      return new LineCounter(conn, head.subarray(end + 4), timing);
     }
   }
 
@@ -74,13 +100,49 @@ export class LineCounter {
       while (true) {
         const n = await this.#conn.read(buffer);
         if (n === null) return;
+        this.#readAt = performance.now();
         this.#consume(buffer.subarray(0, n));
         // Let a few milliseconds of frames gather in the kernel's buffer: one read then takes
         // many small frames (the reference's) instead of one, so that reading costs little.
-        if (n < buffer.length) await new Promise((resolve) => setTimeout(resolve, READ_PAUSE_MS));
+        if (n < buffer.length && !this.#timing) {
+          await new Promise((resolve) => setTimeout(resolve, READ_PAUSE_MS));
+        }
       }
     } catch {
       // closed by close() or by the server
+    }
+  }
+
+  /** Finds `t=NUMBER` stamps in payload bytes (a stamp may be split across reads). */
+  #times(data: Uint8Array, from: number, to: number): void {
+    for (let i = from; i < to; i++) {
+      const byte = data[i]!;
+      if (this.#stampState === 2) {
+        if (byte >= ZERO && byte <= NINE) {
+          if (this.#stampScale === 1) this.#stamp = this.#stamp * 10 + (byte - ZERO);
+          else {
+            this.#stamp += (byte - ZERO) / this.#stampScale;
+            this.#stampScale *= 10;
+          }
+          continue;
+        }
+        if (byte === DOT && this.#stampScale === 1) {
+          this.#stampScale = 10;
+          continue;
+        }
+        this.#timing!.record(this.#readAt - this.#stamp);
+        this.#stampState = 0;
+      }
+      if (this.#stampState === 1) {
+        if (byte === EQUALS) {
+          this.#stampState = 2;
+          this.#stamp = 0;
+          this.#stampScale = 1;
+          continue;
+        }
+        this.#stampState = 0;
+      }
+      if (byte === T) this.#stampState = 1;
     }
   }
 
@@ -90,7 +152,9 @@ export class LineCounter {
     while (at < data.length) {
       if (this.#remaining > 0) {
         const end = Math.min(data.length, at + this.#remaining);
+        if (this.#counting && this.#timing) this.#times(data, at, end);
         if (this.#counting) {
+          this.bytes += end - at;
           for (
             let i = data.indexOf(NEWLINE, at);
             i !== -1 && i < end;
@@ -142,5 +206,33 @@ export class LineCounter {
       if (this.#counting) this.lines++;
       this.#remaining = length;
     }
+  }
+}
+
+/**
+ * Delays counted in 10 µs buckets up to 10 s (and one bucket past that): recording one costs no
+ * allocation, so the generator's own garbage collection stays out of what it measures.
+ */
+export class DelayHistogram implements Timing {
+  static readonly STEP_MS = 0.01;
+  readonly #counts = new Uint32Array(1_000_001);
+  count = 0;
+
+  record(delay: number): void {
+    const bucket = Math.min(this.#counts.length - 1, Math.max(0, Math.round(delay * 100)));
+    this.#counts[bucket]!++;
+    this.count++;
+  }
+
+  /** The delay below which a fraction `p` of them fall, in milliseconds (NaN when empty). */
+  percentile(p: number): number {
+    if (this.count === 0) return NaN;
+    const rank = Math.min(this.count - 1, Math.floor(this.count * p));
+    let seen = 0;
+    for (let bucket = 0; bucket < this.#counts.length; bucket++) {
+      seen += this.#counts[bucket]!;
+      if (seen > rank) return bucket * DelayHistogram.STEP_MS;
+    }
+    return NaN;
   }
 }

@@ -9,6 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { interleaved, medians, open, pinSelf, type Server, start } from "./harness.ts";
+import { RawSender } from "./sender.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -52,7 +53,8 @@ async function measure(server: Server) {
         }
       };
     }
-    const sender = await open(url);
+    // Nagle off, as in browsers (bench/sender.ts): Deno's WebSocket client leaves it on.
+    const sender = await RawSender.open(port, "/?room=latency");
     await new Promise((r) => setTimeout(r, 300));
     recording = true;
     const end = performance.now() + SECONDS * 1000;
@@ -62,7 +64,8 @@ async function measure(server: Server) {
     }
     await new Promise((r) => setTimeout(r, 200));
     recording = false;
-    for (const ws of [sender, ...receivers]) ws.close();
+    for (const ws of receivers) ws.close();
+    await sender.close();
     delays.sort((a, b) => a - b);
     return { p50: percentile(delays, 0.5), p99: percentile(delays, 0.99), samples: delays.length };
   } finally {

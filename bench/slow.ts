@@ -11,7 +11,9 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { ALL_SERVERS, open, pinSelf, type Server, start } from "./harness.ts";
+import { DelayHistogram, LineCounter } from "./counter.ts";
+import { ALL_SERVERS, pinSelf, type Server, start } from "./harness.ts";
+import { RawSender } from "./sender.ts";
 
 /**
  * natter as the other scenarios run it, but with its default slow-consumer cap (they raise it
@@ -61,32 +63,21 @@ async function stuckClient(port: number, path: string): Promise<Deno.TcpConn> {
   return conn;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
-}
-
 async function measure(server: Server) {
   const { port, child } = await start(server);
   const path = "/?room=slow";
-  const url = `ws://127.0.0.1:${port}${path}`;
   try {
-    const receivers = await Promise.all(Array.from({ length: RECEIVERS }, () => open(url)));
-    const sender = await open(url);
-    const delays: number[] = [];
-    let bytes = 0;
+    const delays = new DelayHistogram();
     let recording = false;
-    for (const ws of receivers) {
-      ws.onmessage = (event) => {
-        if (!recording) return;
-        const now = performance.now();
-        const data = String(event.data);
-        bytes += data.length;
-        for (const line of data.split("\n")) {
-          const at = line.lastIndexOf("t=");
-          if (at !== -1) delays.push(now - Number.parseFloat(line.slice(at + 2)));
-        }
-      };
-    }
+    // Raw sockets that read at once and time the stamps without a string per frame
+    // (bench/counter.ts): WebSocket objects cost the generator enough to show in the p99.
+    const timing = { record: (delay: number) => recording && delays.record(delay) };
+    const receivers = await Promise.all(
+      Array.from({ length: RECEIVERS }, () => LineCounter.open(port, path, timing)),
+    );
+    // Nagle off, as in browsers (bench/sender.ts): Deno's WebSocket client leaves it on.
+    const sender = await RawSender.open(port, path);
+    let bytes0 = 0;
     await new Promise((r) => setTimeout(r, 300));
     // A line is about 80 bytes at the receivers (name, payload, newline).
     const perSecond = (MIB * 1024 * 1024) / (80 * RECEIVERS);
@@ -106,6 +97,7 @@ async function measure(server: Server) {
         sampler = setInterval(() => rssMax = Math.max(rssMax, rssMiB(child.pid)), 250);
         cpu0 = process.cpuUsage();
         t0 = performance.now();
+        bytes0 = receivers.reduce((sum, r) => sum + r.bytes, 0);
         recording = true;
       }
       const due = Math.floor(((performance.now() - start) / 1000) * perSecond);
@@ -123,17 +115,19 @@ async function measure(server: Server) {
     const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
     const dropped = Number(/^natter_slow_consumers_total (\d+)$/m.exec(metrics)?.[1] ?? 0);
     rssMax = Math.max(rssMax, rssMiB(child.pid));
-    for (const ws of [sender, ...receivers]) ws.close();
+    const bytes = receivers.reduce((sum, r) => sum + r.bytes, 0) - bytes0;
+    for (const receiver of receivers) receiver.close();
+    await Promise.all(receivers.map((r) => r.done));
+    await sender.close();
     try {
       stuck?.close();
     } catch {
       // the server closed it
     }
-    delays.sort((a, b) => a - b);
     return {
       growthMiB: rssMax - rssBefore,
-      p50: percentile(delays, 0.5),
-      p99: percentile(delays, 0.99),
+      p50: delays.percentile(0.5),
+      p99: delays.percentile(0.99),
       receivedMiBPerSecond: bytes / 1024 / 1024 / seconds,
       sentPerSecond: sent / (WARMUP + SECONDS),
       dropped,
