@@ -41,6 +41,9 @@ const SLOW_GRACE_MS = 2000;
 /** Past this many times the buffer cap, a peer is dropped at once: memory comes first. */
 const SLOW_HARD_FACTOR = 8;
 
+/** Characters a connection may be written between looks at its socket's buffer (at most a quarter of the cap). */
+const CHECK_EVERY = 16 * 1024;
+
 /** Frames this many times over the size cap are abuse, not a typo: the connection is closed. */
 const ABUSIVE_SIZE_FACTOR = 64;
 
@@ -74,6 +77,8 @@ export class SocketConnection implements Connection {
   #closing: { code: number; reason: string } | undefined;
   #slowCheck: ReturnType<typeof setTimeout> | undefined;
   #gone = false;
+  /** Characters written since the socket last said it held nothing unsent. */
+  #unchecked = 0;
   /** Open and not yet closed: kept here so that the hot path never asks the socket. */
   #ready = false;
 
@@ -148,7 +153,12 @@ export class SocketConnection implements Connection {
     } catch {
       return this.close(CloseCode.internalError, "send failed");
     }
-    this.#checkSlow();
+    // Asking the socket how much it holds is a call into the runtime: a reader that keeps up
+    // is asked once per CHECK_EVERY characters written, one that has fallen behind every time.
+    this.#unchecked += frame.length;
+    if (this.#unchecked >= Math.min(CHECK_EVERY, this.#settings.maxBufferedBytes / 4)) {
+      this.#checkSlow();
+    }
   }
 
   #tooSlow(): void {
@@ -164,7 +174,9 @@ export class SocketConnection implements Connection {
    */
   #checkSlow(): void {
     const cap = this.#settings.maxBufferedBytes;
-    const unsent = this.#socket.bufferedAmount + this.#outbox.queued;
+    const buffered = this.#socket.bufferedAmount;
+    if (buffered === 0) this.#unchecked = 0;
+    const unsent = buffered + this.#outbox.queued;
     if (unsent <= cap) return;
     if (unsent > cap * SLOW_HARD_FACTOR) return this.#tooSlow();
     this.#slowCheck ??= setTimeout(() => {

@@ -16,7 +16,7 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 /** Where an outbox writes whole frames. */
 export type Sink = (frame: string) => void;
 
-/** Outboxes with something to flush (or a send to forget) when this turn ends. */
+/** Outboxes with something to flush when this turn ends. */
 const dirty = new Set<Outbox>();
 let scheduled = false;
 /** Turns so far: each flush of all outboxes, and each pause of the server, is one. */
@@ -44,6 +44,15 @@ function schedule(outbox: Outbox): void {
   if (outbox.dirty) return;
   outbox.dirty = true;
   dirty.add(outbox);
+  endTurnLater();
+}
+
+/**
+ * Makes sure this turn ends with a flush. One task per turn, whatever the number of
+ * connections written to: a lone message to 100 quiet connections leaves as 100 direct writes
+ * and costs no per-connection bookkeeping at the turn's end.
+ */
+function endTurnLater(): void {
   if (scheduled) return;
   scheduled = true;
   if (!channel) {
@@ -102,8 +111,8 @@ export class Outbox {
   #lines: string[] = [];
   #sizes: number[] = [];
   #bytes = 0;
-  /** Whether a frame already left directly in this turn: then the rest wait for its end. */
-  #sentThisTurn = false;
+  /** The turn in which a frame last left directly: the rest of that turn waits for its end. */
+  #sentIn = -1;
   /**
    * The turn in which queued events last left. If that was the turn just before, the
    * connection is busy, so even the first event of this turn waits for the turn's end (one
@@ -128,9 +137,9 @@ export class Outbox {
    */
   push(event: string, bytes: number): void {
     if (!scheduled) beginTurn();
-    if (!this.#sentThisTurn && this.#busyIn !== turn && this.#lines.length === 0) {
-      this.#sentThisTurn = true;
-      schedule(this);
+    if (this.#sentIn !== turn && this.#busyIn !== turn && this.#lines.length === 0) {
+      this.#sentIn = turn;
+      endTurnLater();
       this.sink(event);
       return;
     }
@@ -142,7 +151,6 @@ export class Outbox {
 
   /** Sends everything queued now, in frames of at most {@link MAX_FRAME_BYTES}. */
   flush(): void {
-    this.#sentThisTurn = false;
     const lines = this.#lines;
     const sizes = this.#sizes;
     if (lines.length === 0) return;
