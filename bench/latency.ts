@@ -8,7 +8,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { interleaved, medians, open, pinSelf, type Server, start } from "./harness.ts";
+import { DelayHistogram, LineCounter } from "./counter.ts";
+import { interleaved, medians, pinSelf, processCpuSeconds, type Server, start } from "./harness.ts";
 import { RawSender } from "./sender.ts";
 
 const { values } = parseArgs({
@@ -26,37 +27,33 @@ const INTERVAL_MS = Number(values["interval-ms"]);
 const REPS = Number(values.reps);
 const SECONDS = Number(values.seconds);
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
-}
-
 async function measure(server: Server) {
   const { port, child } = await start(server);
-  const url = `ws://127.0.0.1:${port}/?room=latency`;
+  const path = "/?room=latency";
   try {
-    const receivers: WebSocket[] = [];
+    // Raw sockets that read at once and time the `t=` stamps (natter: "guest-123: t=12.345",
+    // the reference: "t=12.345") into a histogram, without a string per frame
+    // (bench/counter.ts): WebSocket objects put the generator's own work into the p99.
+    const delays = new DelayHistogram();
+    let recording = false;
+    const timing = { record: (delay: number) => recording && delays.record(delay) };
+    const receivers: LineCounter[] = [];
     for (let i = 0; i < RECEIVERS; i += 100) {
       receivers.push(
-        ...await Promise.all(Array.from({ length: Math.min(100, RECEIVERS - i) }, () => open(url))),
+        ...await Promise.all(
+          Array.from(
+            { length: Math.min(100, RECEIVERS - i) },
+            () => LineCounter.open(port, path, timing),
+          ),
+        ),
       );
     }
-    const delays: number[] = [];
-    let recording = false;
-    for (const ws of receivers) {
-      ws.onmessage = (event) => {
-        if (!recording) return;
-        const now = performance.now();
-        for (const line of String(event.data).split("\n")) {
-          // natter: "guest-123: t=12.345"; reference: "t=12.345".
-          const at = line.lastIndexOf("t=");
-          if (at !== -1) delays.push(now - Number(line.slice(at + 2)));
-        }
-      };
-    }
     // Nagle off, as in browsers (bench/sender.ts): Deno's WebSocket client leaves it on.
-    const sender = await RawSender.open(port, "/?room=latency");
+    const sender = await RawSender.open(port, path);
     await new Promise((r) => setTimeout(r, 300));
     recording = true;
+    const cpu0 = processCpuSeconds(child.pid);
+    const t0 = performance.now();
     const end = performance.now() + SECONDS * 1000;
     while (performance.now() < end) {
       sender.send(`t=${performance.now().toFixed(3)}`.padEnd(64, " "));
@@ -64,10 +61,16 @@ async function measure(server: Server) {
     }
     await new Promise((r) => setTimeout(r, 200));
     recording = false;
-    for (const ws of receivers) ws.close();
+    const serverCpu = (processCpuSeconds(child.pid) - cpu0) / ((performance.now() - t0) / 1000);
+    for (const receiver of receivers) receiver.close();
+    await Promise.all(receivers.map((r) => r.done));
     await sender.close();
-    delays.sort((a, b) => a - b);
-    return { p50: percentile(delays, 0.5), p99: percentile(delays, 0.99), samples: delays.length };
+    return {
+      p50: delays.percentile(0.5),
+      p99: delays.percentile(0.99),
+      samples: delays.count,
+      serverCpu,
+    };
   } finally {
     child.kill("SIGKILL");
     await child.status;
@@ -79,13 +82,17 @@ console.log(
   `latency, ${RECEIVERS} receivers, one message every ${INTERVAL_MS} ms, ${SECONDS} s per run, ${REPS} reps`,
 );
 const runs = await interleaved(REPS, measure);
-const summary = medians(runs, ["p50", "p99"]);
+const summary = medians(runs, ["p50", "p99", "serverCpu"]);
 const ratio = {
   p50: summary.natter!.p50 / summary.reference!.p50,
   p99: summary.natter!.p99 / summary.reference!.p99,
 };
-for (const [name, { p50, p99 }] of Object.entries(summary)) {
-  console.log(`${name.padEnd(10)} p50 ${p50.toFixed(3)} ms   p99 ${p99.toFixed(3)} ms`);
+for (const [name, { p50, p99, serverCpu }] of Object.entries(summary)) {
+  console.log(
+    `${name.padEnd(10)} p50 ${p50.toFixed(3)} ms   p99 ${p99.toFixed(3)} ms   server CPU ${
+      (serverCpu * 100).toFixed(0)
+    }%`,
+  );
 }
 console.log(
   `ratio natter/reference: p50 ${ratio.p50.toFixed(2)}x   p99 ${
