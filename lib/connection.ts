@@ -41,7 +41,7 @@ const SLOW_GRACE_MS = 2000;
 /** Past this many times the buffer cap, a peer is dropped at once: memory comes first. */
 const SLOW_HARD_FACTOR = 8;
 
-/** Characters a connection may be written between looks at its socket's buffer (at most a quarter of the cap). */
+/** Characters a connection may be written between looks at its socket's buffer (see #write). */
 const CHECK_EVERY = 16 * 1024;
 
 /** Frames this many times over the size cap are abuse, not a typo: the connection is closed. */
@@ -156,7 +156,8 @@ export class SocketConnection implements Connection {
     // Asking the socket how much it holds is a call into the runtime: a reader that keeps up
     // is asked once per CHECK_EVERY characters written, one that has fallen behind every time.
     this.#unchecked += frame.length;
-    if (this.#unchecked >= Math.min(CHECK_EVERY, this.#settings.maxBufferedBytes / 4)) {
+    // A quarter of the cap at most: a character is up to 3 bytes.
+    if (this.#unchecked >= Math.min(CHECK_EVERY, this.#settings.maxBufferedBytes / 12)) {
       this.#checkSlow();
     }
   }

@@ -8,6 +8,8 @@
  * restart); a stored message never changes; reads return messages oldest first.
  */
 
+import { utf8Length } from "./protocol.ts";
+
 /** A stored chat message. */
 export interface Message {
   room: string;
@@ -95,18 +97,33 @@ export const DEFAULT_RETENTION: Retention = { maxCount: 5000, maxAgeMs: 0 };
 /** Default memory budget of the in-memory store: about 64 MiB of messages. */
 export const DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024;
 
-/** Bytes a message costs beside its UTF-8 text and name: its slots in the per-room arrays. */
-const ENTRY_BYTES = 21;
+/** Bytes of one message's slot in a room's arrays: its time (8) and three numbers (12). */
+const SLOT_BYTES = 20;
+/**
+ * What a room holding messages costs beside its arrays' contents: the log and its three arrays
+ * as objects. Counted against the budget with the arrays' full size, so that the budget bounds
+ * the memory held, not only what the messages say.
+ */
+const ROOM_BYTES = 768; // measured: ~900 bytes in all for a room holding one short message
+/** Marks an action in a slot's name length (names are far shorter than 2^31 bytes). */
+const ACTION = 0x8000_0000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A room log's first arrays; they double as a room needs more. */
-const MIN_SLOTS = 16;
-const MIN_BYTES = 2048;
+/** A room log's smallest arrays; they are sized to twice what they hold. */
+const MIN_SLOTS = 4;
+const MIN_BYTES = 64;
 const NO_TIMES = new Float64Array(0);
 const NO_NUMBERS = new Uint32Array(0);
 const NO_BYTES = new Uint8Array(0);
+
+/** The smallest power of two, at least `minimum`, that is at least `value`. */
+function sized(value: number, minimum: number): number {
+  let size = minimum;
+  while (size < value) size *= 2;
+  return size;
+}
 
 /**
  * Writes `text` as UTF-8 at `at`; returns the bytes written. ASCII is copied here, a unit at a
@@ -128,24 +145,21 @@ function writeUtf8(text: string, bytes: Uint8Array, at: number): number {
  * times and places in typed arrays, oldest first. Kept as objects, a busy room's history was
  * a stream of objects that lived long enough to be promoted to V8's old generation and died
  * there: at 13,000 messages a second that grew the heap by 20–30 MiB between major collections
- * and added to the latency of every client (bench/slow.ts). Here a message is an object only
- * while it is being delivered, or read back.
+ * (bench/slow.ts). Here a message is an object only while it is being delivered, or read back.
  *
- * Entries live at indexes [head, tail) of the arrays and their bytes at [start[head], end) of
- * the buffer. Dropping the oldest moves `head`; when either runs out of room, the live part
- * moves to the front, into arrays twice as large if it fills more than half of them.
+ * Entries live at slots [head, tail) and their bytes at [start of head, end) of the buffer.
+ * Dropping the oldest moves `head`. When either array runs out of room, or holds less than an
+ * eighth of its size, the live part moves to the front of arrays sized to twice what it needs:
+ * a full room copies its live part once per as many appends, and a room whose messages got
+ * shorter gives the memory back. A room with no messages holds no arrays.
  */
 class RoomLog {
   lastId = 0;
   head = 0;
   tail = 0;
-  // Empty until the first message, and again once every message is dropped: a room that
-  // went quiet keeps only its last id.
   ts = NO_TIMES;
-  start = NO_NUMBERS;
-  fromBytes = NO_NUMBERS;
-  textBytes = NO_NUMBERS;
-  action = NO_BYTES;
+  /** Per slot: byte offset, name bytes (with {@link ACTION}), text bytes. */
+  meta = NO_NUMBERS;
   bytes = NO_BYTES;
   end = 0;
 
@@ -153,56 +167,61 @@ class RoomLog {
     return this.tail - this.head;
   }
 
-  /** Id of the entry at index `i`. */
+  /** Bytes its arrays take, and the log itself while it holds any. */
+  get capacity(): number {
+    if (this.ts.length === 0) return 0;
+    return this.bytes.length + this.ts.length * SLOT_BYTES + ROOM_BYTES;
+  }
+
+  /** Id of the entry at slot `i`. */
   idAt(i: number): number {
     return this.lastId - (this.tail - 1 - i);
   }
 
-  /** Appends an entry; returns the bytes it holds (for the budget). */
-  push(draft: Draft): number {
-    // UTF-8 takes at most 3 bytes per UTF-16 unit: make sure both strings fit.
-    const worst = 3 * (draft.from.length + draft.text.length);
-    if (this.tail === this.ts.length || this.end + worst > this.bytes.length) this.#compact(worst);
+  push(draft: Draft): void {
+    const need = utf8Length(draft.from) + utf8Length(draft.text);
+    if (this.tail === this.ts.length || this.end + need > this.bytes.length) this.#compact(need);
     const i = this.tail++;
     const at = this.end;
     const from = writeUtf8(draft.from, this.bytes, at);
     const text = writeUtf8(draft.text, this.bytes, at + from);
     this.end = at + from + text;
     this.ts[i] = draft.ts;
-    this.start[i] = at;
-    this.fromBytes[i] = from;
-    this.textBytes[i] = text;
-    this.action[i] = draft.action ? 1 : 0;
+    this.meta[3 * i] = at;
+    this.meta[3 * i + 1] = draft.action ? (from | ACTION) >>> 0 : from;
+    this.meta[3 * i + 2] = text;
     this.lastId++;
-    return from + text + ENTRY_BYTES;
   }
 
-  /** Drops the `n` oldest entries; returns the bytes they held. */
-  drop(n: number): number {
-    let freed = 0;
-    for (let k = 0; k < n && this.head < this.tail; k++, this.head++) {
-      freed += this.fromBytes[this.head]! + this.textBytes[this.head]! + ENTRY_BYTES;
+  /** Drops the `n` oldest entries. */
+  drop(n: number): void {
+    this.head = Math.min(this.tail, this.head + n);
+    if (this.head === this.tail) return this.#release();
+    const live = this.end - this.meta[3 * this.head]!;
+    const roomy = (used: number, size: number, minimum: number) =>
+      used * 8 < size && size > minimum;
+    if (roomy(live, this.bytes.length, MIN_BYTES) || roomy(this.count, this.ts.length, MIN_SLOTS)) {
+      this.#compact(0);
     }
-    if (this.head === this.tail) this.#release();
-    return freed;
   }
 
-  /** The entry at index `i` as a message of `room`. */
+  /** The entry at slot `i` as a message of `room`. */
   message(room: string, i: number): Message {
-    const at = this.start[i]!;
-    const fromEnd = at + this.fromBytes[i]!;
+    const at = this.meta[3 * i]!;
+    const fromField = this.meta[3 * i + 1]!;
+    const fromEnd = at + (fromField & ~ACTION);
     const message: Message = {
       room,
       id: this.idAt(i),
       ts: this.ts[i]!,
       from: decoder.decode(this.bytes.subarray(at, fromEnd)),
-      text: decoder.decode(this.bytes.subarray(fromEnd, fromEnd + this.textBytes[i]!)),
+      text: decoder.decode(this.bytes.subarray(fromEnd, fromEnd + this.meta[3 * i + 2]!)),
     };
-    if (this.action[i]) message.action = true;
+    if (fromField & ACTION) message.action = true;
     return message;
   }
 
-  /** Entries at indexes [from, to) as messages. */
+  /** Entries at slots [from, to) as messages. */
   messages(room: string, from: number, to: number): Message[] {
     const list: Message[] = [];
     for (let i = from; i < to; i++) list.push(this.message(room, i));
@@ -212,39 +231,30 @@ class RoomLog {
   #release(): void {
     this.head = this.tail = this.end = 0;
     this.ts = NO_TIMES;
-    this.start = this.fromBytes = this.textBytes = NO_NUMBERS;
-    this.action = this.bytes = NO_BYTES;
+    this.meta = NO_NUMBERS;
+    this.bytes = NO_BYTES;
   }
 
-  /** Moves the live entries to the front, growing what is more than half full. */
+  /** Moves the live entries to the front of arrays twice the size they need (with `needBytes` more). */
   #compact(needBytes: number): void {
     const count = this.count;
-    const first = count > 0 ? this.start[this.head]! : 0;
+    const first = count > 0 ? this.meta[3 * this.head]! : 0;
     const live = this.end - first;
-    let slots = Math.max(MIN_SLOTS, this.ts.length);
-    while (count + 1 > slots / 2) slots *= 2;
-    let size = Math.max(MIN_BYTES, this.bytes.length);
-    while (live + needBytes > size / 2) size *= 2;
-    const move = <A extends Float64Array | Uint32Array | Uint8Array>(
-      array: A,
-      make: (n: number) => A,
-    ) => {
-      const target = slots === array.length ? array : make(slots);
-      target.set(array.subarray(this.head, this.tail));
-      return target;
-    };
-    this.ts = move(this.ts, (n) => new Float64Array(n));
-    this.start = move(this.start, (n) => new Uint32Array(n));
-    this.fromBytes = move(this.fromBytes, (n) => new Uint32Array(n));
-    this.textBytes = move(this.textBytes, (n) => new Uint32Array(n));
-    this.action = move(this.action, (n) => new Uint8Array(n));
-    for (let i = 0; i < count; i++) this.start[i]! -= first;
+    const slots = sized(2 * (count + 1), MIN_SLOTS);
+    const size = sized(2 * (live + needBytes), MIN_BYTES);
+    const ts = slots === this.ts.length ? this.ts : new Float64Array(slots);
+    ts.set(this.ts.subarray(this.head, this.tail));
+    const meta = slots === this.ts.length ? this.meta : new Uint32Array(3 * slots);
+    meta.set(this.meta.subarray(3 * this.head, 3 * this.tail));
+    for (let i = 0; i < count; i++) meta[3 * i] = meta[3 * i]! - first;
     if (size === this.bytes.length) this.bytes.copyWithin(0, first, this.end);
     else {
       const bytes = new Uint8Array(size);
       bytes.set(this.bytes.subarray(first, this.end));
       this.bytes = bytes;
     }
+    this.ts = ts;
+    this.meta = meta;
     this.head = 0;
     this.tail = count;
     this.end = live;
@@ -253,8 +263,8 @@ class RoomLog {
 
 /**
  * The default store: per-room logs in memory (see {@link RoomLog}), bounded by the retention
- * rules and by one memory budget for all rooms (UTF-8 bytes of names and texts, plus a few
- * bytes per message; the buffers holding them are at most about twice that). Over budget, the
+ * rules and by one memory budget for all rooms: the full size of every room's arrays (about
+ * twice what the messages take), plus a little per room holding any. Over budget, the
  * rooms that spoke least recently lose their messages first (their ids are remembered, so they
  * are never reused).
  */
@@ -273,7 +283,7 @@ export class MemoryStore implements HistoryStore {
     this.#budget = budget;
   }
 
-  /** Bytes of messages held (their UTF-8 names and texts, and a few bytes each beside). */
+  /** Bytes held for messages: every room's arrays at their full size, and a little per room. */
   get bytes(): number {
     return this.#bytes;
   }
@@ -282,10 +292,12 @@ export class MemoryStore implements HistoryStore {
     const log = this.#rooms.get(room) ?? new RoomLog();
     this.#rooms.delete(room);
     this.#rooms.set(room, log);
-    this.#bytes += log.push(draft);
+    const before = log.capacity;
+    log.push(draft);
     const message: Message = { room, id: log.lastId, ...draft };
     const excess = log.count - this.#retention.maxCount;
-    if (excess > 0) this.#bytes -= log.drop(excess);
+    if (excess > 0) log.drop(excess);
+    this.#bytes += log.capacity - before;
     this.#enforceBudget(log);
     return message;
   }
@@ -328,7 +340,7 @@ export class MemoryStore implements HistoryStore {
       const cutoff = this.#now() - maxAgeMs;
       let old = 0;
       while (log.head + old < log.tail && log.ts[log.head + old]! < cutoff) old++;
-      this.#bytes -= log.drop(old);
+      this.#drop(log, old);
     }
     return log;
   }
@@ -337,10 +349,17 @@ export class MemoryStore implements HistoryStore {
   #enforceBudget(current: RoomLog): void {
     for (const log of this.#rooms.values()) {
       if (this.#bytes <= this.#budget) return;
-      if (log !== current) this.#bytes -= log.drop(log.count);
+      if (log !== current) this.#drop(log, log.count);
     }
     while (this.#bytes > this.#budget && current.count > 1) {
-      this.#bytes -= current.drop(Math.ceil(current.count / 4));
+      this.#drop(current, Math.ceil(current.count / 4));
     }
+  }
+
+  #drop(log: RoomLog, n: number): void {
+    if (n <= 0) return;
+    const before = log.capacity;
+    log.drop(n);
+    this.#bytes += log.capacity - before;
   }
 }

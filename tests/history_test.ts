@@ -228,5 +228,27 @@ Deno.test("memory store: messages kept as bytes read back exactly, through many 
   assert.equal(store.after("r", 10).complete, false, "what was dropped is reported missing");
   assert.equal(store.head("r"), 5000);
   const bytes = kept.reduce((sum, m) => sum + new TextEncoder().encode(m.from + m.text).length, 0);
-  assert.ok(store.bytes >= bytes && store.bytes < bytes + 300 * 64, `${store.bytes} vs ${bytes}`);
+  // The budget counts the arrays at their full size: at least what the messages take, at most
+  // four times that and their slots (sized to twice what they hold, in powers of two).
+  assert.ok(store.bytes >= bytes && store.bytes <= 4 * (bytes + 300 * 20) + 768, `${store.bytes}`);
+});
+
+Deno.test("memory store: the budget bounds the memory held, in many small rooms and after long messages", () => {
+  const many = new MemoryStore({}, 200_000);
+  for (let i = 0; i < 5000; i++) many.append(`room-${i}`, { ts: 1, from: "a", text: `hello ${i}` });
+  assert.ok(many.bytes <= 200_000, `${many.bytes} bytes counted for 5000 one-message rooms`);
+  assert.equal(many.latest("room-4999", 10).length, 1, "the newest rooms keep theirs");
+  assert.deepEqual(many.latest("room-0", 10), [], "the oldest lost theirs");
+  assert.equal(many.append("room-0", { ts: 1, from: "a", text: "again" }).id, 2, "ids stay");
+
+  const store = new MemoryStore({ maxCount: 100 });
+  for (let i = 0; i < 100; i++) store.append("r", { ts: 1, from: "a", text: "x".repeat(10_000) });
+  const big = store.bytes;
+  assert.ok(big >= 1_000_000, `${big}`);
+  for (let i = 0; i < 100; i++) store.append("r", { ts: 1, from: "a", text: "short" });
+  assert.ok(
+    store.bytes < 16_384,
+    `long messages gone, the room gives the memory back: ${store.bytes}`,
+  );
+  assert.deepEqual(store.latest("r", 1)[0]!.text, "short");
 });
