@@ -15,6 +15,7 @@ import { CONNECTOR, openClients } from "./clients.ts";
 import { LineCounter } from "./counter.ts";
 import {
   ALL_SERVERS,
+  BUN_SERVER,
   haveTaskset,
   lines,
   median,
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "3" },
     out: { type: "string", default: "bench/last-fanout.json" },
     only: { type: "string" },
+    "no-bun": { type: "boolean", default: false },
   },
 });
 const RECEIVER_COUNTS = values.receivers.split(",").map(Number);
@@ -41,7 +43,10 @@ const SECONDS = Number(values.seconds);
 const PAYLOAD = "x".repeat(64);
 /** Messages in flight: enough to keep the server busy, few enough that it never just queues. */
 const windowFor = (receivers: number) => Math.max(4, Math.round(200_000 / receivers));
-const SERVERS = ALL_SERVERS.filter((s) => !values.only || s.name === values.only);
+// Bun's native publish joins the runs where Bun is installed (the issue's yardstick: Bun packs
+// ~35 frames into each write under load). `--no-bun` leaves it out.
+const SERVERS = [...ALL_SERVERS, ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : [])]
+  .filter((s) => !values.only || s.name === values.only);
 
 async function measure(server: Server, receiverCount: number) {
   const { port, child } = await start(server);
@@ -128,10 +133,16 @@ const results: Record<string, unknown>[] = [];
 console.log(
   `fan-out, ${PAYLOAD.length}-byte messages, ${SECONDS} s per run, ${REPS} reps, taskset: ${haveTaskset}`,
 );
+/** Formats a rate like 4,541,821/s. */
+const rate = (value: number) => `${Math.round(value).toLocaleString("en")}/s`;
+const percent = (value: number) => `${(value * 100).toFixed(0)}%`;
+
 for (const receivers of RECEIVER_COUNTS) {
-  const runs: Record<string, number[]> = { reference: [], natter: [] };
-  const cpus: Record<string, number[]> = { reference: [], natter: [] };
-  const serverCpus: Record<string, number[]> = { reference: [], natter: [] };
+  const names = SERVERS.map((server) => server.name);
+  const empty = () => Object.fromEntries(names.map((name) => [name, [] as number[]]));
+  const runs = empty();
+  const cpus = empty();
+  const serverCpus = empty();
   for (let rep = 0; rep < REPS; rep++) {
     for (const server of SERVERS) {
       const { deliveriesPerSecond, generatorCpu, serverCpu } = await measure(server, receivers);
@@ -140,30 +151,27 @@ for (const receivers of RECEIVER_COUNTS) {
       serverCpus[server.name]!.push(serverCpu);
     }
   }
-  const reference = median(runs.reference!);
-  const natter = median(runs.natter!);
+  const medianOf = (name: string) => runs[name]?.length ? median(runs[name]!) : NaN;
+  const reference = medianOf("reference");
+  const natter = medianOf("natter");
+  const bun = medianOf("bun");
   const row = {
     scenario: `fan-out, ${receivers} receivers`,
     reference,
     natter,
     ratio: natter / reference,
-    generatorCpu: { reference: Math.max(...cpus.reference!), natter: Math.max(...cpus.natter!) },
-    serverCpu: { reference: median(serverCpus.reference!), natter: median(serverCpus.natter!) },
+    ...(BUN_SERVER && names.includes("bun") ? { bun, natterToBun: natter / bun } : {}),
+    generatorCpu: Object.fromEntries(names.map((name) => [name, Math.max(...cpus[name]!)])),
+    serverCpu: Object.fromEntries(names.map((name) => [name, median(serverCpus[name]!)])),
     runs,
   };
   results.push(row);
+  const each = names.map((name) => `${name} ${rate(medianOf(name)).padStart(13)}`).join("   ");
   console.log(
-    `${row.scenario.padEnd(28)} reference ${
-      Math.round(reference).toLocaleString("en").padStart(11)
-    }/s` +
-      `   natter ${Math.round(natter).toLocaleString("en").padStart(11)}/s   ratio ${
-        row.ratio.toFixed(1)
-      }x` +
-      `   load generator CPU: ${(row.generatorCpu.reference * 100).toFixed(0)}% / ${
-        (row.generatorCpu.natter * 100).toFixed(0)
-      }%   server CPU: ${(row.serverCpu.reference * 100).toFixed(0)}% / ${
-        (row.serverCpu.natter * 100).toFixed(0)
-      }%`,
+    `${row.scenario.padEnd(26)} ${each}   natter/reference ${row.ratio.toFixed(1)}x` +
+      (names.includes("bun") ? `   natter/bun ${(natter / bun).toFixed(2)}x` : "") +
+      `   load generator CPU: ${names.map((n) => percent(row.generatorCpu[n]!)).join(" / ")}` +
+      `   server CPU: ${names.map((n) => percent(row.serverCpu[n]!)).join(" / ")}`,
   );
 }
 await Deno.writeTextFile(

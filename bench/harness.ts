@@ -16,7 +16,29 @@ export const haveTaskset = (() => {
 export interface Server {
   name: string;
   args: string[];
+  /** The program to run; Deno itself when absent (then `args` start with a Deno subcommand). */
+  command?: string;
 }
+
+/** A `bun` binary, for the Bun comparison: BENCH_BUN, else `bun` on PATH, else none. */
+export const BUN: string | undefined = (() => {
+  const candidates = [Deno.env.get("BENCH_BUN"), "bun"].filter((c): c is string => !!c);
+  for (const candidate of candidates) {
+    try {
+      if (new Deno.Command(candidate, { args: ["--version"] }).outputSync().success) {
+        return candidate;
+      }
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+})();
+
+/** Bun's native publish (bench/bun-publish.js), where Bun is installed. */
+export const BUN_SERVER: Server | undefined = BUN
+  ? { name: "bun", command: BUN, args: [`${ROOT}bench/bun-publish.js`, "--port", "0"] }
+  : undefined;
 
 export const ALL_SERVERS: Server[] = [
   { name: "reference", args: ["run", "-A", `${ROOT}bench/reference.ts`, "--port", "0"] },
@@ -58,15 +80,18 @@ export const SERVER_ENV: Record<string, string> = (() => {
 })();
 
 export async function start(server: Server): Promise<{ port: number; child: Deno.ChildProcess }> {
-  const command = haveTaskset ? "taskset" : Deno.execPath();
+  const program = server.command ?? Deno.execPath();
+  const command = haveTaskset ? "taskset" : program;
   // BENCH_SERVER_FLAGS adds runtime flags to the server, e.g. --v8-flags=--perf-basic-prof.
   const extra = Deno.env.get("BENCH_SERVER_FLAGS")?.split(" ").filter(Boolean) ?? [];
   // BENCH_NATTER_ARGS adds natter options, e.g. "--history-limit 100", to try a setting.
   const options = server.name === "natter"
     ? Deno.env.get("BENCH_NATTER_ARGS")?.split(" ").filter(Boolean) ?? []
     : [];
-  const serverArgs = [server.args[0]!, ...extra, ...server.args.slice(1), ...options];
-  const args = haveTaskset ? ["-c", "0", Deno.execPath(), ...serverArgs] : serverArgs;
+  const serverArgs = server.command
+    ? server.args
+    : [server.args[0]!, ...extra, ...server.args.slice(1), ...options];
+  const args = haveTaskset ? ["-c", "0", program, ...serverArgs] : serverArgs;
   const child = new Deno.Command(command, {
     args,
     env: SERVER_ENV,
