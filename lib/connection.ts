@@ -41,6 +41,9 @@ const SLOW_GRACE_MS = 2000;
 /** Past this many times the buffer cap, a peer is dropped at once: memory comes first. */
 const SLOW_HARD_FACTOR = 8;
 
+/** How long a flooder's refusals travel before it is closed: they must reach it first. */
+const TELL_MS = 250;
+
 /** Characters a connection may be written between looks at its socket's buffer (see #write). */
 const CHECK_EVERY = 16 * 1024;
 
@@ -72,6 +75,11 @@ export class SocketConnection implements Connection {
   readonly #rate: TokenBucket;
   /** Refusals drain a second bucket: a client that keeps flooding after being told is closed. */
   readonly #patience: TokenBucket;
+  /** When the current run of refusals began, and when the last one went. */
+  #firstRefusal = -Infinity;
+  #lastRefusal = -Infinity;
+  /** The close of a flooder, once its refusals have had time to reach it. */
+  #policyClose: ReturnType<typeof setTimeout> | undefined;
   readonly #outbox: Outbox;
   readonly #opened = performance.now();
   #closing: { code: number; reason: string } | undefined;
@@ -114,6 +122,7 @@ export class SocketConnection implements Connection {
     if (this.#closing || socket.readyState >= WebSocket.CLOSING) return;
     this.#closing = { code, reason };
     clearTimeout(this.#slowCheck);
+    clearTimeout(this.#policyClose);
     // What was said before the close (an error, the shutdown notice) leaves before it.
     if (code !== CloseCode.tooSlow) {
       try {
@@ -211,7 +220,21 @@ export class SocketConnection implements Connection {
     }
     if (!this.#rate.take()) {
       metrics.rateLimited++;
-      if (!this.#patience.take()) return this.close(CloseCode.policy, "rate limit exceeded");
+      const now = performance.now();
+      if (!this.#patience.take()) {
+        // Closed once its refusals have had TELL_MS to reach it: a close right behind them
+        // would overtake them (a peer that is still sending gets a reset, which discards
+        // what it has not read yet). Until then, what it sends is dropped without a reply.
+        const wait = this.#firstRefusal + TELL_MS - now;
+        if (wait <= 0) return this.close(CloseCode.policy, "rate limit exceeded");
+        this.#policyClose ??= setTimeout(
+          () => this.close(CloseCode.policy, "rate limit exceeded"),
+          wait,
+        );
+        return;
+      }
+      if (now - this.#lastRefusal > TELL_MS) this.#firstRefusal = now;
+      this.#lastRefusal = now;
       return settings.hub.reject(this, {
         code: "rate_limited",
         message:
@@ -232,6 +255,7 @@ export class SocketConnection implements Connection {
     this.#gone = true;
     this.#ready = false;
     clearTimeout(this.#slowCheck);
+    clearTimeout(this.#policyClose);
     this.#outbox.discard();
     const { metrics, log, hub } = this.#settings;
     const closing = this.#closing;
