@@ -6,6 +6,8 @@
  * reference) that made the generator, not the server, the limit.
  */
 
+import { upgradeRaw } from "./raw.ts";
+
 const NEWLINE = 10;
 const T = 116; // "t"
 const EQUALS = 61; // "="
@@ -59,31 +61,8 @@ export class LineCounter {
    * without pausing and times the stamps in what it receives.
    */
   static async open(port: number, path: string, timing?: Timing): Promise<LineCounter> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.setNoDelay(true);
-    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
-    await conn.write(new TextEncoder().encode(
-      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-        `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-    ));
-    const buffer = new Uint8Array(4096);
-    let head = new Uint8Array(0);
-    while (true) {
-      const n = await conn.read(buffer);
-      if (n === null) throw new Error("closed during the handshake");
-      const joined = new Uint8Array(head.length + n);
-      joined.set(head);
-      joined.set(buffer.subarray(0, n), head.length);
-      head = joined;
-      const text = new TextDecoder().decode(head);
-      const end = text.indexOf("\r\n\r\n");
-      if (end === -1) continue;
-      if (!text.startsWith("HTTP/1.1 101")) {
-        throw new Error(`upgrade refused: ${text.slice(0, 40)}`);
-      }
-      // Bytes after the header already belong to the first frames (ASCII header: index = bytes).
-      return new LineCounter(conn, head.subarray(end + 4), timing);
-    }
+    const { conn, rest } = await upgradeRaw(port, path);
+    return new LineCounter(conn, rest, timing);
   }
 
   close(): void {

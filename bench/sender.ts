@@ -9,6 +9,8 @@
  * writes masked text frames in order, as soon as the previous write is done.
  */
 
+import { upgradeRaw } from "./raw.ts";
+
 const encoder = new TextEncoder();
 
 export class RawSender {
@@ -26,21 +28,8 @@ export class RawSender {
 
   /** Connects and upgrades; resolves once the server has answered 101. */
   static async open(port: number, path: string): Promise<RawSender> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.setNoDelay(true);
-    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
-    await conn.write(encoder.encode(
-      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-        `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-    ));
-    const buffer = new Uint8Array(4096);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) throw new Error("closed during the handshake");
-      head += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-    if (!head.startsWith("HTTP/1.1 101")) throw new Error(`upgrade refused: ${head.slice(0, 40)}`);
+    // What the server sends is discarded, the first frames after the 101 included.
+    const { conn } = await upgradeRaw(port, path);
     return new RawSender(conn);
   }
 

@@ -13,6 +13,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { DelayHistogram, LineCounter } from "./counter.ts";
 import { ALL_SERVERS, pinSelf, type Server, start } from "./harness.ts";
+import { upgradeRaw } from "./raw.ts";
 import { RawSender } from "./sender.ts";
 
 /**
@@ -52,15 +53,7 @@ function rssMiB(pid: number): number {
 
 /** A WebSocket client over raw TCP that completes the handshake and then never reads again. */
 async function stuckClient(port: number, path: string): Promise<Deno.TcpConn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
-  await conn.write(new TextEncoder().encode(
-    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  ));
-  const buffer = new Uint8Array(1024);
-  await conn.read(buffer); // the 101 answer; nothing is read after it
-  return conn;
+  return (await upgradeRaw(port, path)).conn;
 }
 
 async function measure(server: Server) {
