@@ -123,6 +123,9 @@ export class SqliteStore implements HistoryStore {
     this.#now = this.#retention.now ?? Date.now;
     const db = this.#db = open(path);
     try {
+      // Before anything reads the file: another worker may hold it while it sets it up (the
+      // switch to WAL needs it alone), and a read that does not wait fails at once.
+      db.exec("PRAGMA busy_timeout = 5000");
       this.epoch = retryLocked(() => SqliteStore.#prepare(db, path));
     } catch (error) {
       db.close();
@@ -164,6 +167,8 @@ export class SqliteStore implements HistoryStore {
         (db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n,
       );
     } catch (error) {
+      // Locked is not "not ours": retryLocked tries again, then reports it as it is.
+      if (/locked/i.test((error as Error).message)) throw error;
       throw new StoreError(
         `${path} is not a natter database (${(error as Error).message}); give a new file name`,
       );
@@ -181,8 +186,6 @@ export class SqliteStore implements HistoryStore {
         `${path} was written by a newer natter (schema ${version}); upgrade natter`,
       );
     }
-    // First: switching to WAL needs the file to itself while another worker may be opening it.
-    db.exec("PRAGMA busy_timeout = 5000");
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
     db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);

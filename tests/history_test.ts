@@ -252,3 +252,34 @@ Deno.test("memory store: the budget bounds the memory held, in many small rooms 
   );
   assert.deepEqual(store.latest("r", 1)[0]!.text, "short");
 });
+
+Deno.test("sqlite store: processes that open one new file at the same moment all get it", async () => {
+  // The workers of `deno serve --parallel` do this at every start. Reads made before the busy
+  // timeout was set failed at once while another process switched the file to WAL, and were
+  // reported as "not a natter database (database is locked)": 5 of 120 opens, before the fix.
+  const store = new URL("../lib/sqlite.ts", import.meta.url).href;
+  for (let round = 0; round < 8; round++) {
+    const dir = Deno.makeTempDirSync({ prefix: "natter-race-" });
+    try {
+      const code = `import { SqliteStore } from "${store}";
+        const s = new SqliteStore(${JSON.stringify(`${dir}/race.db`)});
+        s.append("r", { ts: 1, from: "a", text: "b" });
+        s.close();`;
+      const opens = await Promise.all(
+        Array.from(
+          { length: 3 },
+          () =>
+            new Deno.Command(Deno.execPath(), { args: ["eval", code], stderr: "piped" }).output(),
+        ),
+      );
+      for (const open of opens) {
+        assert.ok(open.success, new TextDecoder().decode(open.stderr));
+      }
+      const ids = new SqliteStore(`${dir}/race.db`);
+      assert.deepEqual(ids.latest("r", 10).map((m) => m.id), [1, 2, 3], "three messages, ids 1–3");
+      ids.close();
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  }
+});
