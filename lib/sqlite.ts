@@ -155,11 +155,16 @@ export class SqliteStore implements HistoryStore {
     );
   }
 
-  /** Checks (or sets up) the file as a natter database and returns its epoch. */
+  /**
+   * Checks (or sets up) the file as a natter database and returns its epoch. Check and setup
+   * are one write transaction: workers that open a new file at once take turns, and none sees
+   * another's half-made schema (tables, but no application id yet) as someone else's data.
+   */
   static #prepare(db: DatabaseSync, path: string): string {
     let applicationId: number;
     let tables: number;
     try {
+      db.exec("BEGIN IMMEDIATE");
       applicationId = Number(
         (db.prepare("PRAGMA application_id").get() as { application_id: number }).application_id,
       );
@@ -167,35 +172,45 @@ export class SqliteStore implements HistoryStore {
         (db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n,
       );
     } catch (error) {
+      if (db.isTransaction) db.exec("ROLLBACK");
       // Locked is not "not ours": retryLocked tries again, then reports it as it is.
       if (/locked/i.test((error as Error).message)) throw error;
       throw new StoreError(
         `${path} is not a natter database (${(error as Error).message}); give a new file name`,
       );
     }
-    if (applicationId !== APPLICATION_ID && (applicationId !== 0 || tables > 0)) {
-      throw new StoreError(
-        `${path} is not a natter database: it holds other data; give a new file name`,
+    let epoch: string;
+    try {
+      if (applicationId !== APPLICATION_ID && (applicationId !== 0 || tables > 0)) {
+        throw new StoreError(
+          `${path} is not a natter database: it holds other data; give a new file name`,
+        );
+      }
+      const version = Number(
+        (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
       );
-    }
-    const version = Number(
-      (db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
-    );
-    if (applicationId === APPLICATION_ID && version > SCHEMA_VERSION) {
-      throw new StoreError(
-        `${path} was written by a newer natter (schema ${version}); upgrade natter`,
+      if (applicationId === APPLICATION_ID && version > SCHEMA_VERSION) {
+        throw new StoreError(
+          `${path} was written by a newer natter (schema ${version}); upgrade natter`,
+        );
+      }
+      db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      db.exec(SCHEMA);
+      db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)").run(
+        crypto.randomUUID(),
       );
+      epoch = (db.prepare("SELECT value FROM meta WHERE key = 'epoch'").get() as { value: string })
+        .value;
+      db.exec("COMMIT");
+    } catch (error) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw error;
     }
+    // Outside a transaction, and only once the file is known to be ours.
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
-    db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-    db.exec(SCHEMA);
-    db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)").run(
-      crypto.randomUUID(),
-    );
-    return (db.prepare("SELECT value FROM meta WHERE key = 'epoch'").get() as { value: string })
-      .value;
+    return epoch;
   }
 
   append(room: string, draft: Draft): Message {

@@ -255,8 +255,9 @@ Deno.test("memory store: the budget bounds the memory held, in many small rooms 
 
 Deno.test("sqlite store: processes that open one new file at the same moment all get it", async () => {
   // The workers of `deno serve --parallel` do this at every start. Reads made before the busy
-  // timeout was set failed at once while another process switched the file to WAL, and were
-  // reported as "not a natter database (database is locked)": 5 of 120 opens, before the fix.
+  // timeout was set failed at once while another process switched the file to WAL ("not a
+  // natter database (database is locked)": 5 of 120 opens), and a process that read between
+  // another's first table and its application id took the file for someone else's data.
   const store = new URL("../lib/sqlite.ts", import.meta.url).href;
   for (let round = 0; round < 8; round++) {
     const dir = Deno.makeTempDirSync({ prefix: "natter-race-" });
