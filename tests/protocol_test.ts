@@ -1,7 +1,21 @@
 import assert from "node:assert/strict";
 import { encodeJson, encodeText } from "../lib/encode.ts";
-import { parseJson, parseText } from "../lib/protocol.ts";
+import { parseJson, parseText, utf8Length } from "../lib/protocol.ts";
 import type { ServerEvent } from "../lib/protocol.ts";
+
+Deno.test("utf8Length() counts what TextEncoder writes, short or long, lone surrogates included", () => {
+  const pieces = ["a", "é", "€", "😀", "\ud800", "\udc00", "\ud800x", "x\udfff", "\n"];
+  const samples = [""];
+  // Short strings (counted in JavaScript) and long ones (counted by the runtime's encoder).
+  for (const length of [1, 5, 47, 48, 49, 200, 9000]) {
+    for (const piece of pieces) samples.push(piece.repeat(Math.ceil(length / piece.length)));
+    samples.push(Array.from({ length }, (_, i) => pieces[i % pieces.length]).join(""));
+  }
+  const encoder = new TextEncoder();
+  for (const text of samples) {
+    assert.equal(utf8Length(text), encoder.encode(text).length, JSON.stringify(text.slice(0, 20)));
+  }
+});
 
 Deno.test("parseText() reads a plain line as a message, keeping it word for word", () => {
   assert.deepEqual(parseText("Your message here.."), {
