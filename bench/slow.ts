@@ -4,7 +4,9 @@
  * to its working size before the window; that growth is the load's, not the slow client's,
  * and the reference has it too). Reports the server's memory growth (RSS, from /proc) and the
  * others' p50/p99 latency, for natter (which drops the stuck client once its unsent bytes pass
- * --max-buffered for 2 s) and the reference server (which buffers for it without bound).
+ * --max-buffered for 2 s) and the reference server (which buffers for it without bound). A third
+ * run, natter under the same load with no stuck client, is the control: what the others' latency
+ * is on this machine at this load anyway, so that the stuck client's own share can be told apart.
  *
  *     deno run -A bench/slow.ts [--seconds 20] [--receivers 10] [--mib 10]
  */
@@ -34,8 +36,8 @@ const { values } = parseArgs({
     receivers: { type: "string", default: "10" },
     mib: { type: "string", default: "10" },
     out: { type: "string", default: "bench/last-slow.json" },
-    /** Leave the stuck client out: the same load's cost without it, for comparison. */
-    "no-stuck": { type: "boolean", default: false },
+    /** Leave out the control run (natter with no stuck client). */
+    "no-control": { type: "boolean", default: false },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -56,7 +58,7 @@ async function stuckClient(port: number, path: string): Promise<Deno.TcpConn> {
   return (await upgradeRaw(port, path)).conn;
 }
 
-async function measure(server: Server) {
+async function measure(server: Server, withStuck: boolean) {
   const { port, child } = await start(server);
   const path = "/?room=slow";
   try {
@@ -85,7 +87,7 @@ async function measure(server: Server) {
     while (performance.now() - start < (WARMUP + SECONDS) * 1000) {
       if (!recording && performance.now() - start >= WARMUP * 1000) {
         // The window: the stuck client arrives, memory and latency are measured from here.
-        stuck = values["no-stuck"] ? undefined : await stuckClient(port, path);
+        stuck = withStuck ? await stuckClient(port, path) : undefined;
         rssBefore = rssMax = rssMiB(child.pid);
         sampler = setInterval(() => rssMax = Math.max(rssMax, rssMiB(child.pid)), 250);
         cpu0 = process.cpuUsage();
@@ -138,11 +140,20 @@ console.log(
     `(after ${WARMUP} s of the same load without it)`,
 );
 const results: Record<string, unknown> = {};
-for (const server of SERVERS) {
-  const r = await measure(server);
-  results[server.name] = r;
+const runs: { label: string; server: Server; withStuck: boolean }[] = SERVERS.map((server) => ({
+  label: server.name,
+  server,
+  withStuck: true,
+}));
+if (!values["no-control"]) {
+  const natter = SERVERS.find((server) => server.name === "natter")!;
+  runs.push({ label: "natter, no stuck client (control)", server: natter, withStuck: false });
+}
+for (const { label, server, withStuck } of runs) {
+  const r = await measure(server, withStuck);
+  results[withStuck ? server.name : `${server.name}-control`] = r;
   console.log(
-    `${server.name.padEnd(10)} memory +${r.growthMiB.toFixed(1)} MiB   p50 ${r.p50.toFixed(2)} ms` +
+    `${label.padEnd(10)} memory +${r.growthMiB.toFixed(1)} MiB   p50 ${r.p50.toFixed(2)} ms` +
       `   p99 ${r.p99.toFixed(2)} ms   received ${r.receivedMiBPerSecond.toFixed(1)} MiB/s` +
       `   slow clients dropped: ${r.dropped}   load generator CPU ${
         (r.generatorCpu * 100).toFixed(0)
