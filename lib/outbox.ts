@@ -68,7 +68,31 @@ export function stopFlushing(): void {
   flushAll();
 }
 
-/** The last batch joined in this flush, reused by the next outbox whose batch is identical. */
+/**
+ * This turn's queued events, each once, in the order they were first queued. A broadcast queues
+ * its event for every recipient in a row, so a recipient's events are usually one run of this
+ * log: its outbox then keeps where the run starts and ends, not a list of its own (measured at
+ * fan-out: the per-outbox lists and comparing them were a third of the server's time).
+ */
+interface TurnLog {
+  readonly lines: string[];
+  /** `sums[i]` is the UTF-8 bytes of `lines[0..i)`: any run's size in one subtraction. */
+  readonly sums: number[];
+  /** Frames joined from runs of it, by first line: the next outbox with that run reuses them. */
+  frames?: Map<number, { end: number; frame: string }>;
+}
+
+let log: TurnLog = { lines: [], sums: [0] };
+
+/** Appends `event` to this turn's log; returns its index. */
+function logEntry(event: string, bytes: number): number {
+  const { lines, sums } = log;
+  lines.push(event);
+  sums.push(sums[lines.length - 1]! + bytes);
+  return lines.length - 1;
+}
+
+/** The last list joined in this flush, reused by the next outbox whose list is the same. */
 let lastBatch: string[] = [];
 let lastFrame = "";
 
@@ -88,7 +112,38 @@ function flushAll(): void {
   }
   lastBatch = [];
   lastFrame = "";
+  log = { lines: [], sums: [0] };
   lastFlushEnd = performance.now();
+}
+
+/** Joins `lines[start..end)` of a turn's log into one frame, shared by every outbox that asks. */
+function runFrame(runLog: TurnLog, start: number, end: number): string {
+  const frames = runLog.frames ??= new Map();
+  const known = frames.get(start);
+  if (known?.end === end) return known.frame;
+  const lines = runLog.lines;
+  const frame = start === 0 && end === lines.length
+    ? lines.join("\n")
+    : lines.slice(start, end).join("\n");
+  frames.set(start, { end, frame });
+  return frame;
+}
+
+/**
+ * Where the frame that starts at line `start` of a run ending at `end` ends: as many lines as
+ * fit in {@link MAX_FRAME_BYTES} with their newlines, at least one.
+ */
+function frameEnd(sums: number[], start: number, end: number): number {
+  // sums[i] + i grows with i: the last i with sums[i] - sums[start] + (i - start - 1) <= cap.
+  const limit = MAX_FRAME_BYTES + sums[start]! + start + 1;
+  let low = start + 1;
+  let high = end;
+  while (low < high) {
+    const middle = (low + high + 1) >> 1;
+    if (sums[middle]! + middle <= limit) low = middle;
+    else high = middle - 1;
+  }
+  return low;
 }
 
 /** Joins lines into one frame, sharing the string with the previous outbox when the batch is the same. */
@@ -103,8 +158,13 @@ function joined(lines: string[]): string {
 
 /** One connection's outbound queue. */
 export class Outbox {
-  #lines: string[] = [];
-  #sizes: number[] = [];
+  /** Its queued events as one run of a turn's log: `#runLog.lines[#start..#end)`. */
+  #runLog: TurnLog | undefined;
+  #start = 0;
+  #end = 0;
+  /** Its queued events as a list of its own, once they stopped being one run. */
+  #lines: string[] | undefined;
+  #sizes: number[] | undefined;
   #bytes = 0;
   /** The turn in which a frame last left directly: the rest of that turn waits for its end. */
   #sentIn = -1;
@@ -132,27 +192,71 @@ export class Outbox {
    */
   push(event: string, bytes: number): void {
     if (!scheduled) beginTurn();
-    if (this.#sentIn !== turn && this.#busyIn !== turn && this.#lines.length === 0) {
-      this.#sentIn = turn;
-      endTurnLater();
-      this.sink(event);
-      return;
+    const runLog = this.#runLog;
+    const lines = this.#lines;
+    if (runLog === undefined && lines === undefined) {
+      if (this.#sentIn !== turn && this.#busyIn !== turn) {
+        this.#sentIn = turn;
+        endTurnLater();
+        this.sink(event);
+        return;
+      }
+      // A run of one: the log's last entry if that is this event (the broadcast's earlier
+      // recipients queued it), else a new one.
+      const last = log.lines.length - 1;
+      this.#start = last >= 0 && log.lines[last] === event ? last : logEntry(event, bytes);
+      this.#end = this.#start + 1;
+      this.#runLog = log;
+    } else if (lines !== undefined) {
+      lines.push(event);
+      this.#sizes!.push(bytes);
+    } else if (runLog === log && this.#end === log.lines.length) {
+      // Its run ends the log: the event goes after it, as a new entry.
+      this.#end = logEntry(event, bytes) + 1;
+    } else if (
+      runLog === log && this.#end === log.lines.length - 1 && log.lines[this.#end] === event
+    ) {
+      // The entry just after its run is this event: the broadcast queued it for others first.
+      this.#end++;
+    } else {
+      // Its events are no longer one run of the log (another room's events came between):
+      // a list of its own from here on.
+      const { lines: entries, sums } = runLog!;
+      const own = entries.slice(this.#start, this.#end);
+      const sizes = own.map((_, i) => sums[this.#start + i + 1]! - sums[this.#start + i]!);
+      own.push(event);
+      sizes.push(bytes);
+      this.#lines = own;
+      this.#sizes = sizes;
+      this.#runLog = undefined;
     }
-    this.#lines.push(event);
-    this.#sizes.push(bytes);
     this.#bytes += bytes;
     schedule(this);
   }
 
   /** Sends everything queued now, in frames of at most {@link MAX_FRAME_BYTES}. */
   flush(): void {
+    const runLog = this.#runLog;
     const lines = this.#lines;
     const sizes = this.#sizes;
-    if (lines.length === 0) return;
+    if (runLog === undefined && lines === undefined) return;
+    const from = this.#start;
+    const to = this.#end;
     this.#busyIn = turn;
-    this.#lines = [];
-    this.#sizes = [];
+    this.#runLog = undefined;
+    this.#lines = undefined;
+    this.#sizes = undefined;
     this.#bytes = 0;
+    if (runLog !== undefined) {
+      // Frames cut at the same lines for every outbox with this run, so they are joined once.
+      for (let start = from; start < to;) {
+        const end = frameEnd(runLog.sums, start, to);
+        this.sink(runFrame(runLog, start, end));
+        start = end;
+      }
+      return;
+    }
+    if (lines === undefined || sizes === undefined) return;
     let start = 0;
     let size = 0;
     for (let i = 0; i < lines.length; i++) {
@@ -169,8 +273,9 @@ export class Outbox {
 
   /** Forgets what is queued (the connection is gone). */
   discard(): void {
-    this.#lines = [];
-    this.#sizes = [];
+    this.#runLog = undefined;
+    this.#lines = undefined;
+    this.#sizes = undefined;
     this.#bytes = 0;
     dirty.delete(this);
     this.dirty = false;
