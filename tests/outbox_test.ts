@@ -7,6 +7,22 @@ function push(outbox: Outbox, event: string): void {
   outbox.push(event, utf8Length(event));
 }
 
+/** How many times `run` joins an array (each join builds a frame string). */
+function joinsIn(run: () => void): number {
+  const join = Array.prototype.join;
+  let joins = 0;
+  Array.prototype.join = function (this: unknown[], separator?: string) {
+    joins++;
+    return join.call(this, separator);
+  };
+  try {
+    run();
+  } finally {
+    Array.prototype.join = join;
+  }
+  return joins;
+}
+
 /** Runs the end-of-turn flush now and releases the flush channel (so no resource outlives a test). */
 function endOfTurn(): void {
   stopFlushing();
@@ -93,17 +109,7 @@ Deno.test("Outbox: identical batches are joined once and shared; discard forgets
   for (const box of boxes) push(box, "hello");
   for (const line of ["a", "b", "c"]) for (const box of boxes) push(box, line);
   boxes[2]!.discard();
-  const join = Array.prototype.join;
-  let joins = 0;
-  Array.prototype.join = function (this: unknown[], separator?: string) {
-    joins++;
-    return join.call(this, separator);
-  };
-  try {
-    endOfTurn();
-  } finally {
-    Array.prototype.join = join;
-  }
+  const joins = joinsIn(endOfTurn);
   assert.deepEqual(frames, [["hello", "a\nb\nc"], ["hello", "a\nb\nc"], ["hello"]]);
   assert.equal(joins, 1, "two identical batches, one join");
 });
@@ -133,17 +139,7 @@ Deno.test("Outbox: a broadcast's recipients share one log entry and one joined f
   // Three broadcasts to all three, then one more event for the last box only.
   for (const line of ["a", "b", "a"]) for (const box of boxes) push(box, line);
   push(boxes[2]!, "only for the last");
-  const join = Array.prototype.join;
-  let joins = 0;
-  Array.prototype.join = function (this: unknown[], separator?: string) {
-    joins++;
-    return join.call(this, separator);
-  };
-  try {
-    endOfTurn();
-  } finally {
-    Array.prototype.join = join;
-  }
+  const joins = joinsIn(endOfTurn);
   assert.deepEqual(frames, [
     ["first", "a\nb\na"],
     ["first", "a\nb\na"],
@@ -195,17 +191,7 @@ Deno.test("Outbox: a long shared run is cut into frames within MAX_FRAME_BYTES",
   const lines = Array.from({ length: 40 }, (_, i) => `${i}:${"ü".repeat(2000)}`);
   for (const line of lines) for (const box of boxes) push(box, line);
   assert.equal(boxes[0]!.queued, lines.reduce((sum, line) => sum + utf8Length(line), 0));
-  const join = Array.prototype.join;
-  let joins = 0;
-  Array.prototype.join = function (this: unknown[], separator?: string) {
-    joins++;
-    return join.call(this, separator);
-  };
-  try {
-    endOfTurn();
-  } finally {
-    Array.prototype.join = join;
-  }
+  const joins = joinsIn(endOfTurn);
   assert.equal(joins, frames[0]!.length - 1, "each frame joined once, for both outboxes");
   assert.deepEqual(frames[1], frames[0]);
   for (const list of frames) {
