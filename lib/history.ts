@@ -8,7 +8,7 @@
  * restart); a stored message never changes; reads return messages oldest first.
  */
 
-import { utf8Length } from "./protocol.ts";
+import { NATIVE_FROM } from "./protocol.ts";
 
 /** A stored chat message. */
 export interface Message {
@@ -126,12 +126,13 @@ function sized(value: number, minimum: number): number {
 }
 
 /**
- * Writes `text` as UTF-8 at `at`; returns the bytes written. ASCII is copied here, a unit at a
- * time: cheaper than a call into the runtime for the short lines of a chat. The rest of a line
- * with anything else goes through the TextEncoder.
+ * Writes `text` as UTF-8 at `at` (with room for 3 bytes per UTF-16 unit); returns the bytes
+ * written. Short ASCII is copied here, a unit at a time: cheaper than a call into the runtime,
+ * which takes long lines, and the rest of a short one from its first non-ASCII character.
  */
 function writeUtf8(text: string, bytes: Uint8Array, at: number): number {
   const length = text.length;
+  if (length >= NATIVE_FROM) return encoder.encodeInto(text, bytes.subarray(at)).written;
   for (let i = 0; i < length; i++) {
     const unit = text.charCodeAt(i);
     if (unit >= 0x80) return i + encoder.encodeInto(text.slice(i), bytes.subarray(at + i)).written;
@@ -179,8 +180,9 @@ class RoomLog {
   }
 
   push(draft: Draft): void {
-    const need = utf8Length(draft.from) + utf8Length(draft.text);
-    if (this.tail === this.ts.length || this.end + need > this.bytes.length) this.#compact(need);
+    // Room for the worst case, 3 bytes per UTF-16 unit; what it takes is counted as it is written.
+    const most = 3 * (draft.from.length + draft.text.length);
+    if (this.tail === this.ts.length || this.end + most > this.bytes.length) this.#compact(most);
     const i = this.tail++;
     const at = this.end;
     const from = writeUtf8(draft.from, this.bytes, at);
@@ -197,10 +199,11 @@ class RoomLog {
   drop(n: number): void {
     this.head = Math.min(this.tail, this.head + n);
     if (this.head === this.tail) return this.#release();
+    // Less than an eighth used (of arrays above their smallest size): give memory back.
     const live = this.end - this.meta[3 * this.head]!;
-    const roomy = (used: number, size: number, minimum: number) =>
-      used * 8 < size && size > minimum;
-    if (roomy(live, this.bytes.length, MIN_BYTES) || roomy(this.count, this.ts.length, MIN_SLOTS)) {
+    const bytes = this.bytes.length;
+    const slots = this.ts.length;
+    if ((live * 8 < bytes && bytes > MIN_BYTES) || (this.count * 8 < slots && slots > MIN_SLOTS)) {
       this.#compact(0);
     }
   }
@@ -276,6 +279,8 @@ export class MemoryStore implements HistoryStore {
   readonly #now: () => number;
   readonly #budget: number;
   #bytes = 0;
+  /** The room that spoke last (the last in {@link #rooms}). */
+  #latest: RoomLog | undefined;
 
   constructor(retention: Partial<Retention> = {}, budget = DEFAULT_MEMORY_BUDGET) {
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
@@ -289,12 +294,24 @@ export class MemoryStore implements HistoryStore {
   }
 
   append(room: string, draft: Draft): Message {
-    const log = this.#rooms.get(room) ?? new RoomLog();
-    this.#rooms.delete(room);
-    this.#rooms.set(room, log);
+    let log = this.#rooms.get(room);
+    // The most recently active room last: moved there unless it already is.
+    if (log === undefined || log !== this.#latest) {
+      log ??= new RoomLog();
+      this.#rooms.delete(room);
+      this.#rooms.set(room, log);
+      this.#latest = log;
+    }
     const before = log.capacity;
     log.push(draft);
-    const message: Message = { room, id: log.lastId, ...draft };
+    const message: Message = {
+      room,
+      id: log.lastId,
+      ts: draft.ts,
+      from: draft.from,
+      text: draft.text,
+    };
+    if (draft.action) message.action = true;
     const excess = log.count - this.#retention.maxCount;
     if (excess > 0) log.drop(excess);
     this.#bytes += log.capacity - before;
@@ -328,6 +345,7 @@ export class MemoryStore implements HistoryStore {
 
   close(): void {
     this.#rooms.clear();
+    this.#latest = undefined;
     this.#bytes = 0;
   }
 

@@ -137,7 +137,7 @@ const scratch = new Uint8Array(24 * 1024);
  * Below this many UTF-16 units, counting in JavaScript beats a call into the runtime; above
  * it, the runtime's encoder wins, by 2x at 64 units and 4x at 200 (measured, Deno 2.9).
  */
-const NATIVE_FROM = 48;
+export const NATIVE_FROM = 48;
 
 /**
  * The length of `text` in UTF-8 bytes, as sent: a lone surrogate becomes U+FFFD (3 bytes),

@@ -208,6 +208,10 @@ Deno.test("memory store: messages kept as bytes read back exactly, through many 
     "e\u0301 combining",
     "x".repeat(5000),
     "",
+    // Long lines are encoded by the runtime, short ones in JavaScript: both kinds, any script.
+    "漢字かな".repeat(30),
+    "emoji 👋🏽 ".repeat(12),
+    `${"a".repeat(60)}ü`,
   ];
   const names = ["alice", "Zoë", "名前", "bob-2"];
   const sent = [];
