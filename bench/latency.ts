@@ -4,7 +4,14 @@
  * receiver (in this same process, same clock) records the delay. Reports p50 and p99 for
  * natter and the reference server, interleaved, and their ratio (lower is better).
  *
- *     deno run -A bench/latency.ts [--receivers 100] [--interval-ms 2] [--reps 3] [--seconds 3]
+ * Each run first sends at the same rate for `--warmup` seconds, unrecorded: the steady state
+ * is what is compared. V8 compiles a function to optimized code only once it has run enough,
+ * and at 500 messages a second natter's longer path (parse, store, encode, deliver) took
+ * seconds to get there: with one receiver, its p50 was 50-70 µs above the reference's in the
+ * first seconds and equal to it after a 4 s warm-up.
+ *
+ *     deno run -A bench/latency.ts [--receivers 100] [--interval-ms 2] [--reps 5] [--seconds 3]
+ *       [--warmup 2]
  */
 
 import { parseArgs } from "node:util";
@@ -17,8 +24,9 @@ const { values } = parseArgs({
   options: {
     receivers: { type: "string", default: "100" },
     "interval-ms": { type: "string", default: "2" },
-    reps: { type: "string", default: "3" },
+    reps: { type: "string", default: "5" },
     seconds: { type: "string", default: "3" },
+    warmup: { type: "string", default: "2" },
     out: { type: "string", default: "bench/last-latency.json" },
   },
 });
@@ -26,6 +34,23 @@ const RECEIVERS = Number(values.receivers);
 const INTERVAL_MS = Number(values["interval-ms"]);
 const REPS = Number(values.reps);
 const SECONDS = Number(values.seconds);
+const WARMUP = Number(values.warmup);
+
+/** Sends one stamped message every INTERVAL_MS for `seconds`; resolves with how many a second. */
+async function sendFor(sender: RawSender, seconds: number): Promise<number> {
+  // On a schedule (message k is due at t0 + k × interval): a sleep of INTERVAL_MS after each
+  // send lasts longer than asked (timers tick in whole milliseconds), which made 2 ms about
+  // 3.3 ms here, 300 messages a second instead of 500.
+  const t0 = performance.now();
+  let sent = 0;
+  while (sent < seconds * 1000 / INTERVAL_MS) {
+    sender.send(`t=${performance.now().toFixed(3)}`.padEnd(64, " "));
+    sent++;
+    const wait = t0 + sent * INTERVAL_MS - performance.now();
+    await new Promise((r) => setTimeout(r, Math.max(0, Math.floor(wait))));
+  }
+  return sent / ((performance.now() - t0) / 1000);
+}
 
 async function measure(server: Server) {
   const { port, child } = await start(server);
@@ -51,20 +76,11 @@ async function measure(server: Server) {
     // Nagle off, as in browsers (bench/sender.ts): Deno's WebSocket client leaves it on.
     const sender = await RawSender.open(port, path);
     await new Promise((r) => setTimeout(r, 300));
+    await sendFor(sender, WARMUP);
     recording = true;
     const cpu0 = processCpuSeconds(child.pid);
     const t0 = performance.now();
-    // On a schedule (message k is due at t0 + k × interval): a sleep of INTERVAL_MS after each
-    // send lasts longer than asked (timers tick in whole milliseconds), which made 2 ms about
-    // 3.3 ms here, 300 messages a second instead of 500.
-    let sent = 0;
-    while (sent < SECONDS * 1000 / INTERVAL_MS) {
-      sender.send(`t=${performance.now().toFixed(3)}`.padEnd(64, " "));
-      sent++;
-      const wait = t0 + sent * INTERVAL_MS - performance.now();
-      await new Promise((r) => setTimeout(r, Math.max(0, Math.floor(wait))));
-    }
-    const perSecond = sent / ((performance.now() - t0) / 1000);
+    const perSecond = await sendFor(sender, SECONDS);
     await new Promise((r) => setTimeout(r, 200));
     recording = false;
     const serverCpu = (processCpuSeconds(child.pid) - cpu0) / ((performance.now() - t0) / 1000);
