@@ -140,15 +140,17 @@ console.log(
     `(after ${WARMUP} s of the same load without it)`,
 );
 const results: Record<string, unknown> = {};
-const runs: { label: string; server: Server; withStuck: boolean }[] = SERVERS.map((server) => ({
-  label: server.name,
-  server,
-  withStuck: true,
-}));
-if (!values["no-control"]) {
-  const natter = SERVERS.find((server) => server.name === "natter")!;
-  runs.push({ label: "natter, no stuck client (control)", server: natter, withStuck: false });
-}
+const natter = SERVERS.find((server) => server.name === "natter")!;
+const reference = SERVERS.find((server) => server.name === "reference")!;
+// The reference last: it buffers gigabytes for the stuck client, and the machine takes a while
+// to get that memory back (a natter run right after it once saw its p99 triple).
+const runs: { label: string; server: Server; withStuck: boolean }[] = [
+  { label: "natter", server: natter, withStuck: true },
+  ...(values["no-control"]
+    ? []
+    : [{ label: "natter, no stuck client (control)", server: natter, withStuck: false }]),
+  { label: "reference", server: reference, withStuck: true },
+];
 for (const { label, server, withStuck } of runs) {
   const r = await measure(server, withStuck);
   results[withStuck ? server.name : `${server.name}-control`] = r;
