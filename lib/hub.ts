@@ -56,8 +56,11 @@ export interface HubOptions {
   typingIntervalMs?: number;
   /** Rooms with more members than this get presence summaries, not a notice per join. */
   bigRoom?: number;
-  /** Runs a presence summary later; by default after {@link presenceInterval} for the room's size. */
-  deferPresence?: (flush: () => void, members: number) => void;
+  /**
+   * Runs a presence summary later; by default after {@link presenceInterval} for the room's size
+   * (`members()`, read again when that time comes: a room that grew meanwhile waits longer).
+   */
+  deferPresence?: (flush: () => void, members: () => number) => void;
   /** Carries events to every hub, this one included; in-process by default. */
   broker?: Broker;
   /** How often a hub with a shared broker says it is alive, in milliseconds. */
@@ -85,7 +88,12 @@ export const PRESENCE_INTERVAL_MS = 500;
 /**
  * How long a room's presence summary waits: {@link PRESENCE_INTERVAL_MS}, stretched in rooms
  * above 1000 members in proportion to their size (2.5 s at 5000, 5 s at 10,000, at most 10 s).
- * A summary goes to every member, so this keeps their cost per second flat as a room grows.
+ * A summary goes to every member, so this keeps their cost per second flat as a room grows. The
+ * size is the room's when the summary goes: one that fills up while a summary waits (thousands of
+ * joins a second) makes it wait for its new size, instead of going to thousands of members
+ * halfway through. Measured, 5000 clients joining a room of 200: 13,600–13,700 socket writes
+ * during the storm with the size at the round's start, 10,600–10,900 with the size when it goes
+ * (of which 10,000 are the handshakes and welcomes).
  */
 export function presenceInterval(members: number): number {
   return Math.min(10_000, PRESENCE_INTERVAL_MS * Math.max(1, members / 1000));
@@ -170,7 +178,7 @@ export class Hub {
   readonly #historyOnJoin: number;
   readonly #typingIntervalMs: number;
   readonly #bigRoom: number;
-  readonly #deferPresence: (flush: () => void, members: number) => void;
+  readonly #deferPresence: (flush: () => void, members: () => number) => void;
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   readonly #broker: Broker;
   readonly #origin: string;
@@ -193,8 +201,15 @@ export class Hub {
     this.#historyOnJoin = options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN;
     this.#typingIntervalMs = options.typingIntervalMs ?? 2000;
     this.#bigRoom = options.bigRoom ?? BIG_ROOM;
-    this.#deferPresence = options.deferPresence ??
-      ((flush, members) => this.#later(flush, presenceInterval(members)));
+    this.#deferPresence = options.deferPresence ?? ((flush, members) => {
+      const start = performance.now();
+      const due = () => {
+        const left = start + presenceInterval(members()) - performance.now();
+        if (left >= 1) this.#later(due, left);
+        else flush();
+      };
+      due();
+    });
     this.#epoch = this.#store.epoch;
     this.#broker = options.broker ?? new LocalBroker();
     this.#origin = this.#broker.origin;
@@ -856,7 +871,7 @@ export class Hub {
   #notePresence(room: Room, joined: Member | string | undefined, left?: string): void {
     if (!room.presence) {
       room.presence = { joined: [], left: [] };
-      this.#deferPresence(() => this.#flushPresence(room), this.#count(room));
+      this.#deferPresence(() => this.#flushPresence(room), () => this.#count(room));
     }
     if (joined !== undefined) room.presence.joined.push(joined);
     if (left !== undefined) room.presence.left.push(left);

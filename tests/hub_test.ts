@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../lib/history.ts";
 import { Hub, presenceInterval } from "../lib/hub.ts";
-import { FakeConnection } from "./helpers.ts";
+import { FakeConnection, until } from "./helpers.ts";
 
 const clock = () => 1_700_000_000_000;
 
@@ -538,6 +538,29 @@ Deno.test("Hub: a big room hears joins and leaves as one summary per interval, n
   );
   assert.equal(welcome.count, 4, "and says how many there are");
   assert.match(late[1]!.frames[0]!, /also here: watcher, terminal, third and 1 more\./);
+});
+
+Deno.test("Hub: a summary waits as long as the room's size when it goes asks, not its size when the round began", async () => {
+  const hub = new Hub({ bigRoom: 3 });
+  const watcher = new FakeConnection("json");
+  hub.connect(watcher, { name: "watcher" });
+  for (let i = 0; i < 4; i++) hub.connect(new FakeConnection(), { name: `early${i}` });
+  // The round began with the 4th member (a 500 ms wait); a storm makes it 3005 (a 1.5 s one).
+  assert.equal(presenceInterval(4), 500);
+  assert.equal(presenceInterval(3005), 1502.5);
+  for (let i = 0; i < 3000; i++) hub.connect(new FakeConnection(), { name: `storm${i}` });
+  watcher.clear();
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    assert.equal(watcher.frames.length, 0, "not at 500 ms: the room has grown since");
+    await until(() => watcher.events.length > 0, "the summary", 3000);
+    const summary = watcher.events[0]!;
+    assert.equal(summary.type, "presence");
+    assert.equal(summary.joinedCount, 3002, "every join since the round began, in one summary");
+    assert.equal(summary.count, 3005);
+  } finally {
+    hub.stop();
+  }
 });
 
 Deno.test("Hub: a member who got alice-2 gets alice back when alice leaves (a reconnect beside its stale self)", () => {
