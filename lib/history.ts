@@ -8,7 +8,7 @@
  * restart); a stored message never changes; reads return messages oldest first.
  */
 
-import { NATIVE_FROM } from "./protocol.ts";
+import { NATIVE_FROM, utf8Length } from "./protocol.ts";
 
 /** A stored chat message. */
 export interface Message {
@@ -180,9 +180,14 @@ class RoomLog {
   }
 
   push(draft: Draft): void {
-    // Room for the worst case, 3 bytes per UTF-16 unit; what it takes is counted as it is written.
+    // Room for the worst case, 3 bytes per UTF-16 unit, is known without counting; only when
+    // that is not there are the bytes counted, and the arrays sized for what the message takes
+    // (sized for the worst case, a room keeping one message grew and shrank them on every one).
     const most = 3 * (draft.from.length + draft.text.length);
-    if (this.tail === this.ts.length || this.end + most > this.bytes.length) this.#compact(most);
+    if (this.tail === this.ts.length || this.end + most > this.bytes.length) {
+      const need = utf8Length(draft.from) + utf8Length(draft.text);
+      if (this.tail === this.ts.length || this.end + need > this.bytes.length) this.#compact(need);
+    }
     const i = this.tail++;
     const at = this.end;
     const from = writeUtf8(draft.from, this.bytes, at);

@@ -288,3 +288,32 @@ Deno.test("sqlite store: processes that open one new file at the same moment all
     }
   }
 });
+
+Deno.test("memory store: a room keeping one or two messages does not resize its arrays on every one", () => {
+  const Bytes = Uint8Array;
+  let allocated = 0;
+  // Counts the byte buffers the store allocates (new Uint8Array(size)).
+  globalThis.Uint8Array = new Proxy(Bytes, {
+    construct(target, args) {
+      if (typeof args[0] === "number") allocated++;
+      return Reflect.construct(target, args);
+    },
+  });
+  try {
+    for (const maxCount of [1, 2, 3]) {
+      for (const length of [20, 100]) {
+        allocated = 0;
+        const store = new MemoryStore({ maxCount });
+        for (let i = 0; i < 1000; i++) {
+          store.append("r", { ts: 1, from: "alice", text: "x".repeat(length) });
+        }
+        assert.ok(
+          allocated <= 4,
+          `keeping ${maxCount}, ${length}-char lines: ${allocated} buffers`,
+        );
+      }
+    }
+  } finally {
+    globalThis.Uint8Array = Bytes;
+  }
+});
