@@ -98,7 +98,8 @@ export class SocketConnection implements Connection {
     this.#request = origin.request;
     this.#rate = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
     this.#patience = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
-    this.#outbox = new Outbox((frame) => this.#write(frame));
+    // One lane per format: a broadcast's text and JSON lines each go into their own turn log.
+    this.#outbox = new Outbox((frame) => this.#write(frame), origin.format === "json" ? 1 : 0);
     socket.addEventListener("open", this);
     socket.addEventListener("message", this);
     // An error is always followed by a close event, which does the cleanup.

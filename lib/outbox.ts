@@ -69,10 +69,12 @@ export function stopFlushing(): void {
 }
 
 /**
- * This turn's queued events, each once, in the order they were first queued. A broadcast queues
- * its event for every recipient in a row, so a recipient's events are usually one run of this
- * log: its outbox then keeps where the run starts and ends, not a list of its own (measured at
- * fan-out: the per-outbox lists and comparing them were a third of the server's time).
+ * This turn's queued events, in the order they were first queued; a broadcast's event is in it
+ * once for all its recipients, which queue it one after another. So a recipient's events are
+ * usually one run of this log: its outbox then keeps where the run starts and ends, not a list of
+ * its own (measured at fan-out: the per-outbox lists and comparing them were a third of the
+ * server's time). Each lane (one per format: a broadcast queues its text line and its JSON line
+ * for members in turn) has its own log, so that both kinds of recipients keep their runs.
  */
 interface TurnLog {
   readonly lines: string[];
@@ -82,10 +84,15 @@ interface TurnLog {
   frames?: Map<number, { end: number; frame: string }>;
 }
 
-let log: TurnLog = { lines: [], sums: [0] };
+/** This turn's log for each lane. */
+let logs: TurnLog[] = [];
 
-/** Appends `event` to this turn's log; returns its index. */
-function logEntry(event: string, bytes: number): number {
+function logOf(lane: number): TurnLog {
+  return logs[lane] ??= { lines: [], sums: [0] };
+}
+
+/** Appends `event` to a log; returns its index. */
+function logEntry(log: TurnLog, event: string, bytes: number): number {
   const { lines, sums } = log;
   lines.push(event);
   sums.push(sums[lines.length - 1]! + bytes);
@@ -98,10 +105,11 @@ let lastFrame = "";
 
 function flushAll(): void {
   pending = undefined;
-  scheduled = false;
   turn++;
   const boxes = [...dirty];
   dirty.clear();
+  // `scheduled` stays set while flushing: an event queued from a sink (none is, today) waits for
+  // the next flush instead of starting a new turn in the middle of this one.
   for (const box of boxes) {
     box.dirty = false;
     try {
@@ -110,10 +118,12 @@ function flushAll(): void {
       // One failing socket must not keep the others' frames back (its sink closes it).
     }
   }
+  scheduled = false;
   lastBatch = [];
   lastFrame = "";
-  log = { lines: [], sums: [0] };
+  logs = [];
   lastFlushEnd = performance.now();
+  if (dirty.size > 0) endTurnLater();
 }
 
 /** Joins `lines[start..end)` of a turn's log into one frame, shared by every outbox that asks. */
@@ -179,7 +189,11 @@ export class Outbox {
   /** Already in this turn's flush list. */
   dirty = false;
 
-  constructor(readonly sink: Sink) {}
+  /**
+   * `lane`: outboxes that get the same kind of frames (one lane per format) share a log of the
+   * turn's events; see {@link TurnLog}.
+   */
+  constructor(readonly sink: Sink, readonly lane = 0) {}
 
   /** UTF-8 bytes queued and not yet handed to the socket. */
   get queued(): number {
@@ -203,32 +217,35 @@ export class Outbox {
       }
       // A run of one: the log's last entry if that is this event (the broadcast's earlier
       // recipients queued it), else a new one.
+      const log = logOf(this.lane);
       const last = log.lines.length - 1;
-      this.#start = last >= 0 && log.lines[last] === event ? last : logEntry(event, bytes);
+      this.#start = last >= 0 && log.lines[last] === event ? last : logEntry(log, event, bytes);
       this.#end = this.#start + 1;
       this.#runLog = log;
     } else if (lines !== undefined) {
       lines.push(event);
       this.#sizes!.push(bytes);
-    } else if (runLog === log && this.#end === log.lines.length) {
-      // Its run ends the log: the event goes after it, as a new entry.
-      this.#end = logEntry(event, bytes) + 1;
-    } else if (
-      runLog === log && this.#end === log.lines.length - 1 && log.lines[this.#end] === event
-    ) {
-      // The entry just after its run is this event: the broadcast queued it for others first.
-      this.#end++;
     } else {
-      // Its events are no longer one run of the log (another room's events came between):
-      // a list of its own from here on.
-      const { lines: entries, sums } = runLog!;
-      const own = entries.slice(this.#start, this.#end);
-      const sizes = own.map((_, i) => sums[this.#start + i + 1]! - sums[this.#start + i]!);
-      own.push(event);
-      sizes.push(bytes);
-      this.#lines = own;
-      this.#sizes = sizes;
-      this.#runLog = undefined;
+      const log = runLog!;
+      const current = log === logs[this.lane];
+      if (current && this.#end === log.lines.length) {
+        // Its run ends the log: the event goes after it, as a new entry.
+        this.#end = logEntry(log, event, bytes) + 1;
+      } else if (current && this.#end === log.lines.length - 1 && log.lines[this.#end] === event) {
+        // The entry just after its run is this event: the broadcast queued it for others first.
+        this.#end++;
+      } else {
+        // Its events are no longer one run of the log (another room's events came between, or
+        // one for it alone): a list of its own from here on.
+        const { lines: entries, sums } = log;
+        const own = entries.slice(this.#start, this.#end);
+        const sizes = own.map((_, i) => sums[this.#start + i + 1]! - sums[this.#start + i]!);
+        own.push(event);
+        sizes.push(bytes);
+        this.#lines = own;
+        this.#sizes = sizes;
+        this.#runLog = undefined;
+      }
     }
     this.#bytes += bytes;
     schedule(this);
@@ -256,19 +273,19 @@ export class Outbox {
       }
       return;
     }
-    if (lines === undefined || sizes === undefined) return;
+    // Its own list: frames cut where the next line (and the newline before it) would not fit.
+    const list = lines!;
     let start = 0;
-    let size = 0;
-    for (let i = 0; i < lines.length; i++) {
-      const length = sizes[i]! + 1;
-      if (i > start && size + length > MAX_FRAME_BYTES) {
-        this.sink(lines.slice(start, i).join("\n"));
+    let size = sizes![0]!;
+    for (let i = 1; i < list.length; i++) {
+      const more = 1 + sizes![i]!;
+      if (size + more > MAX_FRAME_BYTES) {
+        this.sink(list.slice(start, i).join("\n"));
         start = i;
-        size = 0;
-      }
-      size += length;
+        size = sizes![i]!;
+      } else size += more;
     }
-    this.sink(start === 0 ? joined(lines) : lines.slice(start).join("\n"));
+    this.sink(start === 0 ? joined(list) : list.slice(start).join("\n"));
   }
 
   /** Forgets what is queued (the connection is gone). */

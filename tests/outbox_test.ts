@@ -23,7 +23,7 @@ function joinsIn(run: () => void): number {
   return joins;
 }
 
-/** Runs the end-of-turn flush now and releases the flush channel (so no resource outlives a test). */
+/** Runs the end-of-turn flush now and cancels the pending one (so no timer outlives a test). */
 function endOfTurn(): void {
   stopFlushing();
 }
@@ -160,11 +160,10 @@ Deno.test("Outbox: interleaved rooms, repeated and equal events, every turn: not
   for (let turnNo = 0; turnNo < 60; turnNo++) {
     const events = Math.floor(random() * 40);
     for (let e = 0; e < events; e++) {
-      // Few distinct texts, built anew each time: equal strings that are not the same object.
-      const text = ["hello", "é€😀", "x".repeat(1 + Math.floor(random() * 3))][
+      // Few distinct texts, some built anew each time (equal strings, not always one object).
+      const event = ["hello", "é€😀", "x".repeat(1 + Math.floor(random() * 3))][
         Math.floor(random() * 3)
       ]!;
-      const event = `${text}${""}`.slice(0);
       if (random() < 0.7) {
         const room = rooms[Math.floor(random() * rooms.length)]!;
         for (const box of room) {
@@ -200,4 +199,41 @@ Deno.test("Outbox: a long shared run is cut into frames within MAX_FRAME_BYTES",
     for (const frame of packed) assert.ok(utf8Length(frame) <= MAX_FRAME_BYTES);
     assert.equal(packed.join("\n"), lines.join("\n"));
   }
+});
+
+Deno.test("Outbox: in a room of both formats, each format's recipients share their frames", () => {
+  // A broadcast queues its text line and its JSON line for members in turn: each format keeps
+  // its own lane, so its recipients' runs stay whole.
+  const frames: string[][] = Array.from({ length: 6 }, () => []);
+  const boxes = frames.map((list, i) => new Outbox((frame) => list.push(frame), i % 2));
+  boxes.forEach((box, i) => push(box, `first ${i}`));
+  for (let n = 0; n < 3; n++) {
+    boxes.forEach((box, i) => push(box, i % 2 ? `{"n":${n}}` : `* ${n}`));
+  }
+  const joins = joinsIn(endOfTurn);
+  assert.equal(joins, 2, "one frame joined per format");
+  frames.forEach((list, i) => {
+    assert.deepEqual(list, [`first ${i}`, i % 2 ? '{"n":0}\n{"n":1}\n{"n":2}' : "* 0\n* 1\n* 2"]);
+  });
+});
+
+Deno.test("Outbox: an event queued while the turn's flush runs waits for the next flush, in order", async () => {
+  const frames: string[] = [];
+  let again = true;
+  const outbox: Outbox = new Outbox((frame) => {
+    frames.push(frame);
+    // From inside the flush (after a pause long enough to end a turn), queue one more event.
+    if (again && frame !== "first") {
+      again = false;
+      const until = performance.now() + 3;
+      while (performance.now() < until) { /* a pause of over 1 ms */ }
+      push(outbox, "late");
+    }
+  });
+  push(outbox, "first");
+  push(outbox, "a".repeat(40_000));
+  push(outbox, "b".repeat(40_000));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(frames, ["first", "a".repeat(40_000), "b".repeat(40_000), "late"]);
+  endOfTurn();
 });
