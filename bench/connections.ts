@@ -3,7 +3,7 @@
  * the reference with none), and how much memory each idle connection costs it (server RSS from
  * /proc, before and after). Interleaved with the reference, several times; medians and ratios.
  *
- *     deno run -A bench/connections.ts [--clients 5000] [--more N] [--reps 3]
+ *     deno run -A bench/connections.ts [--clients 5000] [--more N] [--reps 5]
  *
  * The server holds both crowds at once: 2 × 10,000 sockets need more than 20,000 open files
  * (`ulimit -n`); `--clients 10000 --more 5000` fits under that limit.
@@ -21,7 +21,7 @@ const { values } = parseArgs({
     clients: { type: "string", default: "5000" },
     /** Clients opened after the first crowd (default: as many again); the server holds both. */
     more: { type: "string" },
-    reps: { type: "string", default: "3" },
+    reps: { type: "string", default: "5" },
     out: { type: "string", default: "bench/last-connections.json" },
   },
 });

@@ -13,6 +13,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { CONNECTOR, openClients } from "./clients.ts";
 import { LineCounter } from "./counter.ts";
+import { RawSender } from "./sender.ts";
 import {
   ALL_SERVERS,
   BUN_SERVER,
@@ -85,7 +86,8 @@ async function measure(server: Server, receiverCount: number) {
       firstSeen += n;
       if (wake && sent - firstSeen < windowFor(receiverCount) / 2) wake();
     };
-    const sender = await open(url);
+    // A raw sender (bench/sender.ts): the frames of a window refill go out in one write.
+    const sender = await RawSender.open(port, path);
     await new Promise((r) => setTimeout(r, 300));
     let running = true;
     const pump = (async () => {
@@ -113,7 +115,8 @@ async function measure(server: Server, receiverCount: number) {
     running = false;
     wake?.();
     await Promise.race([pump, new Promise((r) => setTimeout(r, 1000))]);
-    for (const ws of [sender, ...receivers]) ws.close();
+    for (const ws of receivers) ws.close();
+    await sender.close();
     for (const counter of counters) counter.close();
     await Promise.all(counters.map((c) => c.done));
     await others?.close();

@@ -6,7 +6,9 @@
  * Nagle off for WebSockets, so this is also the more realistic client.
  *
  * It completes the handshake on a raw TCP socket, discards whatever the server sends, and
- * writes masked text frames in order, as soon as the previous write is done.
+ * writes masked text frames in order, as soon as the previous write is done: frames sent
+ * meanwhile go together in the next write (one write per frame cost the fan-out generator most of
+ * its core at 100,000 messages a second).
  */
 
 import { upgradeRaw } from "./raw.ts";
@@ -20,6 +22,9 @@ export class RawSender {
   #writing = false;
   #closed = false;
   readonly #drained: Promise<void>;
+  /** The last text sent and its frame: a sender repeating one payload encodes it once. */
+  #lastText: string | undefined;
+  #lastFrame: Uint8Array = new Uint8Array(0);
 
   private constructor(conn: Deno.TcpConn) {
     this.#conn = conn;
@@ -36,7 +41,11 @@ export class RawSender {
   /** Sends one text frame (after those sent before it). */
   send(text: string): void {
     if (this.#closed) return;
-    this.#queue.push(frame(encoder.encode(text)));
+    if (text !== this.#lastText) {
+      this.#lastText = text;
+      this.#lastFrame = frame(encoder.encode(text));
+    }
+    this.#queue.push(this.#lastFrame);
     if (!this.#writing) this.#flush();
   }
 
