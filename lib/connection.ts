@@ -98,7 +98,7 @@ export class SocketConnection implements Connection {
     this.#request = origin.request;
     this.#rate = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
     this.#patience = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
-    // One lane per format: a broadcast's text and JSON lines each go into their own turn log.
+    // One lane per format: a room's text and JSON lines each go into their own turn log.
     this.#outbox = new Outbox((frame) => this.#write(frame), origin.format === "json" ? 1 : 0);
     socket.addEventListener("open", this);
     socket.addEventListener("message", this);
@@ -112,8 +112,8 @@ export class SocketConnection implements Connection {
     return this.#ready && this.#closing === undefined;
   }
 
-  send(event: string, bytes: number): void {
-    this.#outbox.push(event, bytes);
+  send(event: string, bytes: number, stream?: object): void {
+    this.#outbox.push(event, bytes, stream);
     // The socket's own buffer is checked after each real write (in #write).
     if (this.#outbox.queued > this.#settings.maxBufferedBytes) this.#checkSlow();
   }

@@ -30,9 +30,11 @@ export interface Connection {
   readonly open: boolean;
   /**
    * Sends one event (one line), now or packed with others at the end of the turn. `bytes` is
-   * its UTF-8 length. May throw; the hub then closes the connection.
+   * its UTF-8 length. `stream` is what the event was broadcast to (its room): connections that
+   * get a stream's events one after another can share the frames they are packed into. Without
+   * one, the event is this connection's alone. May throw; the hub then closes the connection.
    */
-  send(event: string, bytes: number): void;
+  send(event: string, bytes: number, stream?: object): void;
   close(code: number, reason: string): void;
 }
 
@@ -1021,7 +1023,7 @@ export class Hub {
       if (member.conn.format === "json") {
         frame = json === undefined ? (json = frameOf(encodeJson(event))) : json;
       } else frame = text === undefined ? (text = frameOf(encodeText(event))) : text;
-      if (frame) this.#deliver(member, frame, id);
+      if (frame) this.#deliver(member, frame, id, room);
     }
   }
 
@@ -1031,8 +1033,11 @@ export class Hub {
     if (frame) this.#deliver(member, frame, id);
   }
 
-  /** Sends a frame, unless it is a message the member's welcome already carried. */
-  #deliver(member: Member, frame: Frame, id?: number): void {
+  /**
+   * Sends a frame, unless it is a message the member's welcome already carried. `room`: the room
+   * it is broadcast to (see {@link Connection.send}); a frame held for a welcome goes alone.
+   */
+  #deliver(member: Member, frame: Frame, id?: number, room?: Room): void {
     if (member.pending) {
       member.pending.push({ frame, id });
       return;
@@ -1042,7 +1047,7 @@ export class Hub {
     metrics.deliveries++;
     metrics.bytesOut += frame.bytes;
     try {
-      member.conn.send(frame.data, frame.bytes);
+      member.conn.send(frame.data, frame.bytes, room);
     } catch {
       member.conn.close(CloseCode.internalError, "send failed");
     }

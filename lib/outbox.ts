@@ -69,14 +69,19 @@ export function stopFlushing(): void {
 }
 
 /**
- * This turn's queued events, in the order they were first queued; a broadcast's event is in it
- * once for all its recipients, which queue it one after another. So a recipient's events are
- * usually one run of this log: its outbox then keeps where the run starts and ends, not a list of
- * its own (measured at fan-out: the per-outbox lists and comparing them were a third of the
- * server's time). Each lane (one per format: a broadcast queues its text line and its JSON line
- * for members in turn) has its own log, so that both kinds of recipients keep their runs.
+ * One stream's queued events this turn (a room's broadcasts, in one lane), in the order they were
+ * first queued; a broadcast's event is in it once for all its recipients, which queue it one after
+ * another. So a recipient's events are usually one run of this log: its outbox then keeps where
+ * the run starts and ends, not a list of its own (measured at fan-out: the per-outbox lists and
+ * comparing them were a third of the server's time). Each stream has its own logs, so that busy
+ * rooms do not break each other's runs, and each lane (one per format: a broadcast queues its text
+ * line and its JSON line for members in turn) its own log, so that both kinds of recipients keep
+ * theirs.
  */
 interface TurnLog {
+  /** What it is the log of (a room), and the flush it belongs to. */
+  readonly stream: object;
+  readonly flush: number;
   readonly lines: string[];
   /** `sums[i]` is the UTF-8 bytes of `lines[0..i)`: any run's size in one subtraction. */
   readonly sums: number[];
@@ -84,11 +89,20 @@ interface TurnLog {
   frames?: Map<number, { end: number; frame: string }>;
 }
 
-/** This turn's log for each lane. */
-let logs: TurnLog[] = [];
+/** This turn's logs, by stream and lane. */
+let logs = new Map<object, TurnLog[]>();
+/** Flushes of all outboxes so far: a log of an earlier one is done with. */
+let flushes = 0;
 
-function logOf(lane: number): TurnLog {
-  return logs[lane] ??= { lines: [], sums: [0] };
+function logOf(stream: object, lane: number): TurnLog {
+  let lanes = logs.get(stream);
+  if (lanes === undefined) logs.set(stream, lanes = []);
+  return lanes[lane] ??= { stream, flush: flushes, lines: [], sums: [0] };
+}
+
+/** A log that only `owner` queues into, this turn. */
+function ownLog(owner: object): TurnLog {
+  return { stream: owner, flush: flushes, lines: [], sums: [0] };
 }
 
 /** Appends `event` to a log; returns its index. */
@@ -98,10 +112,6 @@ function logEntry(log: TurnLog, event: string, bytes: number): number {
   sums.push(sums[lines.length - 1]! + bytes);
   return lines.length - 1;
 }
-
-/** The last list joined in this flush, reused by the next outbox whose list is the same. */
-let lastBatch: string[] = [];
-let lastFrame = "";
 
 function flushAll(): void {
   pending = undefined;
@@ -119,22 +129,26 @@ function flushAll(): void {
     }
   }
   scheduled = false;
-  lastBatch = [];
-  lastFrame = "";
-  logs = [];
+  logs = new Map();
+  flushes++;
   lastFlushEnd = performance.now();
   if (dirty.size > 0) endTurnLater();
 }
 
-/** Joins `lines[start..end)` of a turn's log into one frame, shared by every outbox that asks. */
-function runFrame(runLog: TurnLog, start: number, end: number): string {
-  const frames = runLog.frames ??= new Map();
-  const known = frames.get(start);
-  if (known?.end === end) return known.frame;
-  const lines = runLog.lines;
-  const frame = start === 0 && end === lines.length
+/** Joins `lines[start..end)` of a log into one frame. */
+function join(log: TurnLog, start: number, end: number): string {
+  const lines = log.lines;
+  return start === 0 && end === lines.length
     ? lines.join("\n")
     : lines.slice(start, end).join("\n");
+}
+
+/** Joins a run of a shared log into one frame, once for every outbox that asks. */
+function runFrame(log: TurnLog, start: number, end: number): string {
+  const frames = log.frames ??= new Map();
+  const known = frames.get(start);
+  if (known?.end === end) return known.frame;
+  const frame = join(log, start, end);
   frames.set(start, { end, frame });
   return frame;
 }
@@ -156,25 +170,15 @@ function frameEnd(sums: number[], start: number, end: number): number {
   return low;
 }
 
-/** Joins lines into one frame, sharing the string with the previous outbox when the batch is the same. */
-function joined(lines: string[]): string {
-  if (lines.length === lastBatch.length && lines.every((line, i) => line === lastBatch[i])) {
-    return lastFrame;
-  }
-  lastBatch = lines;
-  lastFrame = lines.join("\n");
-  return lastFrame;
-}
-
 /** One connection's outbound queue. */
 export class Outbox {
-  /** Its queued events as one run of a turn's log: `#runLog.lines[#start..#end)`. */
+  /**
+   * Its queued events: `#runLog.lines[#start..#end)`, a run of a stream's log, or of a log of its
+   * own (whose stream is this outbox) once they stopped being one run of a shared one.
+   */
   #runLog: TurnLog | undefined;
   #start = 0;
   #end = 0;
-  /** Its queued events as a list of its own, once they stopped being one run. */
-  #lines: string[] | undefined;
-  #sizes: number[] | undefined;
   #bytes = 0;
   /** The turn in which a frame last left directly: the rest of that turn waits for its end. */
   #sentIn = -1;
@@ -202,97 +206,80 @@ export class Outbox {
 
   /**
    * Sends an event at once if it is the first of this turn, else queues it for the turn's end.
-   * `bytes` is its UTF-8 length, computed once per broadcast by the caller.
+   * `bytes` is its UTF-8 length, computed once per broadcast by the caller. `stream`: what it was
+   * broadcast to (a room), whose recipients share a log of the turn's events; without one, the
+   * event is this outbox's alone.
    */
-  push(event: string, bytes: number): void {
+  push(event: string, bytes: number, stream: object = this): void {
     if (!scheduled) beginTurn();
-    const runLog = this.#runLog;
-    const lines = this.#lines;
-    if (runLog === undefined && lines === undefined) {
+    const log = this.#runLog;
+    if (log === undefined) {
       if (this.#sentIn !== turn && this.#busyIn !== turn) {
         this.#sentIn = turn;
         endTurnLater();
         this.sink(event);
         return;
       }
-      // A run of one: the log's last entry if that is this event (the broadcast's earlier
+      // A run of one: the stream's last entry if that is this event (the broadcast's earlier
       // recipients queued it), else a new one.
-      const log = logOf(this.lane);
-      const last = log.lines.length - 1;
-      this.#start = last >= 0 && log.lines[last] === event ? last : logEntry(log, event, bytes);
+      const shared = stream === this ? ownLog(this) : logOf(stream, this.lane);
+      const last = shared.lines.length - 1;
+      this.#start = last >= 0 && shared.lines[last] === event
+        ? last
+        : logEntry(shared, event, bytes);
       this.#end = this.#start + 1;
-      this.#runLog = log;
-    } else if (lines !== undefined) {
-      lines.push(event);
-      this.#sizes!.push(bytes);
-    } else {
-      const log = runLog!;
-      const current = log === logs[this.lane];
-      if (current && this.#end === log.lines.length) {
+      this.#runLog = shared;
+    } else if (log.stream === this) {
+      this.#end = logEntry(log, event, bytes) + 1; // its own log takes anything
+    } else if (log.stream === stream && log.flush === flushes) {
+      // The stream's log of this turn (one per stream and lane; this outbox's lane is fixed).
+      if (this.#end === log.lines.length) {
         // Its run ends the log: the event goes after it, as a new entry.
         this.#end = logEntry(log, event, bytes) + 1;
-      } else if (current && this.#end === log.lines.length - 1 && log.lines[this.#end] === event) {
+      } else if (this.#end === log.lines.length - 1 && log.lines[this.#end] === event) {
         // The entry just after its run is this event: the broadcast queued it for others first.
         this.#end++;
-      } else {
-        // Its events are no longer one run of the log (another room's events came between, or
-        // one for it alone): a list of its own from here on.
-        const { lines: entries, sums } = log;
-        const own = entries.slice(this.#start, this.#end);
-        const sizes = own.map((_, i) => sums[this.#start + i + 1]! - sums[this.#start + i]!);
-        own.push(event);
-        sizes.push(bytes);
-        this.#lines = own;
-        this.#sizes = sizes;
-        this.#runLog = undefined;
-      }
-    }
+      } else this.#ownFrom(log, event, bytes);
+    } else this.#ownFrom(log, event, bytes);
     this.#bytes += bytes;
     schedule(this);
   }
 
+  /**
+   * Its events are no longer one run of one shared log (an event of another stream, or one that
+   * others got and it did not, came between): they go on in a log of its own.
+   */
+  #ownFrom(log: TurnLog, event: string, bytes: number): void {
+    const own = ownLog(this);
+    for (let i = this.#start; i < this.#end; i++) {
+      logEntry(own, log.lines[i]!, log.sums[i + 1]! - log.sums[i]!);
+    }
+    logEntry(own, event, bytes);
+    this.#runLog = own;
+    this.#start = 0;
+    this.#end = own.lines.length;
+  }
+
   /** Sends everything queued now, in frames of at most {@link MAX_FRAME_BYTES}. */
   flush(): void {
-    const runLog = this.#runLog;
-    const lines = this.#lines;
-    const sizes = this.#sizes;
-    if (runLog === undefined && lines === undefined) return;
+    const log = this.#runLog;
+    if (log === undefined) return;
     const from = this.#start;
     const to = this.#end;
     this.#busyIn = turn;
     this.#runLog = undefined;
-    this.#lines = undefined;
-    this.#sizes = undefined;
     this.#bytes = 0;
-    if (runLog !== undefined) {
-      // Frames cut at the same lines for every outbox with this run, so they are joined once.
-      for (let start = from; start < to;) {
-        const end = frameEnd(runLog.sums, start, to);
-        this.sink(runFrame(runLog, start, end));
-        start = end;
-      }
-      return;
+    // Frames cut at the same lines for every outbox with this run, so that they are joined once.
+    for (let start = from; start < to;) {
+      const end = frameEnd(log.sums, start, to);
+      this.sink(log.stream === this ? join(log, start, end) : runFrame(log, start, end));
+      start = end;
     }
-    // Its own list: frames cut where the next line (and the newline before it) would not fit.
-    const list = lines!;
-    let start = 0;
-    let size = sizes![0]!;
-    for (let i = 1; i < list.length; i++) {
-      const more = 1 + sizes![i]!;
-      if (size + more > MAX_FRAME_BYTES) {
-        this.sink(list.slice(start, i).join("\n"));
-        start = i;
-        size = sizes![i]!;
-      } else size += more;
-    }
-    this.sink(start === 0 ? joined(list) : list.slice(start).join("\n"));
   }
 
   /** Forgets what is queued (the connection is gone). */
   discard(): void {
     this.#runLog = undefined;
-    this.#lines = undefined;
-    this.#sizes = undefined;
     this.#bytes = 0;
     dirty.delete(this);
     this.dirty = false;

@@ -2,10 +2,13 @@ import assert from "node:assert/strict";
 import { MAX_FRAME_BYTES, Outbox, stopFlushing } from "../lib/outbox.ts";
 import { utf8Length } from "../lib/protocol.ts";
 
-/** Pushes an event with its real UTF-8 length, as the hub does. */
-function push(outbox: Outbox, event: string): void {
-  outbox.push(event, utf8Length(event));
+/** Pushes an event with its real UTF-8 length, as the hub does (with its room, if broadcast). */
+function push(outbox: Outbox, event: string, room?: object): void {
+  outbox.push(event, utf8Length(event), room);
 }
+
+/** A room, as the stream of its broadcasts. */
+const ROOM = {};
 
 /** How many times `run` joins an array (each join builds a frame string). */
 function joinsIn(run: () => void): number {
@@ -107,7 +110,7 @@ Deno.test("Outbox: identical batches are joined once and shared; discard forgets
   const frames: string[][] = [[], [], []];
   const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
   for (const box of boxes) push(box, "hello");
-  for (const line of ["a", "b", "c"]) for (const box of boxes) push(box, line);
+  for (const line of ["a", "b", "c"]) for (const box of boxes) push(box, line, ROOM);
   boxes[2]!.discard();
   const joins = joinsIn(endOfTurn);
   assert.deepEqual(frames, [["hello", "a\nb\nc"], ["hello", "a\nb\nc"], ["hello"]]);
@@ -137,7 +140,7 @@ Deno.test("Outbox: a broadcast's recipients share one log entry and one joined f
   const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
   for (const box of boxes) push(box, "first"); // direct: each box is quiet
   // Three broadcasts to all three, then one more event for the last box only.
-  for (const line of ["a", "b", "a"]) for (const box of boxes) push(box, line);
+  for (const line of ["a", "b", "a"]) for (const box of boxes) push(box, line, ROOM);
   push(boxes[2]!, "only for the last");
   const joins = joinsIn(endOfTurn);
   assert.deepEqual(frames, [
@@ -167,7 +170,7 @@ Deno.test("Outbox: interleaved rooms, repeated and equal events, every turn: not
       if (random() < 0.7) {
         const room = rooms[Math.floor(random() * rooms.length)]!;
         for (const box of room) {
-          push(box, event);
+          push(box, event, room);
           expected[boxes.indexOf(box)]!.push(event);
         }
       } else {
@@ -188,7 +191,7 @@ Deno.test("Outbox: a long shared run is cut into frames within MAX_FRAME_BYTES",
   const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
   for (const box of boxes) push(box, "first");
   const lines = Array.from({ length: 40 }, (_, i) => `${i}:${"ü".repeat(2000)}`);
-  for (const line of lines) for (const box of boxes) push(box, line);
+  for (const line of lines) for (const box of boxes) push(box, line, ROOM);
   assert.equal(boxes[0]!.queued, lines.reduce((sum, line) => sum + utf8Length(line), 0));
   const joins = joinsIn(endOfTurn);
   assert.equal(joins, frames[0]!.length - 1, "each frame joined once, for both outboxes");
@@ -208,7 +211,7 @@ Deno.test("Outbox: in a room of both formats, each format's recipients share the
   const boxes = frames.map((list, i) => new Outbox((frame) => list.push(frame), i % 2));
   boxes.forEach((box, i) => push(box, `first ${i}`));
   for (let n = 0; n < 3; n++) {
-    boxes.forEach((box, i) => push(box, i % 2 ? `{"n":${n}}` : `* ${n}`));
+    boxes.forEach((box, i) => push(box, i % 2 ? `{"n":${n}}` : `* ${n}`, ROOM));
   }
   const joins = joinsIn(endOfTurn);
   assert.equal(joins, 2, "one frame joined per format");
@@ -236,4 +239,19 @@ Deno.test("Outbox: an event queued while the turn's flush runs waits for the nex
   await new Promise((resolve) => setTimeout(resolve, 20));
   assert.deepEqual(frames, ["first", "a".repeat(40_000), "b".repeat(40_000), "late"]);
   endOfTurn();
+});
+
+Deno.test("Outbox: two rooms broadcasting in turn each keep their recipients' shared frames", () => {
+  const frames: string[][] = Array.from({ length: 6 }, () => []);
+  const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
+  const rooms = [{ room: {}, boxes: boxes.slice(0, 3) }, { room: {}, boxes: boxes.slice(3) }];
+  boxes.forEach((box, i) => push(box, `first ${i}`));
+  for (let n = 0; n < 3; n++) {
+    rooms.forEach(({ room, boxes }, r) => boxes.forEach((box) => push(box, `${r}:${n}`, room)));
+  }
+  assert.equal(joinsIn(endOfTurn), 2, "one frame joined per room");
+  frames.forEach((list, i) => {
+    const r = i < 3 ? 0 : 1;
+    assert.deepEqual(list, [`first ${i}`, `${r}:0\n${r}:1\n${r}:2`]);
+  });
 });
