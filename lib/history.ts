@@ -126,7 +126,7 @@ function sized(value: number, minimum: number): number {
 }
 
 /**
- * Writes `text` as UTF-8 at `at` (with room for 3 bytes per UTF-16 unit); returns the bytes
+ * Writes `text` as UTF-8 at `at` (the caller made room for it); returns the bytes
  * written. Short ASCII is copied here, a unit at a time: cheaper than a call into the runtime,
  * which takes long lines, and the rest of a short one from its first non-ASCII character.
  */
