@@ -5,6 +5,7 @@
  */
 
 import { type App, openApp } from "./lib/app.ts";
+import { openDoor } from "./lib/door.ts";
 import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
 import { ConfigError, type Options } from "./lib/config.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
@@ -27,35 +28,116 @@ function banner(addr: Deno.NetAddr, tls: boolean): string {
     `or from a REPL: let ws = new WebSocket("${ws}://${host}:${addr.port}")`;
 }
 
-/** Serves the app; without a hostname, on every interface (IPv6 and IPv4, or IPv4 alone). */
-function serve(options: Options, app: App, log: Logger): Deno.HttpServer<Deno.NetAddr> {
-  const tls = options.cert !== undefined && options.key !== undefined;
-  const listen = (hostname: string) =>
-    Deno.serve({
+/** A server that listens: where, and how to stop it. */
+interface Listening {
+  addr: Deno.NetAddr;
+  shutdown(): Promise<void>;
+}
+
+/** The cap on connections that have not become chat connections (yet): pages, handshakes. */
+function pendingCaps(options: Options) {
+  return {
+    maxPending: Math.max(256, Math.ceil(options.maxConnections / 8)),
+    maxPendingPerAddress: 64,
+  };
+}
+
+/**
+ * Plain HTTP goes through the door (lib/door.ts), natter's own listener; without a hostname,
+ * on every interface (IPv6 and IPv4, or IPv4 alone).
+ */
+async function listenPlain(options: Options, app: App, log: Logger): Promise<Listening> {
+  const open = (hostname: string) =>
+    openDoor(app, {
       port: options.port,
       hostname,
-      ...(tls ? { cert: options.cert, key: options.key } : {}),
-      onListen: (addr) => {
-        const line = banner(addr as Deno.NetAddr, tls);
-        // The banner is for people and always shows; as JSON it is also a normal log line.
-        if (options.log === "json") {
-          console.log(JSON.stringify({ time: new Date().toISOString(), level: "info", msg: line }));
-        } else console.log(line);
-      },
+      headerTimeoutMs: options.headerTimeout * 1000,
+      ...pendingCaps(options),
+      log,
+    });
+  let door;
+  if (options.hostname !== undefined) door = await open(options.hostname);
+  else {
+    try {
+      door = await open("::"); // all interfaces, IPv6 and IPv4 alike
+    } catch (error) {
+      // Only a host without IPv6 gets the IPv4 fallback; a busy port or a permission is the answer.
+      const code = (error as { code?: string }).code;
+      if (code !== "EAFNOSUPPORT" && code !== "EADDRNOTAVAIL") throw error;
+      door = await open("0.0.0.0");
+    }
+  }
+  app.attachDoor(door.status);
+  return { addr: door.addr, shutdown: () => door.close() };
+}
+
+/**
+ * TLS goes through `Deno.serve` (Deno cannot run its WebSocket over a `node:tls` socket). Its
+ * accept loop ends on "Too many open files"; natter serves again a second later rather than
+ * exit, and keeps serving the clients it has meanwhile.
+ */
+function listenTls(options: Options, app: App, log: Logger): Listening {
+  const serveOnce = (hostname: string) => {
+    const server = Deno.serve({
+      port: options.port,
+      hostname,
+      cert: options.cert!,
+      key: options.key!,
+      onListen: () => {},
       onError: (error) => {
         log.error("request failed", { error: String(error) });
         return new Response("Internal Server Error\n", { status: 500 });
       },
     }, app.fetch);
-  if (options.hostname !== undefined) return listen(options.hostname);
-  try {
-    return listen("::"); // all interfaces, IPv6 and IPv4 alike
-  } catch (error) {
-    // Only a host without IPv6 gets the IPv4 fallback; a busy port or a permission is the answer.
-    const final = [Deno.errors.AddrInUse, Deno.errors.NotCapable, Deno.errors.PermissionDenied];
-    if (final.some((kind) => error instanceof kind)) throw error;
-    return listen("0.0.0.0");
+    server.finished.catch((error) => {
+      if (stopped) return;
+      app.metrics.acceptStalls++;
+      log.warn("the listener stopped (out of descriptors?): listening again in 1 s", {
+        error: String(error),
+      });
+      setTimeout(function again() {
+        if (stopped) return;
+        try {
+          current = serveOnce(hostname);
+        } catch (retry) {
+          log.warn("cannot listen again yet", { error: String(retry) });
+          setTimeout(again, 1000);
+        }
+      }, 1000);
+    });
+    return server;
+  };
+  let stopped = false;
+  let current: Deno.HttpServer<Deno.NetAddr>;
+  if (options.hostname !== undefined) current = serveOnce(options.hostname);
+  else {
+    try {
+      current = serveOnce("::");
+    } catch (error) {
+      const final = [Deno.errors.AddrInUse, Deno.errors.NotCapable, Deno.errors.PermissionDenied];
+      if (final.some((kind) => error instanceof kind)) throw error;
+      current = serveOnce("0.0.0.0");
+    }
   }
+  return {
+    addr: current.addr,
+    shutdown: () => {
+      stopped = true;
+      return current.shutdown();
+    },
+  };
+}
+
+/** Serves the app and prints the banner. */
+async function serve(options: Options, app: App, log: Logger): Promise<Listening> {
+  const tls = options.cert !== undefined && options.key !== undefined;
+  const listening = tls ? listenTls(options, app, log) : await listenPlain(options, app, log);
+  const line = banner(listening.addr, tls);
+  // The banner is for people and always shows; as JSON it is also a normal log line.
+  if (options.log === "json") {
+    console.log(JSON.stringify({ time: new Date().toISOString(), level: "info", msg: line }));
+  } else console.log(line);
+  return listening;
 }
 
 async function main(): Promise<number | undefined> {
@@ -82,15 +164,17 @@ async function main(): Promise<number | undefined> {
     } else throw error;
     return 1;
   }
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let server: Listening;
   try {
-    server = serve(options, app, log);
+    server = await serve(options, app, log);
   } catch (error) {
     const port = options.port;
-    if (error instanceof Deno.errors.AddrInUse) {
+    const code = (error as { code?: string }).code;
+    if (error instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
       console.error(`natter: port ${port} is already in use; pick another with --port`);
     } else if (
-      error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
+      error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied ||
+      code === "EACCES"
     ) {
       const where = options.hostname ?? "all interfaces";
       console.error(

@@ -8,20 +8,44 @@ import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
 import { type Broker, LocalBroker } from "./broker.ts";
 import { SocketConnection, type SocketSettings } from "./connection.ts";
+import type { DoorStatus } from "./door.ts";
 import { type HistoryStore, MemoryStore } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, SILENT } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
 import { stopFlushing } from "./outbox.ts";
+import { MemoryGuard } from "./pressure.ts";
 import { redact, RedisBroker, RedisLink, RedisStore } from "./redis.ts";
 import { SqliteStore } from "./sqlite.ts";
 import { isAsset, serveAsset } from "./static.ts";
 import { VERSION } from "./version.ts";
 
+/** A WebSocket upgraded over a socket the caller accepted (see {@link App.upgradeOver}). */
+export interface Upgraded {
+  /** Calls `done` once the chat connection is gone (its slot is free). */
+  whenGone(done: () => void): void;
+  /** Calls `done` once the WebSocket is open (its handshake is over). */
+  whenOpen(done: () => void): void;
+  /** The caller saw the socket close before the WebSocket opened: free the slot now. */
+  abandon(): void;
+}
+
 /** A running natter: hand `fetch` to a server, call `shutdown` before stopping it. */
 export interface App {
   fetch(request: Request, info: Deno.ServeHandlerInfo): Response;
+  /**
+   * Upgrades a request that arrived on a `node:net` socket (the door, lib/door.ts): the 101 is
+   * written on `socket`. Returns the refusal to write instead, when there is one.
+   */
+  upgradeOver(
+    request: Request,
+    remote: Deno.NetAddr,
+    socket: import("node:net").Socket,
+    head: Uint8Array,
+  ): Response | Upgraded;
+  /** Lets `/healthz` and `/metrics` report the listener in front (the door). */
+  attachDoor(status: () => DoorStatus): void;
   /**
    * Tells every client the server is going away, closes them with 1001, and waits up to
    * `graceMs` for their sockets to finish closing. Resolves with how many did not.
@@ -47,6 +71,13 @@ export interface AppDeps {
 export const TOKEN_PROTOCOL_PREFIX = "natter.token.";
 
 const TEXT = { "content-type": "text/plain; charset=utf-8" };
+/**
+ * How long a connection dropped as too slow keeps its slot. natter frees its own memory and
+ * descriptor at once, but the kernel keeps the socket and up to its send buffer (about
+ * 1–4 MiB) while the peer keeps acknowledging: counting it for a while keeps such sockets
+ * within --max-connections (and --max-per-address).
+ */
+const SLOW_LINGER_MS = 60_000;
 const ROUTES = new Set(["/healthz", "/metrics", "/auth"]);
 const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
 
@@ -102,7 +133,19 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   const broker = hub.broker;
   /** Sockets from upgrade to close event: what the connection caps count. */
   let sockets = 0;
+  /** Of those, dropped slow consumers whose kernel socket may still hold data. */
+  let lingering = 0;
   const perAddress = new Map<string, number>();
+  /** Every chat connection, for the memory guard. */
+  const live = new Set<SocketConnection>();
+  let door: (() => DoorStatus) | undefined;
+  const guard = new MemoryGuard({
+    budget: options.maxMemoryBytes,
+    connections: () => live,
+    floor: Math.min(64 * 1024, options.maxBufferedBytes / 4),
+    log,
+  });
+  guard.start();
   const anyOrigin = options.allowOrigins.includes("*");
   /** Set once shutdown begins: no new sockets, and /healthz says so to load balancers. */
   let draining = false;
@@ -116,10 +159,19 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     metrics,
     log,
     onGone(conn) {
-      sockets--;
-      const left = (perAddress.get(conn.address) ?? 1) - 1;
-      if (left > 0) perAddress.set(conn.address, left);
-      else perAddress.delete(conn.address);
+      live.delete(conn);
+      const release = () => {
+        sockets--;
+        const left = (perAddress.get(conn.address) ?? 1) - 1;
+        if (left > 0) perAddress.set(conn.address, left);
+        else perAddress.delete(conn.address);
+      };
+      if (!conn.droppedAsSlow || draining) return release();
+      lingering++;
+      Deno.unrefTimer(setTimeout(() => {
+        lingering--;
+        release();
+      }, SLOW_LINGER_MS));
     },
   };
 
@@ -155,10 +207,17 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     return given !== undefined && sameSecret(given, options.token);
   }
 
-  function upgrade(request: Request, url: URL, info: Deno.ServeHandlerInfo): Response {
-    // Read before upgrading (once upgraded, the request is gone and so is its address), and
-    // once: each read is a call into the runtime.
-    const remote = info.remoteAddr;
+  /**
+   * The guarded upgrade. `over` is the socket the caller accepted itself (the door); without
+   * it the runtime's server (`Deno.serve`) writes the 101. Returns the response to send, or,
+   * over a socket, the connection.
+   */
+  function upgrade(
+    request: Request,
+    url: URL,
+    remote: Deno.Addr,
+    over?: { socket: import("node:net").Socket; head: Uint8Array },
+  ): Response | SocketConnection {
     const address = addressOf(remote);
     // RFC 6455 §4.2.1: refuse a malformed handshake before any socket exists.
     if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
@@ -207,6 +266,13 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         plain(503, "The server is shutting down; try again in a moment", { "retry-after": "5" }),
       );
     }
+    if (guard.over) {
+      return refuse(
+        "memory",
+        address,
+        plain(503, "The server is busy; try again in a moment", { "retry-after": "10" }),
+      );
+    }
     if (sockets >= options.maxConnections) {
       return refuse(
         "full",
@@ -229,6 +295,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       upgraded = Deno.upgradeWebSocket(request, {
         ...(format === "json" ? { protocol: JSON_PROTOCOL } : {}),
         idleTimeout: options.idleTimeout,
+        ...over,
       });
     } catch (error) {
       return refuse(
@@ -239,7 +306,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     }
     sockets++;
     perAddress.set(address, mine + 1);
-    new SocketConnection(upgraded.socket, socketSettings, {
+    const conn = new SocketConnection(upgraded.socket, socketSettings, {
       format,
       address,
       request: {
@@ -250,7 +317,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
       },
     });
-    return upgraded.response;
+    live.add(conn);
+    return over ? conn : upgraded.response;
   }
 
   /**
@@ -259,13 +327,29 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
    */
   function health(request: Request): Response {
     const bus = broker.status;
-    const status = draining ? "stopping" : bus.up ? "ok" : "degraded";
+    const front = door?.();
+    const problems = [
+      ...(bus.up ? [] : ["bus"]),
+      ...(guard.over ? ["memory"] : []),
+      ...(front?.trouble ? [front.trouble] : []),
+    ];
+    const status = draining ? "stopping" : problems.length === 0 ? "ok" : "degraded";
     return json(request, {
       status,
+      ...(problems.length > 0 ? { problems } : {}),
       version: VERSION,
       uptime: Math.round((now() - started) / 1000),
       connections: hub.connections,
       rooms: hub.rooms,
+      memory: {
+        rssMiB: Math.round(guard.rss / 1048576),
+        budgetMiB: Math.round(guard.budget / 1048576),
+        over: guard.over,
+      },
+      ...(front
+        ? { tcp: { open: front.sockets, pending: front.pending, budget: front.budget } }
+        : {}),
+      ...(lingering > 0 ? { lingering } : {}),
       bus: {
         kind: broker.kind,
         // Which worker or instance answered: its origin tag on the bus.
@@ -278,12 +362,20 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   }
 
   function metricsPage(request: Request): Response {
+    const front = door?.();
     const body = metrics.render({
       connections: hub.connections,
       rooms: hub.rooms,
       uptimeSeconds: Math.round((now() - started) / 1000),
       busUp: broker.status.up ? 1 : 0,
       busPeers: hub.peers,
+      memoryBytes: guard.rss,
+      memoryBudgetBytes: guard.budget,
+      memoryOver: guard.over ? 1 : 0,
+      lingering,
+      ...(front
+        ? { tcpOpen: front.sockets, tcpPending: front.pending, tcpBudget: front.budget }
+        : {}),
     });
     return new Response(request.method === "HEAD" ? null : body, {
       headers: {
@@ -304,7 +396,10 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       return plain(405, "Method Not Allowed", { allow: "GET, HEAD" });
     }
     const wantsSocket = request.headers.get("upgrade")?.toLowerCase() === "websocket";
-    if (isEndpoint && wantsSocket && method === "GET") return upgrade(request, url, info);
+    if (isEndpoint && wantsSocket && method === "GET") {
+      // Read the address once, before upgrading: each read is a call into the runtime.
+      return upgrade(request, url, info.remoteAddr) as Response;
+    }
     if (path === "/healthz") return health(request);
     if (path === "/auth") {
       return json(request, {
@@ -326,10 +421,35 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     return serveAsset(request, path);
   }
 
+  function upgradeOver(
+    request: Request,
+    remote: Deno.NetAddr,
+    socket: import("node:net").Socket,
+    head: Uint8Array,
+  ): Response | Upgraded {
+    const url = new URL(request.url);
+    const outcome = upgrade(request, url, remote, { socket, head });
+    if (outcome instanceof Response) return outcome;
+    return {
+      whenGone(done) {
+        outcome.whenGone = done;
+      },
+      whenOpen(done) {
+        outcome.whenOpen = done;
+      },
+      abandon: () => outcome.abandon(),
+    };
+  }
+
   return {
     fetch,
+    upgradeOver,
+    attachDoor(status) {
+      door = status;
+    },
     async shutdown(graceMs = 3000) {
       draining = true;
+      guard.stop();
       hub.announce("server is shutting down; reconnect in a moment");
       hub.closeAll(CloseCode.goingAway, "server shutting down");
       const deadline = Date.now() + graceMs;

@@ -53,17 +53,18 @@ function number(raw: string, flag: string, what: string, pattern = /^\d+$/): num
   return Number(raw);
 }
 
-const BYTES = /^(\d+)\s*(k|kb|kib|m|mb|mib)?$/i;
+const BYTES = /^(\d+)\s*(k|kb|kib|m|mb|mib|g|gb|gib)?$/i;
 
 function bytes(raw: string, flag: string): number {
   const match = BYTES.exec(raw.trim());
   if (!match) {
     throw new ConfigError(
-      `${flag} must be a size such as 16384, 16KiB or 1MiB, got ${JSON.stringify(raw)}`,
+      `${flag} must be a size such as 16384, 16KiB, 1MiB or 1GiB, got ${JSON.stringify(raw)}`,
     );
   }
   const unit = (match[2] ?? "").toLowerCase();
-  return Number(match[1]) * (unit.startsWith("k") ? 1024 : unit.startsWith("m") ? 1024 * 1024 : 1);
+  const scale = { k: 1024, m: 1024 * 1024, g: 1024 * 1024 * 1024 }[unit.charAt(0)] ?? 1;
+  return Number(match[1]) * scale;
 }
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -163,6 +164,18 @@ function flags(env: CliEnvironment): Record<string, Flag> {
       help:
         `drop peers that do not answer pings for this long; 0 turns pings off (default ${DEFAULTS.idleTimeout})`,
       parse: whole("idleTimeout", "a whole number of seconds"),
+    },
+    "header-timeout": {
+      value: "SECONDS",
+      help:
+        `close connections that take longer to send a request, or sit idle between requests (default ${DEFAULTS.headerTimeout})`,
+      parse: whole("headerTimeout", "a whole number of seconds"),
+    },
+    "max-memory": {
+      value: "BYTES",
+      help:
+        "resident memory above which new connections get 503 and the largest send queues are dropped (default 1GiB)",
+      parse: (raw, flag) => ({ maxMemoryBytes: bytes(raw, flag) }),
     },
     "allow-origin": {
       value: "ORIGINS",

@@ -31,6 +31,10 @@ export interface Options {
   maxBufferedBytes: number;
   /** Seconds without an answer to a ping before a peer is dropped; 0 turns pings off. */
   idleTimeout: number;
+  /** Seconds a TCP connection may take to send a request head (or sit idle between requests). */
+  headerTimeout: number;
+  /** Resident memory above which new connections are refused, in bytes. */
+  maxMemoryBytes: number;
   /** Origins whose pages may connect besides the server's own; ["*"] allows any. */
   allowOrigins: string[];
   /** Shared secret clients must present; undefined lets anyone in. */
@@ -66,6 +70,8 @@ export const DEFAULTS: Readonly<Options> = {
   maxPerAddress: 0,
   maxBufferedBytes: 1024 * 1024,
   idleTimeout: 30,
+  headerTimeout: 10,
+  maxMemoryBytes: 1024 * 1024 * 1024,
   allowOrigins: [],
   token: undefined,
   cert: undefined,
@@ -125,6 +131,8 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   whole("maxPerAddress", options.maxPerAddress, 0);
   whole("maxBufferedBytes", options.maxBufferedBytes, 1024);
   whole("idleTimeout", options.idleTimeout, 0, 3600);
+  whole("headerTimeout", options.headerTimeout, 1, 3600);
+  whole("maxMemoryBytes", options.maxMemoryBytes, 64 * 1024 * 1024);
   for (const origin of options.allowOrigins) {
     if (origin !== "*" && !isOrigin(origin)) {
       throw new ConfigError(

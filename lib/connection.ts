@@ -21,7 +21,10 @@ export interface SocketSettings {
   maxBufferedBytes: number;
   metrics: Metrics;
   log: Logger;
-  /** Called once per connection when its socket is gone (its close event), to release what it held. */
+  /**
+   * Called once per connection when its socket is gone (its close event, or a handshake that
+   * never completed), to release what it held.
+   */
   onGone?: (conn: SocketConnection) => void;
 }
 
@@ -32,9 +35,6 @@ export interface SocketOrigin {
   address: string;
   request: JoinRequest;
 }
-
-/** What {@link attach} needs besides the socket (the shared settings and this connection's own). */
-export type AttachOptions = SocketSettings & SocketOrigin;
 
 /** How long a peer may stay over the buffer cap before it counts as too slow. */
 const SLOW_GRACE_MS = 2000;
@@ -51,12 +51,11 @@ const CHECK_EVERY = 16 * 1024;
 const ABUSIVE_SIZE_FACTOR = 64;
 
 /**
- * Wires a freshly upgraded socket to the hub: it joins on open, its text frames go to
- * the hub (within the rate and size limits), and it leaves on close.
+ * How long an upgrade may take to open. The runtime fires no event at all for a client that
+ * resets the connection before it reads the 101 (see tests/runtime_test.ts); past this, the
+ * connection counts as abandoned and its slot is freed.
  */
-export function attach(socket: WebSocket, options: AttachOptions): Connection {
-  return new SocketConnection(socket, options, options);
-}
+export const OPEN_DEADLINE_MS = 10_000;
 
 /**
  * One WebSocket as the hub's {@link Connection}. A class rather than closures: thousands of
@@ -89,6 +88,14 @@ export class SocketConnection implements Connection {
   #unchecked = 0;
   /** Open and not yet closed: kept here so that the hot path never asks the socket. */
   #ready = false;
+  /** Frees the slot of an upgrade that never opens. */
+  #deadline: ReturnType<typeof setTimeout> | undefined;
+  /** Set when natter dropped it for not reading: the kernel may still hold its unsent data. */
+  droppedAsSlow = false;
+  /** Called once when the connection is gone, after `onGone` (the listener's own count). */
+  whenGone: (() => void) | undefined;
+  /** Called once when the socket opens (the listener stops watching its handshake). */
+  whenOpen: (() => void) | undefined;
 
   constructor(socket: WebSocket, settings: SocketSettings, origin: SocketOrigin) {
     this.#socket = socket;
@@ -104,6 +111,33 @@ export class SocketConnection implements Connection {
     socket.addEventListener("message", this);
     // An error is always followed by a close event, which does the cleanup.
     socket.addEventListener("close", this);
+    this.#deadline = setTimeout(() => this.abandon(), OPEN_DEADLINE_MS);
+  }
+
+  /**
+   * Gives up on a handshake that never opened (its client went away before reading the 101):
+   * frees what it holds. Does nothing once the socket has opened or is gone.
+   */
+  abandon(): void {
+    if (this.#ready || this.#gone) return;
+    this.#gone = true;
+    clearTimeout(this.#deadline);
+    this.#outbox.discard();
+    try {
+      this.#socket.close();
+    } catch {
+      // nothing to close
+    }
+    const { metrics, log } = this.#settings;
+    metrics.upgradesAbandoned++;
+    log.info("upgrade abandoned", { id: this.id, address: this.address });
+    this.#release();
+  }
+
+  #release(): void {
+    this.#settings.onGone?.(this);
+    this.whenGone?.();
+    this.whenGone = this.whenOpen = undefined;
   }
 
   // Hot path: plain fields only. Socket getters are calls into the runtime, once per
@@ -174,6 +208,7 @@ export class SocketConnection implements Connection {
 
   #tooSlow(): void {
     this.#settings.metrics.slowConsumers++;
+    this.droppedAsSlow = true;
     this.close(CloseCode.tooSlow, "too slow: not reading");
   }
 
@@ -198,7 +233,11 @@ export class SocketConnection implements Connection {
 
   #onOpen(): void {
     const { metrics, log, hub } = this.#settings;
+    if (this.#gone) return; // abandoned: too late
+    clearTimeout(this.#deadline);
     this.#ready = true;
+    this.whenOpen?.();
+    this.whenOpen = undefined;
     metrics.connectionsOpened++;
     log.info("connected", { id: this.id, address: this.address, format: this.format });
     const request = this.#request;
@@ -255,6 +294,7 @@ export class SocketConnection implements Connection {
     if (this.#gone) return; // Deno may fire close twice
     this.#gone = true;
     this.#ready = false;
+    clearTimeout(this.#deadline);
     clearTimeout(this.#slowCheck);
     clearTimeout(this.#policyClose);
     this.#outbox.discard();
@@ -270,7 +310,18 @@ export class SocketConnection implements Connection {
       seconds: Math.round((performance.now() - this.#opened) / 100) / 10,
     });
     hub.disconnect(this);
-    this.#settings.onGone?.(this);
+    this.#release();
+  }
+
+  /** What it holds unsent, in bytes (asks the socket: not for the hot path). */
+  get unsent(): number {
+    return this.#outbox.queued + (this.#ready ? this.#socket.bufferedAmount : 0);
+  }
+
+  /** Drops it to relieve memory (the server is over its budget). */
+  shed(): void {
+    this.#settings.metrics.shed++;
+    this.close(CloseCode.tryAgainLater, "server over its memory budget");
   }
 }
 
@@ -286,6 +337,8 @@ function closeReason(code: number, byServer: boolean): string {
       return byServer ? "shutdown" : "client_going_away";
     case CloseCode.internalError:
       return "send_failed";
+    case CloseCode.tryAgainLater:
+      return "memory";
     case CloseCode.normal:
       return byServer ? "quit" : "client_closed";
     case 1006:

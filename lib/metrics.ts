@@ -12,7 +12,20 @@ export interface Gauges {
   busUp: number;
   /** Other hubs (workers or instances) heard from. */
   busPeers: number;
+  /** Resident memory, the budget, and 1 while over it. */
+  memoryBytes: number;
+  memoryBudgetBytes: number;
+  memoryOver: number;
+  /** Slots kept by dropped slow consumers whose kernel sockets may still hold data. */
+  lingering: number;
+  /** The door's TCP connections (open, waiting for a request, the cap), under `deno run`. */
+  tcpOpen?: number;
+  tcpPending?: number;
+  tcpBudget?: number;
 }
+
+/** One metric: its name, type, help and samples (labels, value). */
+type Row = [string, "counter" | "gauge", string, [string, number][]];
 
 /** What natter counts. */
 export class Metrics {
@@ -24,6 +37,12 @@ export class Metrics {
   bytesOut = 0;
   rateLimited = 0;
   slowConsumers = 0;
+  /** Upgrades whose client went away before the socket opened. */
+  upgradesAbandoned = 0;
+  /** Connections dropped because the process was over its memory budget. */
+  shed = 0;
+  /** Times the listener stopped accepting (descriptors ran out) and listened again. */
+  acceptStalls = 0;
   /** Connections closed, by reason. */
   readonly closes = new Map<string, number>();
   /** Upgrades refused before a socket existed, by reason. */
@@ -39,7 +58,7 @@ export class Metrics {
     const plain = (value: number): [string, number][] => [["", value]];
     const labelled = (key: string, map: Map<string, number>): [string, number][] =>
       [...map].map(([label, value]) => [`{${key}="${label}"}`, value]);
-    const table: [string, "counter" | "gauge", string, [string, number][]][] = [
+    const table: Row[] = [
       ["connections", "gauge", "Open chat connections.", plain(gauges.connections)],
       ["rooms", "gauge", "Rooms with at least one member.", plain(gauges.rooms)],
       ["uptime_seconds", "gauge", "Seconds since the server started.", plain(gauges.uptimeSeconds)],
@@ -50,6 +69,45 @@ export class Metrics {
         plain(gauges.busUp),
       ],
       ["bus_peers", "gauge", "Other workers or instances heard from.", plain(gauges.busPeers)],
+      ["memory_bytes", "gauge", "Resident memory of the process.", plain(gauges.memoryBytes)],
+      [
+        "memory_budget_bytes",
+        "gauge",
+        "The memory budget (--max-memory).",
+        plain(gauges.memoryBudgetBytes),
+      ],
+      [
+        "memory_over_budget",
+        "gauge",
+        "1 while over the memory budget (new connections are refused).",
+        plain(gauges.memoryOver),
+      ],
+      [
+        "lingering_slots",
+        "gauge",
+        "Slots still held for dropped slow consumers (their kernel sockets may hold data).",
+        plain(gauges.lingering),
+      ],
+      ...(gauges.tcpOpen === undefined ? [] : [
+        [
+          "tcp_open",
+          "gauge",
+          "Open TCP connections, chat and not.",
+          plain(gauges.tcpOpen),
+        ] satisfies Row,
+        [
+          "tcp_pending",
+          "gauge",
+          "TCP connections that have not completed a request or upgrade.",
+          plain(gauges.tcpPending ?? 0),
+        ] satisfies Row,
+        [
+          "tcp_budget",
+          "gauge",
+          "The cap on open TCP connections in force.",
+          plain(gauges.tcpBudget ?? 0),
+        ] satisfies Row,
+      ]),
       [
         "connections_opened_total",
         "counter",
@@ -74,6 +132,24 @@ export class Metrics {
         plain(this.slowConsumers),
       ],
       [
+        "upgrades_abandoned_total",
+        "counter",
+        "Upgrades whose client went away before the socket opened.",
+        plain(this.upgradesAbandoned),
+      ],
+      [
+        "shed_total",
+        "counter",
+        "Connections dropped because the process was over its memory budget.",
+        plain(this.shed),
+      ],
+      [
+        "accept_stalls_total",
+        "counter",
+        "Times the listener stopped accepting (out of descriptors) and listened again.",
+        plain(this.acceptStalls),
+      ],
+      [
         "closes_total",
         "counter",
         "Connections closed, by reason.",
@@ -82,7 +158,7 @@ export class Metrics {
       [
         "refused_total",
         "counter",
-        "Upgrades refused, by reason.",
+        "Connections or upgrades refused, by reason.",
         labelled("reason", this.refused),
       ],
     ];

@@ -117,6 +117,8 @@ export const CloseCode = {
   tooBig: 1009,
   /** Sending to this connection failed; it is dropped so others are not held up. */
   internalError: 1011,
+  /** The server is over its memory budget and dropped this connection to relieve it. */
+  tryAgainLater: 1013,
   /** The client stopped reading: its unsent data passed the cap. */
   tooSlow: 4001,
 } as const;

@@ -110,7 +110,7 @@ Deno.test("parseCommand() reads the limits, with sizes in bytes, KiB or MiB", ()
 
 Deno.test("parseCommand() names the flag in errors about limits", () => {
   assert.throws(() => parseCommand(["--max-message", "lots"], NO_ENV), {
-    message: '--max-message must be a size such as 16384, 16KiB or 1MiB, got "lots"',
+    message: '--max-message must be a size such as 16384, 16KiB, 1MiB or 1GiB, got "lots"',
   });
   assert.throws(() => parseCommand(["--max-connections", "0"], NO_ENV), {
     message: "--max-connections must be a whole number 1 or more, got 0",
