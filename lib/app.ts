@@ -15,6 +15,7 @@ import { type Logger, SILENT } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
 import { stopFlushing } from "./outbox.ts";
+import { originCheck } from "./origin.ts";
 import { MemoryGuard } from "./pressure.ts";
 import { redact, RedisBroker, RedisLink, RedisStore } from "./redis.ts";
 import { SqliteStore } from "./sqlite.ts";
@@ -146,7 +147,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     log,
   });
   guard.start();
-  const anyOrigin = options.allowOrigins.includes("*");
+  const originRefused = originCheck(options, log);
   /** Set once shutdown begins: no new sockets, and /healthz says so to load balancers. */
   let draining = false;
   /** What every connection shares: one object, not a copy per connection. */
@@ -179,17 +180,6 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     Metrics.bump(metrics.refused, reason);
     log.info("upgrade refused", { reason, status: response.status, address });
     return response;
-  }
-
-  function originAllowed(request: Request): boolean {
-    const origin = request.headers.get("origin");
-    if (origin === null || anyOrigin) return true; // REPLs and scripts send no Origin
-    if (options.allowOrigins.includes(origin)) return true;
-    try {
-      return new URL(origin).host === request.headers.get("host");
-    } catch {
-      return false;
-    }
   }
 
   function tokenOf(request: Request, url: URL, offered: string[]): string | undefined {
@@ -236,13 +226,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         }),
       );
     }
-    if (!originAllowed(request)) {
-      return refuse(
-        "origin",
-        address,
-        plain(403, "Forbidden: pages from this origin may not connect (see --allow-origin)"),
-      );
-    }
+    const why = originRefused(request);
+    if (why !== undefined) return refuse("origin", address, plain(403, `Forbidden: ${why}`));
     const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) =>
       p.trim()
     );

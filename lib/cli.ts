@@ -184,6 +184,15 @@ function flags(env: CliEnvironment): Record<string, Flag> {
         allowOrigins: raw.split(",").map((origin) => origin.trim()).filter(Boolean),
       }),
     },
+    "public-origin": {
+      env: "NATTER_PUBLIC_ORIGIN",
+      value: "ORIGINS",
+      help:
+        "where people reach this server when not by localhost or an IP address, e.g. https://chat.example.com (comma-separated)",
+      parse: (raw) => ({
+        publicOrigins: raw.split(",").map((origin) => origin.trim()).filter(Boolean),
+      }),
+    },
     token: {
       env: "NATTER_TOKEN",
       value: "TOKEN",

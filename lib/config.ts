@@ -37,6 +37,8 @@ export interface Options {
   maxMemoryBytes: number;
   /** Origins whose pages may connect besides the server's own; ["*"] allows any. */
   allowOrigins: string[];
+  /** Origins the server is reached at (a domain name, a proxy): their pages are its own. */
+  publicOrigins: string[];
   /** Shared secret clients must present; undefined lets anyone in. */
   token: string | undefined;
   /** PEM certificate chain and private key: serve https/wss when both are set. */
@@ -73,6 +75,7 @@ export const DEFAULTS: Readonly<Options> = {
   headerTimeout: 10,
   maxMemoryBytes: 1024 * 1024 * 1024,
   allowOrigins: [],
+  publicOrigins: [],
   token: undefined,
   cert: undefined,
   key: undefined,
@@ -137,6 +140,15 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
     if (origin !== "*" && !isOrigin(origin)) {
       throw new ConfigError(
         `'allowOrigins' entries must be '*' or an origin such as https://chat.example.com, got ${
+          JSON.stringify(origin)
+        }`,
+      );
+    }
+  }
+  for (const origin of options.publicOrigins) {
+    if (!isOrigin(origin)) {
+      throw new ConfigError(
+        `'publicOrigins' entries must be origins such as https://chat.example.com, got ${
           JSON.stringify(origin)
         }`,
       );

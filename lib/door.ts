@@ -89,7 +89,7 @@ interface Tracked {
   timer: ReturnType<typeof setTimeout> | undefined;
 }
 const TRACKED = Symbol("natter.door");
-type TrackedSocket = net.Socket & { [TRACKED]?: Tracked };
+type TrackedSocket = net.Socket & { [TRACKED]?: Tracked | undefined };
 
 function canonical(address: string | undefined): string {
   return (address ?? "unknown").replace(/^::ffff:(?=\d+\.)/, "");
@@ -100,6 +100,28 @@ function headersOf(raw: string[]): Headers {
   const headers = new Headers();
   for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
   return headers;
+}
+
+/** The headers an upgrade is decided on (lib/app.ts and the runtime read no others). */
+const UPGRADE_HEADERS = [
+  "host",
+  "origin",
+  "upgrade",
+  "connection",
+  "sec-websocket-key",
+  "sec-websocket-version",
+  "sec-websocket-protocol",
+  "authorization",
+] as const;
+
+/** Only those: copying every header into a Fetch `Headers` is a measurable part of a connect. */
+function upgradeHeadersOf(parsed: http.IncomingHttpHeaders): Headers {
+  const pairs: [string, string][] = [];
+  for (const name of UPGRADE_HEADERS) {
+    const value = parsed[name];
+    if (typeof value === "string") pairs.push([name, value]);
+  }
+  return new Headers(pairs);
 }
 
 /** Opens the door for `app` and resolves once it listens. Rejects as `Deno.serve` would throw. */
@@ -166,7 +188,11 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     }
     const address = canonical(socket.remoteAddress);
     const mine = perAddress.get(address) ?? 0;
-    if (pending >= options.maxPending || mine >= options.maxPendingPerAddress) {
+    // The per-address share applies only once the waiting room is half full: a proxy or a big
+    // NAT (one address for many clients) may reconnect hundreds at once, and a lone address
+    // may not fill the room on its own.
+    const crowded = pending >= options.maxPending / 2;
+    if (pending >= options.maxPending || (crowded && mine >= options.maxPendingPerAddress)) {
       warn("pending", "too many connections waiting to send a request", {
         address,
         pending,
@@ -211,7 +237,10 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       port: state?.port ?? socket.remotePort ?? 0,
     };
     const url = `http://${request.headers.host ?? "localhost"}${request.url ?? "/"}`;
-    const fetchRequest = new Request(url, { method, headers: headersOf(request.rawHeaders) });
+    const headers = method === "GET" && request.headers.upgrade !== undefined
+      ? upgradeHeadersOf(request.headers)
+      : headersOf(request.rawHeaders);
+    const fetchRequest = new Request(url, { method, headers });
     return { state, remote, fetchRequest };
   }
 
@@ -270,7 +299,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     const abandon = () => outcome.abandon();
     const forget = () => {
       socket.off("close", abandon);
-      delete socket[TRACKED];
+      socket[TRACKED] = undefined; // not `delete`: it would slow every access to the socket
     };
     socket.once("close", abandon);
     outcome.whenOpen(() => {
