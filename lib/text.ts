@@ -16,8 +16,10 @@ export const MAX_ROOM = 32;
 const UNIT = "[\\p{L}\\p{N}_.-]\\p{M}{0,2}";
 const NAME = new RegExp(`^(?:${UNIT})+$`, "u");
 const ROOM = NAME;
-// Letters that render as nothing: Hangul fillers, and the like.
-const INVISIBLE = /[\u115f\u1160\u3164\uffa0\u17b4\u17b5]/u;
+// What renders as nothing and so could make two names look alike: the Unicode property
+// Default_Ignorable_Code_Point (Hangul fillers, joiners, U+034F, Mongolian and other variation
+// selectors up to U+E01EF, tags, …), from the runtime's own Unicode data, not a hand list.
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Variation_Selector}]/u;
 
 function fits(text: string, pattern: RegExp, max: number): boolean {
   const length = [...text].length;

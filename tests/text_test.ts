@@ -63,3 +63,11 @@ Deno.test("checkName() takes scripts that need combining marks, and refuses invi
 Deno.test("checkRoom() accepts names whose lowercase needs a combining mark", () => {
   assert.equal(checkRoom("İstanbul"), "i̇stanbul");
 });
+
+Deno.test("checkName() refuses every default-ignorable code point and variation selector (look-alike names)", () => {
+  // The marks that made "alice" + an invisible mark a second, identical-looking "alice".
+  for (const mark of ["\ufe0f", "\ufe00", "\u034f", "\u180b", "\u180f", "\u{e0100}", "\u200b"]) {
+    assert.equal(checkName(`alice${mark}`), null, `U+${mark.codePointAt(0)!.toString(16)}`);
+    assert.equal(checkRoom(`dev${mark}`), null, `room with U+${mark.codePointAt(0)!.toString(16)}`);
+  }
+});
