@@ -544,7 +544,9 @@ export class Hub {
 
   #move(member: Member, roomName: string, ref: Ref | undefined): void {
     if (member.room.name === roomName) {
-      return this.#welcomeAndFlush(member, ref, undefined);
+      // Nothing to do, and nothing worth resending: a welcome carries the room's history.
+      const text = `${member.conn.format === "text" ? "* " : ""}already in #${roomName}`;
+      return this.#sendTo(member, withRef({ type: "notice", text }, ref));
     }
     this.#exit(member);
     member.room = this.#room(roomName);

@@ -103,7 +103,7 @@ export type ServerEvent =
   | { type: "renamed"; room: string; from: string; to: string; ts: number; ref?: Ref }
   | { type: "members"; room: string; members: string[]; ref?: Ref }
   | { type: "error"; code: ErrorCode; message: string; ref?: Ref }
-  | { type: "notice"; text: string };
+  | { type: "notice"; text: string; ref?: Ref };
 
 /** WebSocket close codes natter uses, with their meaning. */
 export const CloseCode = {

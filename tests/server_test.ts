@@ -277,3 +277,24 @@ Deno.test("under a burst, events for one connection are packed into fewer frames
     await server.close();
   }
 });
+
+Deno.test("/join to the room you are in answers with one line, not a second welcome and its history", async () => {
+  const server = startServer();
+  try {
+    const url = `ws://127.0.0.1:${server.port}/?room=r`;
+    const text = await Client.open(`${url}&name=t`);
+    for (let i = 0; i < 5; i++) text.send(`line ${i}`);
+    const json = await Client.json(`${url}&name=j`);
+    await text.next((line) => line === "* j joined");
+    text.send("/join r");
+    assert.equal(await text.next(), "* already in #r");
+    json.send({ type: "join", room: "r", ref: "x" });
+    const answer = JSON.parse(await json.next((line) => line.includes('"ref":"x"')));
+    assert.deepEqual(answer, { type: "notice", text: "already in #r", ref: "x" });
+    assert.deepEqual(await text.unread(), []);
+    assert.equal((await json.unread()).filter((line) => line.includes('"welcome"')).length, 0);
+    await Promise.all([text.close(), json.close()]);
+  } finally {
+    await server.close();
+  }
+});
