@@ -123,8 +123,17 @@ interface Room {
   readonly members: Set<Member>;
   /** The same members by {@link nameKey}, for unique names. */
   readonly names: Map<string, Member>;
-  /** Members under another name than the one they asked for (`alice-2`), waiting for it. */
-  readonly suffixed: Set<Member>;
+  /**
+   * Members under another name than the one they asked for (`alice-2`), waiting for it: by
+   * the {@link nameKey} of the name they want, in the order they came.
+   */
+  readonly suffixed: Map<string, Set<Member>>;
+  /**
+   * For a name asked for by several (by {@link nameKey}): the lowest suffix that may be free.
+   * Allocation starts there rather than at 2, so 4000 people asking for `a` cost 4000 steps,
+   * not 8 million.
+   */
+  suffixFrom?: Map<string, number> | undefined;
   /**
    * Joins (a local member, named as it is when the summary goes, or a name from another hub)
    * and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}).
@@ -156,6 +165,8 @@ interface Member {
   name: string;
   /** The name it asked for; `name` may carry a suffix where that one was taken. */
   wanted: string;
+  /** The key it is filed under in its room's `suffixed`, while it waits for `wanted`. */
+  waitingFor?: string | undefined;
   room: Room;
   /** When its last `typing` was passed on. */
   typedAt: number;
@@ -525,10 +536,10 @@ export class Hub {
     const from = member.name;
     const ts = this.#now();
     room.names.delete(nameKey(from));
+    this.#suffixFreed(room, from);
     member.name = name;
     room.names.set(nameKey(name), member);
-    if (name !== member.wanted) room.suffixed.add(member);
-    else room.suffixed.delete(member);
+    this.#waiting(room, member, name !== member.wanted);
     if (from !== name) {
       this.#publish({
         kind: "renamed",
@@ -559,7 +570,7 @@ export class Hub {
     member.name = this.#freeName(room, base);
     room.members.add(member);
     room.names.set(nameKey(member.name), member);
-    if (member.name !== member.wanted) room.suffixed.add(member);
+    if (member.name !== member.wanted) this.#waiting(room, member, true);
     // Membership starts now; the welcome (with its history) goes first, and live events that
     // arrive meanwhile wait, so nothing falls between what the history holds and what is live.
     this.#welcomeAndFlush(member, ref, since);
@@ -680,7 +691,8 @@ export class Hub {
     const room = member.room;
     if (!room.members.delete(member)) return;
     room.names.delete(nameKey(member.name));
-    room.suffixed.delete(member);
+    this.#suffixFreed(room, member.name);
+    this.#waiting(room, member, false);
     member.pending = undefined;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
@@ -692,7 +704,7 @@ export class Hub {
   #room(name: string): Room {
     let room = this.#rooms.get(name);
     if (!room) {
-      room = { name, members: new Set(), names: new Map(), suffixed: new Set() };
+      room = { name, members: new Set(), names: new Map(), suffixed: new Map() };
       this.#rooms.set(name, room);
     }
     return room;
@@ -715,11 +727,42 @@ export class Hub {
     const taken = (name: string) =>
       room.names.has(nameKey(name)) || this.#peers.has(room.name, nameKey(name));
     if (!taken(base)) return base;
-    for (let n = 2;; n++) {
+    const key = nameKey(base);
+    room.suffixFrom ??= new Map();
+    for (let n = room.suffixFrom.get(key) ?? 2;; n++) {
       const suffix = `-${n}`;
       const name = [...base].slice(0, MAX_NAME - suffix.length).join("") + suffix;
-      if (!taken(name)) return name;
+      if (!taken(name)) {
+        room.suffixFrom.set(key, n + 1);
+        return name;
+      }
     }
+  }
+
+  /** Files a member as waiting for the name it wants (or no longer), in O(1). */
+  #waiting(room: Room, member: Member, waiting: boolean): void {
+    const old = member.waitingFor;
+    if (old !== undefined) {
+      const set = room.suffixed.get(old);
+      set?.delete(member);
+      if (set?.size === 0) room.suffixed.delete(old);
+      member.waitingFor = undefined;
+    }
+    if (!waiting) return;
+    const key = nameKey(member.wanted);
+    let set = room.suffixed.get(key);
+    if (!set) room.suffixed.set(key, set = new Set());
+    set.add(member);
+    member.waitingFor = key;
+  }
+
+  /** A suffixed name was given up: allocation for its base may start there again. */
+  #suffixFreed(room: Room, name: string): void {
+    const match = /^(.*)-(\d+)$/u.exec(name);
+    if (!match || !room.suffixFrom) return;
+    const key = nameKey(match[1]!);
+    const from = room.suffixFrom.get(key);
+    if (from !== undefined && Number(match[2]) < from) room.suffixFrom.set(key, Number(match[2]));
   }
 
   // --- Envelopes: everything that happens reaches members through here. ---
@@ -855,9 +898,8 @@ export class Hub {
   #reclaim(room: Room, freed: string): void {
     const key = nameKey(freed);
     if (room.names.has(key) || this.#peers.has(room.name, key)) return;
-    for (const member of room.suffixed) {
-      if (nameKey(member.wanted) === key) return this.#setName(member, member.wanted);
-    }
+    const first = room.suffixed.get(key)?.values().next().value;
+    if (first) this.#setName(first, first.wanted);
   }
 
   /** Another hub's member took a name one of ours holds: the hub with the greater tag yields. */

@@ -598,3 +598,18 @@ Deno.test("presenceInterval(): 500 ms up to 1000 members, then in proportion, at
     [500, 500, 2500, 5000, 10_000],
   );
 });
+
+Deno.test("Hub: many asking for one name get a, a-2, a-3…, and a freed suffix is given out again", () => {
+  const hub = setup();
+  const conns = Array.from({ length: 50 }, () => new FakeConnection());
+  for (const conn of conns) hub.connect(conn, { name: "a", room: "r" });
+  const names = conns.map((conn) => /you are (\S+) in/.exec(conn.frames[0]!)![1]);
+  assert.deepEqual(names, ["a", ...Array.from({ length: 49 }, (_, i) => `a-${i + 2}`)]);
+  hub.disconnect(conns[2]!); // a-3 leaves
+  const late = new FakeConnection();
+  hub.connect(late, { name: "a", room: "r" });
+  assert.match(late.frames[0]!, /^\* you are a-3 in #r/);
+  const later = new FakeConnection();
+  hub.connect(later, { name: "a", room: "r" });
+  assert.match(later.frames[0]!, /^\* you are a-51 in #r/);
+});
