@@ -275,10 +275,10 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
 
   function onUpgrade(request: http.IncomingMessage, raw: net.Socket, head: Uint8Array): void {
     const socket = raw as TrackedSocket;
-    // The socket's native handle: once the WebSocket has taken the connection over, the handle
-    // must be closed by hand, or the runtime keeps it, the node socket and all they reach
-    // alive for good (about 6 KiB a connection; tests/runtime_test.ts). Taken before upgrading:
-    // the upgrade detaches it from the socket.
+    // The socket's native handle: the runtime keeps it alive for good once the WebSocket has
+    // taken the connection over, and through it the node socket and all that reaches (about
+    // 6 KiB a connection; tests/runtime_test.ts). Taken before upgrading: the upgrade detaches
+    // it from the socket.
     const handle = (socket as unknown as { _handle?: { close?: () => void } })._handle;
     const state = socket[TRACKED];
     let outcome;
@@ -302,17 +302,13 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       socket[TRACKED] = undefined; // not `delete`: it would slow every access to the socket
     };
     socket.once("close", abandon);
-    outcome.whenOpen(() => {
-      forget();
-      try {
-        handle?.close?.();
-      } catch {
-        // already closed
-      }
-    });
+    outcome.whenOpen(forget);
     outcome.whenGone(() => {
       forget();
       sockets--;
+      // Only now: closed while the WebSocket lives, it now and then lost the runtime bytes
+      // that arrived right after the 101 (a frame sent at once went unseen, 1 run in 16).
+      closeHandle(handle);
     });
   }
 
@@ -455,6 +451,19 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       return Promise.resolve();
     },
   };
+}
+
+/**
+ * Closes a native socket handle the runtime would otherwise keep for good, with the node socket
+ * and all it reaches, and the connection's descriptor with it (the client then waits seconds
+ * for the end of a connection whose close handshake is long done).
+ */
+function closeHandle(handle: { close?: () => void } | undefined): void {
+  try {
+    handle?.close?.();
+  } catch {
+    // already closed
+  }
 }
 
 /** Writes a refusal on a socket that asked to upgrade, then closes it. */

@@ -59,11 +59,14 @@ Deno.test("runtime: Deno.serve keeps the descriptor of an upgrade reset before i
     await sleep(2500); // past the close() after 1 s, and past the 2 s idle timeout
     const after = await stats(port);
     assert.equal(after.created, sent);
-    // A few may have read their 101 before the reset arrived; the rest never fire an event.
-    assert.ok(after.opened! <= 5, JSON.stringify(after));
-    // close() on such a socket moves it to CLOSING and frees nothing.
-    assert.ok(after.closing! >= sent - 5, JSON.stringify(after));
-    assert.ok(openFiles(server.child.pid) >= before + sent - 5, "each one kept its descriptor");
+    // Some may read their 101 before the reset lands (more on a busy machine); every other one
+    // never fires an event, and close() on it only moves it to CLOSING.
+    assert.ok(after.closing! >= sent / 2, JSON.stringify(after));
+    assert.equal(after.closing! + after.closed!, sent, JSON.stringify(after));
+    assert.ok(
+      openFiles(server.child.pid) >= before + after.closing! - 5,
+      "each one kept its descriptor",
+    );
   } finally {
     await server.stop("SIGKILL");
   }
