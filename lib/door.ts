@@ -279,7 +279,13 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     // taken the connection over, and through it the node socket and all that reaches (about
     // 6 KiB a connection; tests/runtime_test.ts). Taken before upgrading: the upgrade detaches
     // it from the socket.
-    const handle = (socket as unknown as { _handle?: { close?: () => void } })._handle;
+    const handle = (socket as unknown as { _handle?: NativeHandle })._handle;
+    // Nothing may read the connection but the WebSocket from here on.
+    try {
+      handle?.readStop?.();
+    } catch {
+      // not reading
+    }
     const state = socket[TRACKED];
     let outcome;
     try {
@@ -302,12 +308,13 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       socket[TRACKED] = undefined; // not `delete`: it would slow every access to the socket
     };
     socket.once("close", abandon);
-    outcome.whenOpen(forget);
+    outcome.whenOpen(() => {
+      forget();
+      closeHandle(handle);
+    });
     outcome.whenGone(() => {
       forget();
       sockets--;
-      // Only now: closed while the WebSocket lives, it now and then lost the runtime bytes
-      // that arrived right after the 101 (a frame sent at once went unseen, 1 run in 16).
       closeHandle(handle);
     });
   }
@@ -458,12 +465,19 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
  * and all it reaches, and the connection's descriptor with it (the client then waits seconds
  * for the end of a connection whose close handshake is long done).
  */
-function closeHandle(handle: { close?: () => void } | undefined): void {
+function closeHandle(handle: NativeHandle | undefined): void {
   try {
+    handle?.readStop?.();
     handle?.close?.();
   } catch {
     // already closed
   }
+}
+
+/** What the door uses of a `node:net` socket's native handle. */
+interface NativeHandle {
+  readStop?: () => void;
+  close?: () => void;
 }
 
 /** Writes a refusal on a socket that asked to upgrade, then closes it. */

@@ -86,6 +86,25 @@ Deno.test("door: 3000 handshakes reset before the 101 do not lock anyone out or 
   });
 });
 
+Deno.test("door: a client's close completes at once, and the room hears it left", async () => {
+  await withServer([], async (_server, port) => {
+    const alice = await Client.open(`ws://127.0.0.1:${port}/?room=r&name=alice`);
+    for (let i = 0; i < 4; i++) {
+      // Half of them close before their welcome has even arrived.
+      const bob = await Client.open(`ws://127.0.0.1:${port}/?room=r&name=bob`, undefined, {
+        welcomed: i % 2 === 0,
+      });
+      const started = performance.now();
+      await bob.close();
+      // The runtime kept the descriptor (and Deno's client waited 15 s) while the node
+      // socket's handle stayed open.
+      assert.ok(performance.now() - started < 2000, `close took ${performance.now() - started} ms`);
+      await alice.next((line) => line === "* bob left", 2000);
+    }
+    await alice.close();
+  });
+});
+
 Deno.test("door: connections that never finish their request head are closed after --header-timeout", async () => {
   await withServer(["--header-timeout", "2"], async (_server, port) => {
     const silent: net.Socket[] = [];
