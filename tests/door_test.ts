@@ -157,7 +157,7 @@ Deno.test("door: running out of descriptors (ulimit -n 256) neither ends natter 
   }, 256);
 });
 
-Deno.test("door: unfinished fragmented messages cannot take natter past its memory budget", async () => {
+Deno.test("door: past --max-memory (unfinished fragmented messages), new connections get 503, chat goes on, memory returns when the holders leave", async () => {
   await withServer(["--max-memory", "160MiB", "--idle-timeout", "4"], async (server, port) => {
     const alice = await Client.open(`ws://127.0.0.1:${port}/?room=main&name=alice`);
     const bob = await Client.open(`ws://127.0.0.1:${port}/?room=main&name=bob`);
