@@ -438,14 +438,15 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       hub.announce("server is shutting down; reconnect in a moment");
       hub.closeAll(CloseCode.goingAway, "server shutting down");
       const deadline = Date.now() + graceMs;
-      while (sockets > 0 && Date.now() < deadline) {
+      // Slots kept for dropped slow readers are not clients still closing: not waited for.
+      while (sockets - lingering > 0 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       hub.stop();
       await store.close();
       await broker.close();
       stopFlushing();
-      return sockets;
+      return sockets - lingering;
     },
     hub,
     options,

@@ -142,10 +142,17 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   const lastLogged = new Map<string, number>();
   let closed = false;
 
-  function warn(kind: string, message: string, fields: Fields): void {
+  /**
+   * Logs at most once per LOG_EVERY_MS per kind. Trouble of the server's own (descriptors, a
+   * stalled listener) also makes /healthz degraded for a while; what one client can cause (a
+   * full waiting room) does not, or one client could take an instance out of its load balancer.
+   */
+  function warn(kind: string, message: string, fields: Fields, serious = true): void {
     const now = Date.now();
-    trouble = kind;
-    troubleAt = now;
+    if (serious) {
+      trouble = kind;
+      troubleAt = now;
+    }
     if (now - (lastLogged.get(kind) ?? -Infinity) < LOG_EVERY_MS) return;
     lastLogged.set(kind, now);
     log.warn(message, fields);
@@ -168,7 +175,9 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   /** (Re)starts the wait for a request head; a connection that sends none is closed. */
   function awaitHead(socket: TrackedSocket, state: Tracked): void {
     clearTimeout(state.timer);
+    if (!state.pending) return; // upgraded since: the WebSocket's own timeouts apply
     state.timer = setTimeout(() => {
+      if (!state.pending) return;
       Metrics.bump(metrics.refused, "header_timeout");
       socket.destroy();
     }, headerTimeoutMs);
@@ -197,7 +206,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
         address,
         pending,
         fromAddress: mine,
-      });
+      }, false);
       return refuse(socket, pending >= options.maxPending ? "pending" : "pending_per_address");
     }
     sockets++;
@@ -247,10 +256,10 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   async function onRequest(request: http.IncomingMessage, response: http.ServerResponse) {
     const socket = request.socket as TrackedSocket;
     let answer: Response;
-    let state: Tracked | undefined;
+    // Read first: whatever happens below, the connection waits for its next head on a timer.
+    const state = socket[TRACKED];
     try {
       const head = arrived(request, socket, request.method ?? "GET");
-      state = head.state;
       answer = app.fetch(head.fetchRequest, {
         remoteAddr: head.remote,
         completed: Promise.resolve(),
@@ -271,6 +280,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     response.writeHead(answer.status, headers);
     response.end(body);
     if (state && keep) response.once("finish", () => awaitHead(socket, state));
+    else if (state) awaitHead(socket, state); // closing: the timer ends it if the client does not
   }
 
   function onUpgrade(request: http.IncomingMessage, raw: net.Socket, head: Uint8Array): void {
@@ -321,6 +331,8 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
 
   const server = () => {
     const s = http.createServer({ maxHeaderSize: 16 * 1024 });
+    // Idle keep-alive connections get the same time as a slow head (node's own default is 5 s).
+    s.keepAliveTimeout = headerTimeoutMs;
     s.on("connection", onConnection);
     s.on("request", (request, response) => {
       onRequest(request, response).catch(() => response.destroy());

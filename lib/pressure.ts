@@ -14,6 +14,8 @@ import type { Logger } from "./log.ts";
 
 /** A connection as the guard sees it. */
 export interface Shedable {
+  /** Open and not yet closing: a closing one is not dropped (or counted) again. */
+  readonly open: boolean;
   /** Bytes it holds unsent (natter's queue and the socket's buffer). */
   readonly unsent: number;
   shed(): void;
@@ -94,7 +96,7 @@ export class MemoryGuard {
   /** Drops the largest holders of unsent data until `excess` bytes are covered. */
   #shed(excess: number): number {
     const floor = this.#options.floor;
-    const heavy = [...this.#options.connections()].filter((c) => c.unsent > floor);
+    const heavy = [...this.#options.connections()].filter((c) => c.open && c.unsent > floor);
     heavy.sort((a, b) => b.unsent - a.unsent);
     let freed = 0;
     let dropped = 0;

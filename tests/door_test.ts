@@ -115,8 +115,15 @@ Deno.test("door: connections that never finish their request head are closed aft
       socket.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
       half.push(socket);
     }
-    const closed = await Promise.all([...silent, ...half].map((s) => closedByServer(s, 4000)));
-    assert.equal(closed.filter(Boolean).length, 40, "every slow connection was closed");
+    // One whose request could not be served (a Host no URL can hold), then trickles bytes.
+    const bad = await connectFrom(port, "127.0.0.4");
+    bad.write("GET / HTTP/1.1\r\nHost: a:99999\r\n\r\nGET / HTTP/1.1\r\nX-Slow: ");
+    const trickle = setInterval(() => bad.writable && bad.write("x"), 500);
+    const closed = await Promise.all(
+      [...silent, ...half, bad].map((s) => closedByServer(s, 4000)),
+    );
+    clearInterval(trickle);
+    assert.equal(closed.filter(Boolean).length, 41, "every slow connection was closed");
     await chatsWithin(port, 2000);
   });
 });
