@@ -77,9 +77,9 @@ async function listenPlain(options: Options, app: App, log: Logger): Promise<Lis
  * exit, and keeps serving the clients it has meanwhile.
  */
 function listenTls(options: Options, app: App, log: Logger): Listening {
-  const serveOnce = (hostname: string) => {
+  const serveOnce = (hostname: string, port = options.port) => {
     const server = Deno.serve({
-      port: options.port,
+      port,
       hostname,
       cert: options.cert!,
       key: options.key!,
@@ -98,7 +98,8 @@ function listenTls(options: Options, app: App, log: Logger): Listening {
       setTimeout(function again() {
         if (stopped) return;
         try {
-          current = serveOnce(hostname);
+          // The port it had: with --port 0 a new one would not be the one announced.
+          current = serveOnce(hostname, server.addr.port);
         } catch (retry) {
           log.warn("cannot listen again yet", { error: String(retry) });
           setTimeout(again, 1000);

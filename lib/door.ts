@@ -360,13 +360,17 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
         reject(error);
       };
       // Out of descriptors, a listen may never answer at all: give up on it and try again.
+      let late = false;
       const timer = setTimeout(() => {
+        late = true;
         s.close();
         failed(new Error("listen timed out"));
       }, 2000);
       s.once("error", failed);
       s.listen({ port, host: options.hostname, exclusive: true }, () => {
         clearTimeout(timer);
+        // Answered after we gave up on it: it must not stay bound beside the next attempt.
+        if (late) return void s.close();
         s.off("error", failed);
         s.on("error", (error) => warn("listen", "listener error", { error: String(error) }));
         const address = s.address() as net.AddressInfo;
@@ -376,7 +380,11 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   const addr = await listen(current, options.port);
 
   // The accept-loop watch: quiet stretches are checked with a connection to ourselves.
-  const probeHost = addr.hostname === "::" || addr.hostname === "0.0.0.0"
+  // Where it listens on every interface, its own loopback of that family (on "::" with
+  // IPv6-only sockets, 127.0.0.1 would be refused whether or not the loop works).
+  const probeHost = addr.hostname === "::"
+    ? "::1"
+    : addr.hostname === "0.0.0.0"
     ? "127.0.0.1"
     : addr.hostname;
   let seen = accepted;
@@ -414,6 +422,10 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       const next = server();
       try {
         await listen(next, addr.port);
+        if (closed) {
+          next.close();
+          break;
+        }
         log.info("listening again", { port: addr.port });
         current = next;
         break;
@@ -438,7 +450,15 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     const client = net.connect({ port: addr.port, host: probeHost });
     const timer = setTimeout(() => done("stalled"), PROBE_MS);
     client.on("error", (error: NodeJS.ErrnoException) => {
-      done(error.code === "EMFILE" || error.code === "ENFILE" ? "descriptors" : undefined);
+      // Out of descriptors ourselves; or refused: nothing listens there any more.
+      const code = error.code;
+      done(
+        code === "EMFILE" || code === "ENFILE"
+          ? "descriptors"
+          : code === "ECONNREFUSED" && probeHost === addr.hostname
+          ? "stalled"
+          : undefined,
+      );
     });
     client.on("connect", () => {
       // Accepted (or not) shortly: give the loop a moment to see it.
