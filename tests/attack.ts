@@ -6,7 +6,7 @@
  */
 
 import net from "node:net";
-import { upgradeRequest } from "./helpers.ts";
+import { clientFrame, upgradeRequest } from "./helpers.ts";
 
 /** Connects a plain TCP socket from `from` (127.0.0.1 unless given); resolves once connected. */
 export function connectFrom(port: number, from?: string, ms = 2000): Promise<net.Socket> {
@@ -64,25 +64,6 @@ export function closedByServer(socket: net.Socket, ms: number): Promise<boolean>
     socket.once("close", done);
     socket.resume();
   });
-}
-
-/** A masked client frame with the FIN bit as given (continuations have opcode 0). */
-function frame(opcode: number, fin: boolean, payload: Uint8Array): Uint8Array {
-  const size = payload.length;
-  const header = size < 126 ? 2 : size < 65536 ? 4 : 10;
-  const bytes = new Uint8Array(header + 4 + size);
-  bytes[0] = (fin ? 0x80 : 0) | opcode;
-  if (size < 126) bytes[1] = 0x80 | size;
-  else if (size < 65536) {
-    bytes[1] = 0x80 | 126;
-    new DataView(bytes.buffer).setUint16(2, size);
-  } else {
-    bytes[1] = 0x80 | 127;
-    new DataView(bytes.buffer).setBigUint64(2, BigInt(size));
-  }
-  // A zero masking key: the payload goes as it is (valid, and no copy to mask).
-  bytes.set(payload, header + 4);
-  return bytes;
 }
 
 /**
@@ -151,7 +132,7 @@ export class FragmentHolder {
           buffer = buffer.subarray(offset + length);
           if (opcode === 0x9) {
             this.events.push("ping");
-            this.#send(frame(0xa, true, payload));
+            this.#send(clientFrame(0xa, payload, { plain: true }));
           } else if (opcode === 0x8) this.events.push(`close ${(payload[0]! << 8) | payload[1]!}`);
         }
       }
@@ -164,9 +145,9 @@ export class FragmentHolder {
   /** Sends `mib` MiB of one unfinished message, a MiB every `paceMs`. */
   async hold(mib: number, paceMs = 15): Promise<void> {
     const chunk = new Uint8Array(1024 * 1024).fill(0x61);
-    await this.#send(frame(0x1, false, chunk));
+    await this.#send(clientFrame(0x1, chunk, { fin: false, plain: true }));
     for (let i = 1; i < mib && !this.#ended; i++) {
-      await this.#send(frame(0x0, false, chunk));
+      await this.#send(clientFrame(0x0, chunk, { fin: false, plain: true }));
       await new Promise((resolve) => setTimeout(resolve, paceMs));
     }
   }

@@ -324,12 +324,20 @@ export function upgradeRequest(path = "/", headers: Record<string, string | null
   return `GET ${path} HTTP/1.1\r\n${lines.join("\r\n")}\r\n\r\n`;
 }
 
-/** One masked client frame (RFC 6455 §5.2): FIN set, the given opcode and payload. */
-export function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
+/**
+ * One masked client frame (RFC 6455 §5.2): the given opcode and payload, FIN set unless `fin`
+ * is false (a fragment). `plain` uses an all-zero masking key, so a large payload goes as it is
+ * without a copy loop.
+ */
+export function clientFrame(
+  opcode: number,
+  payload: Uint8Array,
+  { fin = true, plain = false } = {},
+): Uint8Array {
   const length = payload.length;
   const header = length < 126 ? 2 : length < 65536 ? 4 : 10;
   const frame = new Uint8Array(header + 4 + length);
-  frame[0] = 0x80 | opcode;
+  frame[0] = (fin ? 0x80 : 0) | opcode;
   if (length < 126) frame[1] = 0x80 | length;
   else if (length < 65536) {
     frame[1] = 0x80 | 126;
@@ -337,6 +345,10 @@ export function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
   } else {
     frame[1] = 0x80 | 127;
     new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+  }
+  if (plain) {
+    frame.set(payload, header + 4);
+    return frame;
   }
   const mask = crypto.getRandomValues(new Uint8Array(4));
   frame.set(mask, header);
