@@ -3,9 +3,11 @@
  * The SQLite store (lib/sqlite.ts) keeps the same promises on disk; one shared test suite
  * holds both to them.
  *
- * Promises every store keeps: ids in a room start at 1 and grow by one with each message,
- * never reused (not after retention drops old ones, and for a file store not after a
- * restart); a stored message never changes; reads return messages oldest first.
+ * Promises every store keeps: ids in a room grow by one with each message and are never
+ * reused under one epoch (not after retention drops old ones, not after the memory store
+ * forgets an unused room, and for a file store not after a restart); a stored message never
+ * changes; reads return messages oldest first. A room's first id is 1 in a new store; a room
+ * the memory store forgot starts past every id it forgot.
  */
 
 import { NATIVE_FROM, utf8Length } from "./protocol.ts";
@@ -87,6 +89,12 @@ export interface HistoryStore {
    * without its data starts a new id space, under a new epoch.
    */
   refresh?(): Maybe<void>;
+  /**
+   * A hub has members in the room (`hold`), or no longer (`release`): a store that forgets
+   * rooms (the memory store) keeps a held room's place, so its ids stay contiguous.
+   */
+  hold?(room: string): void;
+  release?(room: string): void;
   /** Flushes and releases the store. */
   close(): Maybe<void>;
 }
@@ -100,11 +108,13 @@ export const DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024;
 /** Bytes of one message's slot in a room's arrays: its time (8) and three numbers (12). */
 const SLOT_BYTES = 20;
 /**
- * What a room holding messages costs beside its arrays' contents: the log and its three arrays
- * as objects. Counted against the budget with the arrays' full size, so that the budget bounds
- * the memory held, not only what the messages say.
+ * What a room holding messages costs beside its arrays' contents: the log, its arrays as objects,
+ * its name and its place in the maps, as the process holds them. Measured with rooms coming and
+ * going (bench/rooms.ts, a one-message room each): ~900 bytes live on the heap, but about three
+ * times that in resident memory once the heap has been churned by rooms that come and go. The
+ * budget counts the latter, so that it bounds what the process holds, not only what is live.
  */
-const ROOM_BYTES = 768; // measured: ~900 bytes in all for a room holding one short message
+const ROOM_BYTES = 3072;
 /** Marks an action in a slot's name length (names are far shorter than 2^31 bytes). */
 const ACTION = 0x8000_0000;
 
@@ -273,17 +283,29 @@ class RoomLog {
  * The default store: per-room logs in memory (see {@link RoomLog}), bounded by the retention
  * rules and by one memory budget for all rooms: the full size of every room's arrays (about
  * twice what the messages take), plus a little per room holding any. Over budget, the
- * rooms that spoke least recently lose their messages first (their ids are remembered, so they
- * are never reused).
+ * rooms that spoke least recently lose their messages first.
+ *
+ * Rooms are forgotten, so that a stream of new room names costs memory only within the budget:
+ * a room that lost its messages and has no members (see {@link HistoryStore.hold}) goes
+ * entirely. Its ids are not reused: a room that starts (again) starts past the highest id of
+ * every room forgotten so far, so a client holding an old position learns that what came after
+ * it is gone. Every step is O(1) whatever the number of rooms: the budget walks only rooms
+ * holding messages, least recently active first, and each one it visits it empties.
  */
 export class MemoryStore implements HistoryStore {
   readonly epoch = crypto.randomUUID();
-  /** In order of last message: the least recently active room first. */
+  /** Rooms holding messages, in order of last message: the least recently active first. */
   readonly #rooms = new Map<string, RoomLog>();
+  /** Rooms holding no messages that a hub has members in: their place is kept. */
+  readonly #idle = new Map<string, RoomLog>();
+  /** How many hubs hold each room (see {@link hold}). */
+  readonly #held = new Map<string, number>();
   readonly #retention: Retention;
   readonly #now: () => number;
   readonly #budget: number;
   #bytes = 0;
+  /** The highest id of every room forgotten so far: a room that starts again starts past it. */
+  #forgotten = 0;
   /** The room that spoke last (the last in {@link #rooms}). */
   #latest: RoomLog | undefined;
 
@@ -298,12 +320,33 @@ export class MemoryStore implements HistoryStore {
     return this.#bytes;
   }
 
+  /** Rooms the store knows: those holding messages, and those held by a hub. */
+  get rooms(): number {
+    return this.#rooms.size + this.#idle.size;
+  }
+
+  hold(room: string): void {
+    this.#held.set(room, (this.#held.get(room) ?? 0) + 1);
+    if (!this.#rooms.has(room) && !this.#idle.has(room)) this.#idle.set(room, this.#fresh());
+  }
+
+  release(room: string): void {
+    const count = (this.#held.get(room) ?? 0) - 1;
+    if (count > 0) return void this.#held.set(room, count);
+    this.#held.delete(room);
+    const log = this.#idle.get(room);
+    if (log) this.#forget(room, log);
+  }
+
   append(room: string, draft: Draft): Message {
     let log = this.#rooms.get(room);
     // The most recently active room last: moved there unless it already is.
     if (log === undefined || log !== this.#latest) {
-      log ??= new RoomLog();
-      this.#rooms.delete(room);
+      if (log === undefined) {
+        log = this.#idle.get(room);
+        if (log) this.#idle.delete(room);
+        else log = this.#fresh();
+      } else this.#rooms.delete(room);
       this.#rooms.set(room, log);
       this.#latest = log;
     }
@@ -320,7 +363,7 @@ export class MemoryStore implements HistoryStore {
     const excess = log.count - this.#retention.maxCount;
     if (excess > 0) log.drop(excess);
     this.#bytes += log.capacity - before;
-    this.#enforceBudget(log);
+    this.#enforceBudget(room, log);
     return message;
   }
 
@@ -336,53 +379,79 @@ export class MemoryStore implements HistoryStore {
 
   after(room: string, since: number): Recovery {
     const log = this.#kept(room);
-    const lastId = log?.lastId ?? 0;
+    const lastId = log?.lastId ?? this.#forgotten;
     if (since > lastId || since < 0) return { messages: [], complete: false };
-    if (!log) return { messages: [], complete: true };
+    // A room it does not know: nothing was missed only by a client that saw nothing.
+    if (!log) return { messages: [], complete: since === 0 };
     const first = log.count > 0 ? log.idAt(log.head) : lastId + 1;
     const from = log.head + Math.max(0, since + 1 - first);
     return { messages: log.messages(room, from, log.tail), complete: since + 1 >= first };
   }
 
   head(room: string): number {
-    return this.#rooms.get(room)?.lastId ?? 0;
+    return (this.#rooms.get(room) ?? this.#idle.get(room))?.lastId ?? this.#forgotten;
   }
 
   close(): void {
     this.#rooms.clear();
+    this.#idle.clear();
+    this.#held.clear();
     this.#latest = undefined;
     this.#bytes = 0;
+  }
+
+  /** A log for a room that starts: past every id forgotten, so none is given out twice. */
+  #fresh(): RoomLog {
+    const log = new RoomLog();
+    log.lastId = this.#forgotten;
+    return log;
+  }
+
+  #forget(room: string, log: RoomLog): void {
+    this.#idle.delete(room);
+    if (log.lastId > this.#forgotten) this.#forgotten = log.lastId;
   }
 
   /** The room's log with what is past the retention rules dropped. */
   #kept(room: string): RoomLog | undefined {
     const log = this.#rooms.get(room);
-    if (!log) return undefined;
+    if (!log) return this.#idle.get(room);
     const { maxAgeMs } = this.#retention;
     if (maxAgeMs > 0) {
       const cutoff = this.#now() - maxAgeMs;
       let old = 0;
       while (log.head + old < log.tail && log.ts[log.head + old]! < cutoff) old++;
-      this.#drop(log, old);
+      this.#drop(room, log, old);
     }
     return log;
   }
 
-  /** Over budget: empty the least recently active rooms, then trim the busiest one itself. */
-  #enforceBudget(current: RoomLog): void {
-    for (const log of this.#rooms.values()) {
-      if (this.#bytes <= this.#budget) return;
-      if (log !== current) this.#drop(log, log.count);
+  /**
+   * Over budget: empty the least recently active rooms, then trim the busiest one itself.
+   * Each room visited is emptied and leaves the walk, so the walk costs O(1) per message
+   * amortised, however many rooms there are.
+   */
+  #enforceBudget(current: string, log: RoomLog): void {
+    while (this.#bytes > this.#budget) {
+      const oldest = this.#rooms.entries().next().value;
+      if (!oldest || oldest[1] === log) break;
+      this.#drop(oldest[0], oldest[1], oldest[1].count);
     }
-    while (this.#bytes > this.#budget && current.count > 1) {
-      this.#drop(current, Math.ceil(current.count / 4));
+    while (this.#bytes > this.#budget && log.count > 1) {
+      this.#drop(current, log, Math.ceil(log.count / 4));
     }
   }
 
-  #drop(log: RoomLog, n: number): void {
+  /** Drops the `n` oldest messages of a room; a room left empty leaves the recency order. */
+  #drop(room: string, log: RoomLog, n: number): void {
     if (n <= 0) return;
     const before = log.capacity;
     log.drop(n);
     this.#bytes += log.capacity - before;
+    if (log.count > 0) return;
+    this.#rooms.delete(room);
+    if (this.#latest === log) this.#latest = undefined;
+    if (this.#held.has(room)) this.#idle.set(room, log);
+    else this.#forget(room, log);
   }
 }

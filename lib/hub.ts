@@ -696,6 +696,7 @@ export class Hub {
     member.pending = undefined;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
+      this.#store.release?.(room.name);
       this.#clearGap(room);
     }
     this.#publish({ kind: "left", ...this.#change(room), name: member.name });
@@ -706,6 +707,7 @@ export class Hub {
     if (!room) {
       room = { name, members: new Set(), names: new Map(), suffixed: new Map() };
       this.#rooms.set(name, room);
+      this.#store.hold?.(name);
     }
     return room;
   }
