@@ -19,6 +19,7 @@ import {
   utf8Length,
 } from "./protocol.ts";
 import { type Change, Peers } from "./peers.ts";
+import { TokenBucket } from "./limits.ts";
 import { checkName, checkRoom, MAX_NAME, NAME_RULE, nameKey, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
@@ -71,7 +72,22 @@ export interface HubOptions {
   peerTtlMs?: number;
   /** How long a message waits for an earlier one still in flight before the store fills the gap. */
   gapMs?: number;
+  /**
+   * Bytes of history (replies to `history`, and what welcomes carry) one connection may get at
+   * once, and per second after that; defaults {@link REPLY_BURST_BYTES}, {@link REPLY_BYTES_PER_SECOND}.
+   */
+  replyBurstBytes?: number;
+  replyBytesPerSecond?: number;
 }
+
+/**
+ * A connection's history allowance: a page of history is a cheap request for the client and
+ * hundreds of KiB for the server to send, so past 1 MiB at once a connection gets 256 KiB a second
+ * (a few pages of ordinary chat; a welcome then carries less, and a `history` request is refused
+ * with `rate_limited` until the debt is paid).
+ */
+export const REPLY_BURST_BYTES = 1024 * 1024;
+export const REPLY_BYTES_PER_SECOND = 256 * 1024;
 
 /** Defaults for {@link HubOptions.heartbeatMs} and {@link HubOptions.peerTtlMs}. */
 export const HEARTBEAT_MS = 2000;
@@ -174,6 +190,8 @@ interface Member {
   floor: number;
   /** Events that arrived while its welcome was being read from the store. */
   pending: Pending[] | undefined;
+  /** Its history allowance in bytes, made on its first reply that carries any. */
+  replies?: TokenBucket | undefined;
 }
 
 /** Rooms of members, and the rules for who hears what. */
@@ -198,6 +216,10 @@ export class Hub {
   readonly #peers = new Peers();
   readonly #peerTtlMs: number;
   readonly #gapMs: number;
+  readonly #replyBurst: number;
+  readonly #replyRate: number;
+  /** Encoded history, shared by every reply that carries the same messages. */
+  readonly #pages = new Pages();
   /** Sequence number of this hub's presence changes. */
   #seq = 0;
   /** The store's id space this hub's rooms are ordered in. */
@@ -228,6 +250,8 @@ export class Hub {
     this.#origin = this.#broker.origin;
     this.#peerTtlMs = options.peerTtlMs ?? PEER_TTL_MS;
     this.#gapMs = options.gapMs ?? GAP_MS;
+    this.#replyBurst = options.replyBurstBytes ?? REPLY_BURST_BYTES;
+    this.#replyRate = options.replyBytesPerSecond ?? REPLY_BYTES_PER_SECOND;
     this.#broker.subscribe(
       (envelope) => this.#receiveEnvelope(envelope),
       (status) => {
@@ -486,18 +510,31 @@ export class Hub {
   #history(member: Member, asked: number | undefined, before: number | undefined, ref?: Ref): void {
     const limit = asked ?? (member.conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
     const room = member.room.name;
+    const wait = this.#replyWait(member);
+    if (wait > 0) {
+      return this.#sendTo(member, {
+        type: "error",
+        code: "rate_limited",
+        message: `too much history too fast: at most ${
+          Math.round(this.#replyRate / 1024)
+        } KiB a second per connection; ask again in ${Math.ceil(wait)} s`,
+        ...refField(ref),
+      });
+    }
     // One more than asked says whether there is more; the byte budget may trim the page.
     when(
       () => this.#store.latest(room, limit + 1, before),
       (found) => {
         const page = fitting(found.slice(-limit));
-        const event = {
-          type: "history" as const,
-          room,
-          messages: page.map(asEvent),
-          more: found.length > page.length,
-        };
-        this.#sendTo(member, withRef(event, ref));
+        const more = found.length > page.length;
+        const format = member.conn.format;
+        const key = pageKey(`history ${format} ${more}`, this.#store.epoch, room, page);
+        const frame = this.#pages.get(key, () => {
+          const event = { type: "history" as const, room, messages: page.map(asEvent), more };
+          return format === "json" ? encodeJson(event) : encodeText(event);
+        });
+        this.#spend(member, frame.bytes);
+        this.#deliver(member, format === "json" ? withRefFrame(frame, ref) : frame);
       },
       (error) =>
         this.#sendTo(member, {
@@ -507,6 +544,16 @@ export class Hub {
           ...refField(ref),
         }),
     );
+  }
+
+  /** Seconds until a member may have history again (0: now). */
+  #replyWait(member: Member): number {
+    return member.replies?.wait() ?? 0;
+  }
+
+  #spend(member: Member, bytes: number): void {
+    if (bytes === 0) return;
+    (member.replies ??= new TokenBucket(this.#replyBurst, this.#replyRate)).spend(bytes);
   }
 
   #rename(member: Member, name: string, ref: Ref | undefined): void {
@@ -608,7 +655,7 @@ export class Hub {
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#sendTo(member, this.#welcome(member, ref, found, present));
+        this.#deliver(member, this.#welcome(member, ref, found, present));
         for (const { frame, id } of pending) {
           if (id === undefined || id > member.floor) this.#deliver(member, frame, id);
         }
@@ -618,7 +665,7 @@ export class Hub {
         if (!this.#members.has(member.conn) || member.room !== room) return;
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#sendTo(member, this.#welcome(member, ref, { messages: [] }, present));
+        this.#deliver(member, this.#welcome(member, ref, { messages: [] }, present));
         this.#sendTo(member, {
           type: "error",
           code: "unavailable",
@@ -640,7 +687,8 @@ export class Hub {
     // Plain-text clients get no replay: the seed's REPL experience stays as it was.
     if (member.conn.format !== "json") return when(() => head, (head) => ({ messages: [], head }));
     const missed = since === undefined ? undefined : store.after(room, since);
-    const latest = store.latest(room, this.#historyOnJoin);
+    // A member past its history allowance (hopping between rooms) is welcomed without any.
+    const latest = store.latest(room, this.#replyWait(member) > 0 ? 0 : this.#historyOnJoin);
     return when(() => all3(head, missed, latest), ([head, missed, latest]) => {
       // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.
       const recovered = missed?.complete === true &&
@@ -650,12 +698,16 @@ export class Hub {
     });
   }
 
+  /**
+   * The welcome as a frame. A JSON welcome's history is encoded once for every welcome that
+   * carries the same messages, and counts against the member's history allowance.
+   */
   #welcome(
     member: Member,
     ref: Ref | undefined,
     found: { messages: Message[]; recovered?: boolean },
     present: { members: string[]; count: number },
-  ): ServerEvent {
+  ): Frame {
     const welcome: ServerEvent = {
       type: "welcome",
       protocol: member.conn.format === "json" ? JSON_PROTOCOL : "text",
@@ -664,12 +716,19 @@ export class Hub {
       room: member.room.name,
       ...present,
     };
-    if (member.conn.format === "json") {
-      welcome.epoch = this.#store.epoch;
-      if (found.recovered !== undefined) welcome.recovered = found.recovered;
-      welcome.history = found.messages.map(asEvent);
-    }
-    return withRef(welcome, ref);
+    if (member.conn.format !== "json") return frameOf(encodeText(withRef(welcome, ref)))!;
+    const epoch = this.#store.epoch;
+    welcome.epoch = epoch;
+    if (found.recovered !== undefined) welcome.recovered = found.recovered;
+    const history = this.#pages.get(
+      pageKey("welcome", epoch, member.room.name, found.messages),
+      () => JSON.stringify(found.messages.map(asEvent)),
+    );
+    if (found.messages.length > 0) this.#spend(member, history.bytes);
+    const head = encodeJson(welcome);
+    const tail = ref === undefined ? "}" : `,"ref":${JSON.stringify(ref)}}`;
+    const data = `${head.slice(0, -1)},"history":${history.data}${tail}`;
+    return { data, bytes: utf8Length(head) - 1 + 11 + history.bytes + utf8Length(tail) };
   }
 
   /** Passes `typing` on to the room's other JSON members, at most once per interval. */
@@ -1111,6 +1170,50 @@ function all3<A, B, C>(a: Maybe<A>, b: Maybe<B>, c: Maybe<C>): Maybe<[A, B, C]> 
 /** A frame to send, or null for an event this format does not carry. */
 function frameOf(data: string | null): Frame | null {
   return data === null ? null : { data, bytes: utf8Length(data) };
+}
+
+/**
+ * Encoded history pages by what they hold, least recently used first, up to
+ * {@link PAGES_BYTES}. Stored messages never change under an epoch, so a page is known by its
+ * room, epoch and first and last ids: twenty clients asking for the same page cost one encoding.
+ */
+class Pages {
+  readonly #frames = new Map<string, Frame>();
+  #bytes = 0;
+
+  get(key: string, encode: () => string | null): Frame {
+    let frame = this.#frames.get(key);
+    if (frame) {
+      this.#frames.delete(key);
+      this.#frames.set(key, frame);
+      return frame;
+    }
+    frame = frameOf(encode()) ?? { data: "", bytes: 0 };
+    if (frame.bytes > PAGES_BYTES / 4) return frame;
+    this.#frames.set(key, frame);
+    this.#bytes += frame.bytes;
+    for (const [old, dropped] of this.#frames) {
+      if (this.#bytes <= PAGES_BYTES) break;
+      this.#frames.delete(old);
+      this.#bytes -= dropped.bytes;
+    }
+    return frame;
+  }
+}
+
+/** Bytes of encoded history kept for sharing. */
+const PAGES_BYTES = 8 * 1024 * 1024;
+
+/** What identifies a page of history: its kind, epoch, room, and first and last ids. */
+function pageKey(kind: string, epoch: string, room: string, page: Message[]): string {
+  return `${kind}\u0000${epoch}\u0000${room}\u0000${page[0]?.id ?? 0}\u0000${page.at(-1)?.id ?? 0}`;
+}
+
+/** A shared JSON frame with a request's `ref` added, as {@link withRef} would. */
+function withRefFrame(frame: Frame, ref: Ref | undefined): Frame {
+  if (ref === undefined || frame.bytes === 0) return frame;
+  const tail = `,"ref":${JSON.stringify(ref)}}`;
+  return { data: frame.data.slice(0, -1) + tail, bytes: frame.bytes - 1 + utf8Length(tail) };
 }
 
 /** Most bytes (roughly, as JSON) of history that one welcome or history reply carries. */

@@ -345,6 +345,54 @@ Deno.test("Hub: a JSON client's welcome carries the last messages; a text client
   ]);
 });
 
+Deno.test("Hub: history replies and welcomes count against a connection's byte allowance; shared pages are the same bytes", () => {
+  const hub = new Hub({
+    now: clock,
+    historyOnJoin: 50,
+    replyBurstBytes: 4000,
+    replyBytesPerSecond: 1000,
+  });
+  const line = "x".repeat(100);
+  for (const room of ["a", "b"]) {
+    const author = new FakeConnection();
+    hub.connect(author, { name: "author", room });
+    for (let i = 0; i < 20; i++) hub.receive(author, `${room}${i} ${line}`);
+  }
+  const hopper = new FakeConnection("json");
+  hub.connect(hopper, { name: "hopper", room: "a" });
+  const first = hopper.events[0]!;
+  assert.equal((first.history as unknown[]).length, 20, "the first welcome carries the history");
+  // ~2.8 KB charged; the first reply may go past what is left (debt), the next ones wait.
+  hub.receive(hopper, JSON.stringify({ type: "history", limit: 20, ref: 1 }));
+  const reply = hopper.events.at(-1)!;
+  assert.equal(reply.type, "history");
+  assert.equal(reply.ref, 1);
+  hub.receive(hopper, JSON.stringify({ type: "history", limit: 20, ref: 2 }));
+  const refused = hopper.events.at(-1)!;
+  assert.equal(refused.type, "error");
+  assert.equal(refused.code, "rate_limited");
+  assert.equal(refused.ref, 2);
+  assert.match(
+    String(refused.message),
+    /at most 1 KiB a second per connection; ask again in \d+ s/,
+  );
+  hopper.clear();
+  hub.receive(hopper, JSON.stringify({ type: "join", room: "b", ref: 3 }));
+  const welcome = hopper.events.find((event) => event.type === "welcome")!;
+  assert.deepEqual(
+    welcome.history,
+    [],
+    "hopping rooms past the allowance: a welcome without history",
+  );
+  assert.equal(welcome.ref, 3);
+  // Another client gets the same page: the same bytes, encoded once (its ref spliced in).
+  const other = new FakeConnection("json");
+  hub.connect(other, { name: "other", room: "a" });
+  hub.receive(other, JSON.stringify({ type: "history", limit: 20, ref: "x" }));
+  const shared = other.events.at(-1)!;
+  assert.deepEqual({ ...shared, ref: 1 }, reply, "the same page, with its own ref");
+});
+
 Deno.test("Hub: since= recovers exactly the missed messages, or says it cannot", () => {
   const store = new MemoryStore({ maxCount: 10 });
   const hub = new Hub({ now: clock, store, historyOnJoin: 2 });
