@@ -25,3 +25,26 @@ Deno.test("names: 'alice' followed by an invisible mark is refused where alice i
     await server.stop("SIGKILL");
   }
 });
+
+Deno.test("names: a look-alike of a present name (Cyrillic а for a) gets a suffix, and /nick to it is refused", async () => {
+  const server = await ServerProcess.start(["--port", "0", "--hostname", "127.0.0.1", "--quiet"]);
+  const url = `ws://127.0.0.1:${await server.port()}/?room=x`;
+  const forged = "\u0430lice"; // Cyrillic а, then Latin "lice"
+  const alice = await Client.open(`${url}&name=alice`);
+  const forger = await Client.open(`${url}&name=${encodeURIComponent(forged)}`);
+  try {
+    const welcome = forger.lines.find((line) => line.startsWith("* you are"))!;
+    assert.match(welcome, new RegExp(`^\\* you are ${forged}-2 in #x;`), welcome);
+    forger.send(`/nick ${forged}`);
+    await forger.next((line) => line === `! name "${forged}" is taken in #x`);
+    forger.send("/nick \u0410LICE"); // Cyrillic capital А
+    await forger.next((line) => line === `! name "\u0410LICE" is taken in #x`);
+    // Not everything near alice is taken.
+    forger.send("/nick alicia");
+    await forger.next((line) => line === `* ${forged}-2 is now alicia`);
+  } finally {
+    await forger.close();
+    await alice.close();
+    await server.stop("SIGKILL");
+  }
+});
