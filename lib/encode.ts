@@ -45,6 +45,7 @@ export function encodeText(event: ServerEvent): string | null {
     case "members":
       return `* ${event.members.length} in #${event.room}: ${nameList(event.members)}`;
     case "error":
+    case "unknown":
       return `! ${event.message}`;
     case "notice":
       return event.text;

@@ -10,7 +10,7 @@
  * the memory store forgot starts past every id it forgot.
  */
 
-import { NATIVE_FROM, utf8Length } from "./protocol.ts";
+import { KEY_WINDOW_MS, NATIVE_FROM, utf8Length } from "./protocol.ts";
 
 /** A stored chat message. */
 export interface Message {
@@ -24,6 +24,25 @@ export interface Message {
 
 /** A message before the store gives it its id. */
 export type Draft = Omit<Message, "room" | "id">;
+
+/** What {@link HistoryStore.append} returns: the message, and what the store knows of it. */
+export interface Stored extends Message {
+  /** Its key was seen before: this is the message stored then, not a new one. */
+  duplicate?: true;
+  /** A shared store's write position, for noticing a store that went back in time. */
+  mark?: number;
+}
+
+/**
+ * The store did not answer in time: the message may or may not be kept. `later` settles when
+ * the store answers after all (with the message, if it was kept).
+ */
+export class Unconfirmed extends Error {
+  override name = "Unconfirmed";
+  constructor(message: string, readonly later: Promise<Stored>) {
+    super(message);
+  }
+}
 
 /** What a store keeps; the oldest go first. */
 export interface Retention {
@@ -76,8 +95,12 @@ export interface HistoryStore {
    * in-memory server restarted) must not take them as positions here.
    */
   readonly epoch: string;
-  /** Stores a message under its room's next id. */
-  append(room: string, draft: Draft): Maybe<Message>;
+  /**
+   * Stores a message under its room's next id. With a `key` seen in the room within
+   * {@link KEY_WINDOW_MS}, stores nothing and returns the message stored under it, marked
+   * `duplicate`. Throws {@link Unconfirmed} when it cannot tell whether the message was kept.
+   */
+  append(room: string, draft: Draft, key?: string): Maybe<Stored>;
   /** Up to `limit` of the newest messages, or of those before id `before`. */
   latest(room: string, limit: number, before?: number): Maybe<Message[]>;
   /** Every kept message after id `since`. */
@@ -89,6 +112,8 @@ export interface HistoryStore {
    * without its data starts a new id space, under a new epoch.
    */
   refresh?(): Maybe<void>;
+  /** A shared store's write position that another instance was given (see {@link Stored.mark}). */
+  seen?(mark: number): void;
   /**
    * A hub has members in the room (`hold`), or no longer (`release`): a store that forgets
    * rooms (the memory store) keeps a held room's place, so its ids stay contiguous.
@@ -98,6 +123,9 @@ export interface HistoryStore {
   /** Flushes and releases the store. */
   close(): Maybe<void>;
 }
+
+/** Message keys the memory store remembers at most (each ~150 bytes). */
+const MAX_KEYS = 100_000;
 
 /** Defaults: a few thousand messages per room, kept regardless of age. */
 export const DEFAULT_RETENTION: Retention = { maxCount: 5000, maxAgeMs: 0 };
@@ -306,6 +334,8 @@ export class MemoryStore implements HistoryStore {
   #bytes = 0;
   /** The highest id of every room forgotten so far: a room that starts again starts past it. */
   #forgotten = 0;
+  /** Message keys by room and key: the id stored under each, and when; the oldest first. */
+  readonly #keys = new Map<string, { id: number; at: number }>();
   /** The room that spoke last (the last in {@link #rooms}). */
   #latest: RoomLog | undefined;
 
@@ -338,7 +368,12 @@ export class MemoryStore implements HistoryStore {
     if (log) this.#forget(room, log);
   }
 
-  append(room: string, draft: Draft): Message {
+  append(room: string, draft: Draft, key?: string): Stored {
+    const keyed = key === undefined ? undefined : `${room}\u0000${key}`;
+    if (keyed !== undefined) {
+      const earlier = this.#earlier(keyed);
+      if (earlier !== undefined) return this.#duplicate(room, earlier, draft);
+    }
     let log = this.#rooms.get(room);
     // The most recently active room last: moved there unless it already is.
     if (log === undefined || log !== this.#latest) {
@@ -360,6 +395,7 @@ export class MemoryStore implements HistoryStore {
       text: draft.text,
     };
     if (draft.action) message.action = true;
+    if (keyed !== undefined) this.#remember(keyed, message.id);
     const excess = log.count - this.#retention.maxCount;
     if (excess > 0) log.drop(excess);
     this.#bytes += log.capacity - before;
@@ -398,6 +434,30 @@ export class MemoryStore implements HistoryStore {
     this.#held.clear();
     this.#latest = undefined;
     this.#bytes = 0;
+  }
+
+  /** The id stored under a key within the window; forgets keys past it, oldest first. */
+  #earlier(keyed: string): number | undefined {
+    const cutoff = performance.now() - KEY_WINDOW_MS;
+    for (const [old, { at }] of this.#keys) {
+      if (at >= cutoff && this.#keys.size <= MAX_KEYS) break;
+      this.#keys.delete(old);
+    }
+    return this.#keys.get(keyed)?.id;
+  }
+
+  #remember(keyed: string, id: number): void {
+    this.#keys.set(keyed, { id, at: performance.now() });
+  }
+
+  /** The message stored under an id, as kept, or as the resend says it was when no longer kept. */
+  #duplicate(room: string, id: number, draft: Draft): Stored {
+    const log = this.#rooms.get(room);
+    const slot = log && log.count > 0 ? log.head + (id - log.idAt(log.head)) : -1;
+    const message = log && slot >= log.head && slot < log.tail
+      ? log.message(room, slot)
+      : { room, id, ...draft };
+    return { ...message, duplicate: true };
   }
 
   /** A log for a room that starts: past every id forgotten, so none is given out twice. */

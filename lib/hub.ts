@@ -5,7 +5,15 @@
 
 import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
 import { encodeJson, encodeText, HELP, LISTED_NAMES } from "./encode.ts";
-import { type HistoryStore, type Maybe, MemoryStore, type Message, when } from "./history.ts";
+import {
+  type HistoryStore,
+  type Maybe,
+  MemoryStore,
+  type Message,
+  type Stored,
+  Unconfirmed,
+  when,
+} from "./history.ts";
 import { Metrics } from "./metrics.ts";
 import {
   CloseCode,
@@ -365,7 +373,7 @@ export class Hub {
     switch (msg.type) {
       case "say":
       case "me":
-        return this.#say(member, msg.text, msg.type === "me", msg.ref);
+        return this.#say(member, msg.text, msg.type === "me", msg.ref, msg.key);
       case "nick":
         return this.#rename(member, msg.name, msg.ref);
       case "join":
@@ -477,7 +485,21 @@ export class Hub {
     this.#broker.publish(envelope);
   }
 
-  #say(member: Member, text: string, action: boolean, ref: Ref | undefined): void {
+  /**
+   * Stores a message, then publishes it: its author's copy is the acknowledgement that it was
+   * kept. An error means nobody will receive it. A store that does not answer in time gets the
+   * author an `unknown`, and the message is published if the store answers after all. A store
+   * that moved to a new epoch (it lost its data, or went back in time) refused it: the hub
+   * rebases and stores it once more under the new epoch.
+   */
+  #say(
+    member: Member,
+    text: string,
+    action: boolean,
+    ref: Ref | undefined,
+    key: string | undefined,
+    again = false,
+  ): void {
     const room = member.room.name;
     const draft = {
       ts: this.#now(),
@@ -485,26 +507,55 @@ export class Hub {
       text,
       ...(action ? { action: true as const } : {}),
     };
-    // Stored before anyone hears of it: the author's copy is the promise that it was kept.
     when(
-      () => this.#store.append(room, draft),
-      (message) =>
-        this.#publish({
-          kind: "message",
-          origin: this.#origin,
-          epoch: this.#store.epoch,
-          message,
-          actor: member.conn.id,
-          ...refField(ref),
-        }),
+      () => this.#store.append(room, draft, key),
+      (stored) => this.#stored(member, stored, ref),
       (error) => {
-        if (this.#store.epoch !== this.#epoch) this.#rebase();
+        if (this.#store.epoch !== this.#epoch) {
+          this.#rebase();
+          if (!again && this.#members.get(member.conn) === member && member.room.name === room) {
+            return this.#say(member, text, action, ref, key, true);
+          }
+        }
+        if (error instanceof Unconfirmed) {
+          this.#sendTo(member, {
+            type: "unknown",
+            message: `not sure your message was kept: ${error.message}; it is delivered if it ` +
+              `was${key === undefined ? "" : " (a resend with the same key will not show twice)"}`,
+            ...refField(ref),
+            ...(key === undefined ? {} : { key }),
+          });
+          error.later.then((stored) => this.#stored(member, stored, ref), () => {});
+          return;
+        }
         const message = `your message was not sent: the server could not store it (${
           (error as Error).message
         })`;
         this.#sendTo(member, { type: "error", code: "unavailable", message, ...refField(ref) });
       },
     );
+  }
+
+  /**
+   * Publishes a stored message to every hub (each delivers a room's ids once, in order). A
+   * resend of one already delivered here is acknowledged to its author at once.
+   */
+  #stored(member: Member, stored: Stored, ref: Ref | undefined): void {
+    const { duplicate, mark, ...message } = stored;
+    this.#publish({
+      kind: "message",
+      origin: this.#origin,
+      epoch: this.#store.epoch,
+      message,
+      actor: member.conn.id,
+      ...refField(ref),
+      ...(mark === undefined ? {} : { mark }),
+    });
+    const room = this.#rooms.get(message.room);
+    const delivered = room?.nextId !== undefined && message.id < room.nextId;
+    if (duplicate && delivered && this.#members.get(member.conn) === member) {
+      if (member.conn.format === "json") this.#sendTo(member, withRef(asEvent(message), ref));
+    }
   }
 
   #history(member: Member, asked: number | undefined, before: number | undefined, ref?: Ref): void {
@@ -1015,6 +1066,9 @@ export class Hub {
   #onMessage(envelope: MessageEnvelope): void {
     // The store moved to a new id space (it lost its data): start the rooms' order afresh.
     if (this.#store.epoch !== this.#epoch) this.#rebase();
+    if (envelope.mark !== undefined && envelope.epoch === this.#store.epoch) {
+      this.#store.seen?.(envelope.mark);
+    }
     const room = this.#rooms.get(envelope.message.room);
     if (!room) return;
     const id = envelope.message.id;

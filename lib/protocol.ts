@@ -27,8 +27,8 @@ export const MAX_HISTORY_PAGE = 200;
 
 /** Every request a client can make. `help` and `quit` exist only as text commands, `typing` only in JSON. */
 export type ClientMessage =
-  | { type: "say"; text: string; ref?: Ref }
-  | { type: "me"; text: string; ref?: Ref }
+  | { type: "say"; text: string; ref?: Ref; key?: string }
+  | { type: "me"; text: string; ref?: Ref; key?: string }
   | { type: "nick"; name: string; ref?: Ref }
   | { type: "join"; room: string; ref?: Ref }
   | { type: "who"; ref?: Ref }
@@ -103,6 +103,11 @@ export type ServerEvent =
   | { type: "renamed"; room: string; from: string; to: string; ts: number; ref?: Ref }
   | { type: "members"; room: string; members: string[]; ref?: Ref }
   | { type: "error"; code: ErrorCode; message: string; ref?: Ref }
+  /**
+   * The store did not say whether it kept a message in time: it may be delivered yet (its
+   * author then gets the acknowledgement), or not at all. A resend with the same `key` is safe.
+   */
+  | { type: "unknown"; message: string; ref?: Ref; key?: string }
   | { type: "notice"; text: string; ref?: Ref };
 
 /** WebSocket close codes natter uses, with their meaning. */
@@ -127,6 +132,13 @@ export const CloseCode = {
 export type Parsed = { ok: true; msg: ClientMessage } | { ok: false; error: ProtocolError };
 
 const MAX_REF_LENGTH = 64;
+/**
+ * A message's idempotency key: a resend with the same key (in the same room, within
+ * {@link KEY_WINDOW_MS}) is acknowledged as the first one and not shown twice.
+ */
+const KEY = /^[A-Za-z0-9_.:-]{1,64}$/;
+/** How long a message's key is remembered. */
+export const KEY_WINDOW_MS = 10 * 60 * 1000;
 
 function fail(code: ErrorCode, message: string, ref?: Ref): Parsed {
   return { ok: false, error: ref === undefined ? { code, message } : { code, message, ref } };
@@ -302,7 +314,17 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
     case "say":
     case "me": {
       const text = field(obj, "text", ref);
-      return typeof text === "string" ? chat(obj.type, text, maxBytes, ref) : text;
+      if (typeof text !== "string") return text;
+      const parsed = chat(obj.type, text, maxBytes, ref);
+      if (obj.key === undefined || !parsed.ok) return parsed;
+      if (typeof obj.key !== "string" || !KEY.test(obj.key)) {
+        return fail(
+          "bad_message",
+          "'key' must be 1-64 letters, digits or - _ . : (the same for every resend of one message)",
+          ref,
+        );
+      }
+      return { ok: true, msg: { ...parsed.msg, key: obj.key } as ClientMessage };
     }
     case "nick": {
       const name = field(obj, "name", ref);

@@ -3,15 +3,19 @@
  * Redis broker (pub/sub), over one link of two connections (commands, and the subscription).
  *
  * Keys, for room R: `natter:seq:R` (its last id, INCR'd), `natter:log:R` (a stream whose
- * entry ids are `<id>-0`, trimmed to the retention count), and `natter:epoch`. Events travel
- * on the channel `natter:events` as JSON envelopes.
+ * entry ids are `<id>-0`, trimmed to the retention count), `natter:key:R:K` (the id stored under
+ * message key K, for {@link KEY_WINDOW_MS}); and `natter:epoch`, and `natter:writes` (a count of
+ * every message stored, which each instance remembers the highest of: a Redis that comes back
+ * with a lower count went back in time, say to an older snapshot, and would hand out ids again,
+ * so the first instance to notice starts a new epoch). Events travel on the channel
+ * `natter:events` as JSON envelopes.
  *
  * When Redis goes away the link reconnects by itself with backoff (up to 2 s apart). Until
  * it is back, appends fail at once (nothing is acknowledged that was not stored), history
  * reads fail, and events reach only this instance's own clients.
  */
 
-import { ClientOfflineError, createClient, type RedisClientType } from "redis";
+import { ClientOfflineError, createClient, ErrorReply, type RedisClientType } from "redis";
 import type { Broker, BrokerStatus, Envelope } from "./broker.ts";
 import {
   DEFAULT_RETENTION,
@@ -20,8 +24,11 @@ import {
   type Message,
   type Recovery,
   type Retention,
+  type Stored,
+  Unconfirmed,
 } from "./history.ts";
 import type { Logger } from "./log.ts";
+import { KEY_WINDOW_MS } from "./protocol.ts";
 
 /** Redis could not be used at start; the message says why. */
 export class RedisError extends Error {
@@ -31,6 +38,7 @@ export class RedisError extends Error {
 /** The channel every instance publishes its envelopes on. */
 export const EVENTS_CHANNEL = "natter:events";
 const EPOCH_KEY = "natter:epoch";
+const WRITES_KEY = "natter:writes";
 /** Longest wait between reconnection attempts. */
 const MAX_BACKOFF_MS = 2000;
 /** Attempts at start before natter gives up with a message (later, it never gives up). */
@@ -43,15 +51,50 @@ const WATCH_MS = 1000;
 
 /**
  * Stores a message under the room's next id, only while natter's epoch key still holds the
- * epoch this instance works in: a Redis that was emptied (restart without persistence,
- * FLUSHALL) must not hand out ids again under the old epoch.
+ * epoch this instance works in (a Redis that was emptied must not hand out ids again under the
+ * old epoch), and only while the count of writes is past the highest this instance has seen (a
+ * Redis restored from an older snapshot must not either). With a key seen within the window,
+ * stores nothing and returns the id stored under it.
+ *
+ * KEYS: seq, log, epoch, writes, key (or ""). ARGV: maxlen, ts, from, text, action, epoch,
+ * highest writes seen, key window in seconds. Returns {id, writes, duplicate (0/1)}.
  */
 const APPEND = `
 if redis.call('GET', KEYS[3]) ~= ARGV[6] then return redis.error_reply('NATTER_EPOCH changed') end
+if KEYS[5] ~= '' then
+  local earlier = redis.call('GET', KEYS[5])
+  if earlier then return {tonumber(earlier), 0, 1} end
+end
+local writes = redis.call('INCR', KEYS[4])
+if writes <= tonumber(ARGV[7]) then
+  redis.call('DECR', KEYS[4])
+  return redis.error_reply('NATTER_BACK in time: ' .. writes .. ' writes, ' .. ARGV[7] .. ' seen')
+end
 local id = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id .. '-0',
   'ts', ARGV[2], 'from', ARGV[3], 'text', ARGV[4], 'action', ARGV[5])
-return id
+if KEYS[5] ~= '' then redis.call('SET', KEYS[5], id, 'EX', ARGV[8]) end
+return {id, writes, 0}
+`;
+
+/**
+ * The shared epoch: set when there is none (a new or emptied Redis), replaced when the count of
+ * writes is below what this instance saw under the same epoch (a Redis gone back in time; the
+ * count is then set to what was seen, so the new epoch starts past it).
+ *
+ * KEYS: epoch, writes. ARGV: a new epoch, the epoch this instance works in, highest writes seen.
+ * Returns {epoch, writes}.
+ */
+const EPOCH = `
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[1])
+local writes = tonumber(redis.call('GET', KEYS[2]) or '0')
+if epoch == ARGV[2] and writes < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[3])
+  return {ARGV[1], tonumber(ARGV[3])}
+end
+return {epoch, writes}
 `;
 
 /** Both connections to Redis, and whether they work. */
@@ -197,6 +240,12 @@ export function redact(url: string): string {
   }
 }
 
+/** Redis answered with an error: nothing was stored. */
+class Refused extends Error {}
+
+/** What an append refused because the store moved to a new epoch says. */
+export const StoreReset = "the shared store was reset";
+
 /** Says "Redis is down" in words a client can act on. */
 function unavailable(error: unknown): Error {
   if (error instanceof ClientOfflineError) return new Error("the shared store (Redis) is down");
@@ -208,65 +257,127 @@ export class RedisStore implements HistoryStore {
   readonly #retention: Retention;
   readonly #now: () => number;
   #epoch: string;
+  /** The highest count of writes this instance has seen under its epoch. */
+  #writes = 0;
 
-  private constructor(readonly link: RedisLink, epoch: string, retention: Partial<Retention>) {
-    this.#epoch = epoch;
+  private constructor(readonly link: RedisLink, retention: Partial<Retention>) {
+    this.#epoch = "";
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
     this.#now = this.#retention.now ?? Date.now;
   }
 
   /** Connects the store to the shared epoch (setting it, for the first instance). */
   static async open(link: RedisLink, retention: Partial<Retention> = {}): Promise<RedisStore> {
-    return new RedisStore(link, await RedisStore.#sharedEpoch(link), retention);
+    const store = new RedisStore(link, retention);
+    await store.#sync();
+    if (store.#epoch === "") throw new RedisError("Redis did not keep natter's epoch key");
+    return store;
   }
 
-  static async #sharedEpoch(link: RedisLink): Promise<string> {
-    await link.command.set(EPOCH_KEY, crypto.randomUUID(), { condition: "NX" });
-    const epoch = await link.command.get(EPOCH_KEY);
-    if (epoch === null) throw new RedisError("Redis did not keep natter's epoch key");
-    return epoch;
+  /** Reads the shared epoch (setting or replacing it, see {@link EPOCH}); true if it changed. */
+  async #sync(): Promise<boolean> {
+    const [epoch, writes] = await this.link.command.eval(EPOCH, {
+      keys: [EPOCH_KEY, WRITES_KEY],
+      arguments: [crypto.randomUUID(), this.#epoch, String(this.#writes)],
+    }) as [string, number];
+    if (epoch === this.#epoch) return false;
+    if (this.#epoch !== "") {
+      const back = epoch !== this.#epoch && writes >= this.#writes && this.#writes > 0;
+      this.link.log.warn(
+        back
+          ? "Redis went back in time (restored from an older snapshot?): a new epoch, so that no id is given out twice"
+          : "Redis has lost natter's data: a new epoch, message ids start again",
+        { from: this.#epoch, to: epoch, writes, seen: this.#writes },
+      );
+    }
+    this.#epoch = epoch;
+    this.#writes = Number(writes);
+    return true;
   }
 
   get epoch(): string {
     return this.#epoch;
   }
 
-  /** After an outage: a Redis that came back empty gets a new epoch, which every instance adopts. */
+  /**
+   * After an outage: a Redis that came back empty, or went back in time, gets a new epoch,
+   * which every instance adopts.
+   */
   async refresh(): Promise<void> {
-    const epoch = await this.link.answer(() => RedisStore.#sharedEpoch(this.link));
-    if (epoch === this.#epoch) return;
-    this.link.log.warn("Redis has lost natter's data: a new epoch, message ids start again", {
-      from: this.#epoch,
-      to: epoch,
-    });
-    this.#epoch = epoch;
+    await this.link.answer(() => this.#sync());
   }
 
-  async append(room: string, draft: Draft): Promise<Message> {
-    let id;
+  seen(mark: number): void {
+    if (mark > this.#writes) this.#writes = mark;
+  }
+
+  async append(room: string, draft: Draft, key?: string): Promise<Stored> {
+    const epoch = this.#epoch;
+    const send = () =>
+      this.link.command.eval(APPEND, {
+        keys: [
+          `natter:seq:${room}`,
+          `natter:log:${room}`,
+          EPOCH_KEY,
+          WRITES_KEY,
+          key === undefined ? "" : `natter:key:${room}:${key}`,
+        ],
+        arguments: [
+          String(this.#retention.maxCount),
+          String(draft.ts),
+          draft.from,
+          draft.text,
+          draft.action ? "1" : "",
+          epoch,
+          String(this.#writes),
+          String(Math.ceil(KEY_WINDOW_MS / 1000)),
+        ],
+      });
+    // Not sent at all (Redis known to be down or stalled, or the connection not ready): a plain
+    // error, the message is not kept. Sent, and refused by Redis (an error reply; the script
+    // changes nothing then): not kept either. Sent, and no answer in time, or the connection
+    // lost before the answer: it may have run, so that is unknown, not "not sent".
+    let sent: Promise<Stored> | undefined;
     try {
-      id = await this.link.answer(() =>
-        this.link.command.eval(APPEND, {
-          keys: [`natter:seq:${room}`, `natter:log:${room}`, EPOCH_KEY],
-          arguments: [
-            String(this.#retention.maxCount),
-            String(draft.ts),
-            draft.from,
-            draft.text,
-            draft.action ? "1" : "",
-            this.#epoch,
-          ],
-        })
+      return await this.link.answer(() =>
+        sent = send().then(
+          (reply) => this.#stored(room, draft, reply as [number, number, number]),
+          (error) => this.#failed(error),
+        )
       );
     } catch (error) {
-      if (/NATTER_EPOCH/.test(String((error as Error).message))) {
-        // Redis lost natter's data: adopt the new epoch (the hub rebases when the bus is up).
-        await this.refresh().catch(() => {});
-        throw new Error("the shared store was reset; send it again");
+      if (sent === undefined || error instanceof ClientOfflineError || error instanceof Refused) {
+        throw error instanceof Refused ? new Error(error.message) : unavailable(error);
       }
-      throw unavailable(error);
+      throw new Unconfirmed(
+        `the shared store (Redis) did not confirm it (${(error as Error).message})`,
+        sent,
+      );
     }
-    return { room, id: Number(id), ...draft };
+  }
+
+  async #stored(room: string, draft: Draft, [id, writes, duplicate]: [number, number, number]) {
+    if (duplicate) {
+      const [entry] = this.#fresh(
+        room,
+        await this.link.command.xRange(`natter:log:${room}`, `${id}-0`, `${id}-0`),
+      );
+      return { ...(entry ?? { room, id: Number(id), ...draft }), duplicate: true as const };
+    }
+    this.seen(Number(writes));
+    return { room, id: Number(id), ...draft, mark: Number(writes) };
+  }
+
+  async #failed(error: unknown): Promise<never> {
+    if (error instanceof ClientOfflineError) throw error;
+    if (!(error instanceof ErrorReply)) throw error;
+    if (/NATTER_EPOCH|NATTER_BACK/.test(error.message)) {
+      // Redis lost natter's data or went back in time: move to the new epoch (the hub rebases
+      // and sends the message again under it).
+      await this.refresh().catch(() => {});
+      throw new Refused(StoreReset);
+    }
+    throw new Refused(`the shared store refused it: ${error.message}`);
   }
 
   async latest(room: string, limit: number, before?: number): Promise<Message[]> {

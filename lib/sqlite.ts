@@ -11,7 +11,9 @@ import {
   type Message,
   type Recovery,
   type Retention,
+  type Stored,
 } from "./history.ts";
+import { KEY_WINDOW_MS } from "./protocol.ts";
 
 /** `PRAGMA application_id` of a natter database: "natt". */
 const APPLICATION_ID = 0x6e617474;
@@ -35,6 +37,13 @@ const SCHEMA = `
     text TEXT NOT NULL,
     action INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (room, id)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS message_keys (
+    room TEXT NOT NULL,
+    key TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (room, key)
   ) WITHOUT ROWID;
 `;
 
@@ -116,7 +125,11 @@ export class SqliteStore implements HistoryStore {
   readonly #after: StatementSync;
   readonly #bounds: StatementSync;
   readonly #head: StatementSync;
+  readonly #keyed: StatementSync;
+  readonly #remember: StatementSync;
+  readonly #one: StatementSync;
   #lastSweep = 0;
+  #lastKeySweep = 0;
 
   constructor(readonly path: string, retention: Partial<Retention> = {}) {
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
@@ -150,6 +163,11 @@ export class SqliteStore implements HistoryStore {
       "SELECT * FROM messages WHERE room = ? AND ts >= ? AND id > ? ORDER BY id",
     );
     this.#head = db.prepare("SELECT last_id FROM rooms WHERE name = ?");
+    this.#keyed = db.prepare("SELECT id FROM message_keys WHERE room = ? AND key = ? AND at >= ?");
+    this.#remember = db.prepare(
+      "INSERT OR REPLACE INTO message_keys (room, key, id, at) VALUES (?, ?, ?, ?)",
+    );
+    this.#one = db.prepare("SELECT * FROM messages WHERE room = ? AND id = ?");
     this.#bounds = db.prepare(
       "SELECT (SELECT last_id FROM rooms WHERE name = ?1) AS last, (SELECT min(id) FROM messages WHERE room = ?1 AND ts >= ?2) AS first",
     );
@@ -213,19 +231,32 @@ export class SqliteStore implements HistoryStore {
     return epoch;
   }
 
-  append(room: string, draft: Draft): Message {
-    return retryLocked(() => this.#append(room, draft));
+  append(room: string, draft: Draft, key?: string): Stored {
+    return retryLocked(() => this.#append(room, draft, key));
   }
 
-  #append(room: string, draft: Draft): Message {
+  #append(room: string, draft: Draft, key: string | undefined): Stored {
     const db = this.#db;
     db.exec("BEGIN IMMEDIATE");
     try {
+      const now = Date.now();
+      if (key !== undefined) {
+        const earlier = this.#keyed.get(room, key, now - KEY_WINDOW_MS) as
+          | { id: number }
+          | undefined;
+        if (earlier) {
+          const id = Number(earlier.id);
+          const row = this.#one.get(room, id) as Row | undefined;
+          db.exec("COMMIT");
+          return { ...(row ? toMessage(row) : { room, id, ...draft }), duplicate: true };
+        }
+      }
       const id = Number((this.#next.get(room) as { last_id: number }).last_id);
       this.#insert.run(room, id, draft.ts, draft.from, draft.text, draft.action ? 1 : 0);
       this.#trim.run(room, id - this.#retention.maxCount);
+      if (key !== undefined) this.#remember.run(room, key, id, now);
       db.exec("COMMIT");
-      this.#sweep();
+      this.#sweep(now);
       return { room, id, ...draft };
     } catch (error) {
       db.exec("ROLLBACK");
@@ -272,8 +303,12 @@ export class SqliteStore implements HistoryStore {
       : Number.MIN_SAFE_INTEGER;
   }
 
-  /** Deletes messages past their age now and then; reads filter by age meanwhile. */
-  #sweep(): void {
+  /** Deletes messages past their age, and keys past their window, now and then. */
+  #sweep(wallNow: number): void {
+    if (wallNow - this.#lastKeySweep >= AGE_SWEEP_MS) {
+      this.#lastKeySweep = wallNow;
+      this.#db.prepare("DELETE FROM message_keys WHERE at < ?").run(wallNow - KEY_WINDOW_MS);
+    }
     if (this.#retention.maxAgeMs <= 0) return;
     const now = this.#now();
     if (now - this.#lastSweep < AGE_SWEEP_MS) return;

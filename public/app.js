@@ -25,6 +25,7 @@ const COMMANDS =
  *   | { type: "renamed", room: string, from: string, to: string, ts: number, ref?: string | number }
  *   | { type: "members", room: string, members: string[], ref?: string | number }
  *   | { type: "error", code: string, message: string, ref?: string | number }
+ *   | { type: "unknown", message: string, ref?: string | number, key?: string }
  *   | { type: "notice", text: string }} ServerEvent
  */
 
@@ -178,7 +179,7 @@ function showMessage(event) {
   stopTyping(event.from);
   if (state.shown.has(event.id)) return mine?.remove();
   const item = mine ?? document.createElement("li");
-  item.classList.remove("pending");
+  item.classList.remove("pending", "unsure");
   item.dataset.id = String(event.id);
   fillMessage(item, event);
   remember(event);
@@ -391,9 +392,18 @@ function handle(event) {
       state.epoch = event.epoch ?? "";
       const history = event.history ?? [];
       history.forEach(showMessage);
-      // Whatever recovery did not bring back was not sent.
-      for (const item of state.pending.values()) item.classList.replace("pending", "failed");
-      state.pending.clear();
+      // What recovery did not bring back: sent again with its key after a reconnect (the
+      // server keeps each key for 10 minutes, so one it did store is not shown twice), and
+      // failed after a move to another room.
+      for (const [ref, item] of state.pending) {
+        if (moved || !item.dataset.key) {
+          item.classList.replace("pending", "failed");
+          state.pending.delete(ref);
+        } else {
+          const type = item.dataset.action ? "me" : "say";
+          send({ type, text: item.dataset.text, ref, key: item.dataset.key });
+        }
+      }
       ui.older.hidden = false;
       if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
       else if (state.everConnected && !moved) note(`Reconnected as ${event.name}.`);
@@ -482,6 +492,14 @@ function handle(event) {
       if (["bad_name", "name_taken", "bad_room"].includes(event.code)) showIdentity();
       return note(event.message, "error");
     }
+    case "unknown": {
+      // The server could not tell whether it kept the message: it stays pending; it is
+      // acknowledged if it was kept, and sent again with its key after a reconnect.
+      const item = event.ref === undefined ? undefined : state.pending.get(String(event.ref));
+      item?.classList.add("unsure");
+      if (item) item.title = event.message;
+      return note(event.message, "notice");
+    }
     case "notice":
       return note(event.text);
   }
@@ -497,13 +515,26 @@ function send(message) {
   return true;
 }
 
+/**
+ * A random message key. Not crypto.randomUUID(): that exists only in secure contexts, and the
+ * page is also served over plain HTTP on a LAN address.
+ */
+function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 /** @param {string} text */
 function say(text, action = false) {
   const ref = String(state.nextRef++);
-  if (!send({ type: action ? "me" : "say", text, ref })) return false;
+  // The message's idempotency key: a resend with it is not shown twice.
+  const key = newKey();
+  if (!send({ type: action ? "me" : "say", text, ref, key })) return false;
   const item = document.createElement("li");
   item.classList.add("pending");
   item.dataset.text = text;
+  item.dataset.key = key;
+  if (action) item.dataset.action = "1";
   fillMessage(item, { from: state.name, text, ts: Date.now(), action });
   state.pending.set(ref, item);
   append(item);

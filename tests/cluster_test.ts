@@ -235,3 +235,113 @@ Deno.test({
     });
   },
 });
+
+/** Waits until an instance says its shared bus is up. */
+async function busUp(port: number, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while ((await health(port)).status !== 200) {
+    if (Date.now() > deadline) throw new Error(`instance on ${port} did not get its bus back`);
+    await sleep(50);
+  }
+}
+
+Deno.test({
+  name:
+    "Redis restored from an older snapshot: no id is given out twice; the messages after it are acknowledged and reach everyone",
+  ignore: !enabled,
+  async fn() {
+    const dir = Deno.makeTempDirSync();
+    const redis = await RedisServer.start(undefined, dir);
+    const started: ServerProcess[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        started.push(await ServerProcess.start(["--port", "0", "--redis", redis.url]));
+      }
+      const [pa, pb] = (await Promise.all(started.map((s) => s.port()))) as [number, number];
+      const alice = await Client.json(`ws://127.0.0.1:${pa}/?name=alice&room=r`);
+      const bob = await Client.json(`ws://127.0.0.1:${pb}/?name=bob&room=r`);
+      await alice.event("joined", (e) => e.name === "bob", 5000);
+      const say = async (text: string, ref: string) => {
+        alice.send({ type: "say", text, ref });
+        return await alice.event("message", (e) => e.ref === ref, 10_000);
+      };
+      for (let i = 1; i <= 3; i++) await say(`m${i}`, `r${i}`);
+      assert.match(await redis.command("SAVE"), /^\+OK/);
+      for (let i = 4; i <= 6; i++) await say(`m${i}`, `r${i}`);
+      await bob.event("message", (e) => e.text === "m6", 5000);
+      const oldEpoch = welcomeOf(bob).epoch;
+
+      // Redis comes back from the snapshot taken after m3: its counters say 3.
+      await redis.kill();
+      await redis.restart();
+      await busUp(pa);
+      await busUp(pb);
+      const seven = await say("m7", "r7");
+      const heard = await bob.event("message", (e) => e.text === "m7", 10_000);
+      assert.equal(heard.id, seven.id);
+      // Everyone moved to a new epoch: a new welcome for the JSON clients.
+      const epochs = bob.lines.filter((l) => l.includes('"type":"welcome"'))
+        .map((l) => JSON.parse(l).epoch);
+      assert.equal(epochs.length, 2, `bob was welcomed again: ${epochs}`);
+      assert.notEqual(epochs[1], oldEpoch);
+      // A client that saw m6 under the old epoch does not take its position for a new one.
+      const back = await Client.json(
+        `ws://127.0.0.1:${pb}/?name=carol&room=r&since=6&epoch=${oldEpoch}`,
+      );
+      const welcome = welcomeOf(back);
+      assert.equal(welcome.recovered, false);
+      assert.notEqual(welcome.epoch, oldEpoch);
+      const ids = welcome.history.map((m: { id: number }) => m.id);
+      assert.equal(new Set(ids).size, ids.length, `ids in one epoch are unique: ${ids}`);
+      assert.ok(welcome.history.some((m: { text: string }) => m.text === "m7"));
+      await Promise.all([alice.close(), bob.close(), back.close()]);
+    } finally {
+      for (const server of started) await server.stop("SIGKILL");
+      await redis.kill();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "Redis stalled mid-send: the author hears 'unknown', never 'not sent' for a message others get; a resend with its key shows once",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ redis, ports: [pa, pb] }) => {
+      const alice = await Client.json(`ws://127.0.0.1:${pa}/?name=alice&room=r`);
+      const bob = await Client.json(`ws://127.0.0.1:${pb}/?name=bob&room=r`);
+      await alice.event("joined", (e) => e.name === "bob", 5000);
+      alice.send({ type: "say", text: "before", ref: "b", key: "k-before" });
+      await alice.event("message", (e) => e.ref === "b", 5000);
+      redis.freeze(true);
+      try {
+        alice.send({ type: "say", text: "during", ref: "d", key: "k-during" });
+        const answer = await alice.next((line) => line.includes('"ref":"d"'), 5000);
+        const event = JSON.parse(answer);
+        assert.equal(event.type, "unknown", `the author is told it is unknown: ${answer}`);
+        assert.equal(event.key, "k-during");
+        await sleep(1000);
+      } finally {
+        redis.freeze(false);
+      }
+      // Redis ran it after all: everyone gets it, the author with its acknowledgement.
+      const got = await bob.event("message", (e) => e.text === "during", 10_000);
+      const ack = await alice.event("message", (e) => e.ref === "d", 10_000);
+      assert.equal(ack.id, got.id);
+      // The author, unsure, sends it again with the same key: acknowledged, not shown twice.
+      alice.send({ type: "say", text: "during", ref: "d2", key: "k-during" });
+      const again = await alice.event("message", (e) => e.ref === "d2", 5000);
+      assert.equal(again.id, got.id, "the resend is the message stored the first time");
+      alice.send({ type: "say", text: "after", ref: "a" });
+      await bob.event("message", (e) => e.text === "after", 5000);
+      const seen = bob.lines.filter((l) => l.includes('"text":"during"'));
+      assert.equal(seen.length, 1, `bob got "during" once: ${seen}`);
+      assert.ok(
+        !alice.lines.some((l) => l.includes('"code":"unavailable"') && l.includes('"ref":"d"')),
+        "no 'not sent' for a message that was delivered",
+      );
+      await Promise.all([alice.close(), bob.close()]);
+    });
+  },
+});

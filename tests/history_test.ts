@@ -62,8 +62,26 @@ for (const [kind, make] of Object.entries(factories)) {
       (await store.append("a", draft("2"))).id,
     ], [1, 2]);
     assert.equal((await store.append("b", draft("x"))).id, 1, "each room counts for itself");
-    const stored = await store.append("a", { ts: 5, from: "bob", text: "waves", action: true });
+    const { mark: _, ...stored } = await store.append("a", {
+      ts: 5,
+      from: "bob",
+      text: "waves",
+      action: true,
+    });
     assert.deepEqual(stored, { room: "a", id: 3, ts: 5, from: "bob", text: "waves", action: true });
+  });
+
+  test("a message sent again with its key is the one stored the first time, not a new one", async (store) => {
+    const first = await store.append("a", draft("hello"), "key-1");
+    await store.append("a", draft("other"));
+    const again = await store.append("a", draft("hello", 2000), "key-1");
+    assert.equal(again.duplicate, true);
+    assert.equal(again.id, first.id);
+    assert.equal(again.ts, first.ts, "the stored message, not the resend");
+    assert.equal(await store.head("a"), 2, "nothing new was stored");
+    const elsewhere = await store.append("b", draft("hello"), "key-1");
+    assert.equal(elsewhere.duplicate, undefined, "keys are per room");
+    assert.equal(elsewhere.id, 1);
   });
 
   test("latest() returns the newest, oldest first, and pages back with before", async (store) => {
@@ -73,7 +91,12 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.deepEqual((await store.latest("r", 3, 2)).map((m) => m.id), [1]);
     assert.deepEqual((await store.latest("r", 50)).length, 10);
     assert.deepEqual(await store.latest("nowhere", 5), []);
-    const action = await store.append("r", { ts: 1, from: "a", text: "x", action: true });
+    const { mark: _, ...action } = await store.append("r", {
+      ts: 1,
+      from: "a",
+      text: "x",
+      action: true,
+    });
     assert.deepEqual(await store.latest("r", 1), [action]);
   });
 

@@ -40,18 +40,21 @@ export function freePort(): number {
 /** A redis-server process with no persistence, on its own port. */
 export class RedisServer {
   readonly port: number;
+  /** Where it keeps its snapshot (`SAVE` writes it, a restart loads it); none by default. */
+  readonly dir: string | undefined;
   #child: Deno.ChildProcess | undefined;
 
-  private constructor(port: number) {
+  private constructor(port: number, dir?: string) {
     this.port = port;
+    this.dir = dir;
   }
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  static async start(port = freePort()): Promise<RedisServer> {
-    const server = new RedisServer(port);
+  static async start(port = freePort(), dir?: string): Promise<RedisServer> {
+    const server = new RedisServer(port, dir);
     await server.restart();
     return server;
   }
@@ -68,6 +71,7 @@ export class RedisServer {
         "",
         "--appendonly",
         "no",
+        ...(this.dir ? ["--dir", this.dir, "--dbfilename", "dump.rdb"] : []),
       ],
       stdin: "null",
       stdout: "null",
