@@ -3,6 +3,7 @@
  * health and metrics. Works with `Deno.serve`, `deno serve` and tests alike.
  */
 
+import { addressGroup } from "./address.ts";
 import { timingSafeEqual } from "node:crypto";
 import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
@@ -163,9 +164,10 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       live.delete(conn);
       const release = () => {
         sockets--;
-        const left = (perAddress.get(conn.address) ?? 1) - 1;
-        if (left > 0) perAddress.set(conn.address, left);
-        else perAddress.delete(conn.address);
+        const group = addressGroup(conn.address);
+        const left = (perAddress.get(group) ?? 1) - 1;
+        if (left > 0) perAddress.set(group, left);
+        else perAddress.delete(group);
       };
       if (!conn.droppedAsSlow || draining) return release();
       lingering++;
@@ -265,7 +267,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
         plain(503, "The server is full; try again later", { "retry-after": "10" }),
       );
     }
-    const mine = perAddress.get(address) ?? 0;
+    const group = addressGroup(address);
+    const mine = perAddress.get(group) ?? 0;
     if (options.maxPerAddress > 0 && mine >= options.maxPerAddress) {
       return refuse(
         "per_address",
@@ -290,7 +293,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       );
     }
     sockets++;
-    perAddress.set(address, mine + 1);
+    perAddress.set(group, mine + 1);
     const conn = new SocketConnection(upgraded.socket, socketSettings, {
       format,
       address,

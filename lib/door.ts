@@ -20,6 +20,7 @@
  *   the descriptor ceiling it hit, and stays under it from then on.
  */
 
+import { addressGroup, canonical } from "./address.ts";
 import http from "node:http";
 import net from "node:net";
 import type { App } from "./app.ts";
@@ -64,6 +65,9 @@ export interface Door {
 
 /** Descriptors kept free for everything else (the store, Redis, the door's own probe). */
 const RESERVE = 32;
+/** A learned descriptor ceiling holds this long, then the budget rises by RESERVE per step. */
+const RELEARN_MS = 60_000;
+const RELEARN_STEP_MS = 5_000;
 /** How long a problem keeps `/healthz` degraded after it was last seen. */
 const TROUBLE_MS = 10_000;
 /** How often the same warning may be logged. */
@@ -90,10 +94,6 @@ interface Tracked {
 }
 const TRACKED = Symbol("natter.door");
 type TrackedSocket = net.Socket & { [TRACKED]?: Tracked | undefined };
-
-function canonical(address: string | undefined): string {
-  return (address ?? "unknown").replace(/^::ffff:(?=\d+\.)/, "");
-}
 
 /** Headers of a `node:http` request, as a Fetch `Headers` (repeated fields kept). */
 function headersOf(raw: string[]): Headers {
@@ -136,7 +136,15 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   let accepted = 0;
   /** Open connections after the last accept: the ceiling, when the next accept fails. */
   let atLastAccept = 0;
-  let budget = options.maxSockets ?? app.options.maxConnections + options.maxPending;
+  const configured = options.maxSockets ?? app.options.maxConnections + options.maxPending;
+  let budget = configured;
+  /**
+   * When the budget was last lowered to a learned descriptor ceiling. Descriptors are shared
+   * with the rest of the process (files, Redis, a raised limit), so a learned ceiling is not for
+   * good: after {@link RELEARN_MS} without running out again, the budget rises back step by
+   * step, and running out again teaches it anew.
+   */
+  let learnedAt = -Infinity;
   let troubleAt = -Infinity;
   let trouble: string | undefined;
   const lastLogged = new Map<string, number>();
@@ -167,9 +175,10 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     if (!state.pending) return;
     state.pending = false;
     pending--;
-    const left = (perAddress.get(state.address) ?? 1) - 1;
-    if (left > 0) perAddress.set(state.address, left);
-    else perAddress.delete(state.address);
+    const group = addressGroup(state.address);
+    const left = (perAddress.get(group) ?? 1) - 1;
+    if (left > 0) perAddress.set(group, left);
+    else perAddress.delete(group);
   }
 
   /** (Re)starts the wait for a request head; a connection that sends none is closed. */
@@ -196,7 +205,8 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       return refuse(socket, "descriptors");
     }
     const address = canonical(socket.remoteAddress);
-    const mine = perAddress.get(address) ?? 0;
+    const group = addressGroup(address);
+    const mine = perAddress.get(group) ?? 0;
     // The per-address share applies only once the waiting room is half full: a proxy or a big
     // NAT (one address for many clients) may reconnect hundreds at once, and a lone address
     // may not fill the room on its own.
@@ -212,7 +222,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     sockets++;
     pending++;
     atLastAccept = sockets;
-    perAddress.set(address, mine + 1);
+    perAddress.set(group, mine + 1);
     const state: Tracked = {
       address,
       port: socket.remotePort ?? 0,
@@ -395,7 +405,8 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     // Deno's accept loop only stops on an error, in practice "Too many open files": the
     // ceiling is where the last accept left us. Stay under it from now on, with room to spare.
     const ceiling = Math.max(atLastAccept, sockets);
-    if (ceiling > 2 * RESERVE) budget = Math.min(budget, ceiling - RESERVE);
+    budget = Math.min(budget, ceiling - Math.min(RESERVE, Math.ceil(ceiling / 4)));
+    learnedAt = Date.now();
     warn(why, "the listener stopped accepting connections: listening again", {
       reason: why,
       open: sockets,
@@ -469,7 +480,12 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     if (relistening) return;
     if (accepted !== seen) seen = accepted;
     else probe();
-    if (Date.now() - troubleAt > TROUBLE_MS) trouble = undefined;
+    const now = Date.now();
+    if (now - troubleAt > TROUBLE_MS) trouble = undefined;
+    if (budget < configured && now - learnedAt > RELEARN_MS) {
+      budget = Math.min(configured, budget + RESERVE);
+      learnedAt = now - RELEARN_MS + RELEARN_STEP_MS;
+    }
   }, options.watchMs ?? 1000);
   Deno.unrefTimer(watch);
 
