@@ -31,6 +31,16 @@ export interface Stored extends Message {
   duplicate?: true;
   /** A shared store's write position, for noticing a store that went back in time. */
   mark?: number;
+  /** The epoch it was stored under, where the store's epoch can change meanwhile. */
+  epoch?: string;
+}
+
+/**
+ * The store refused a message because it moved to a new epoch (it lost its data, or went back
+ * in time): nothing was stored, and the message may be stored again under the new epoch.
+ */
+export class StoreReset extends Error {
+  override name = "StoreReset";
 }
 
 /**
@@ -193,6 +203,11 @@ function writeUtf8(text: string, bytes: Uint8Array, at: number): number {
  * shorter gives the memory back. A room with no messages holds no arrays.
  */
 class RoomLog {
+  /** Its neighbours in the store's recency list (rooms holding messages, least recent first). */
+  older: RoomLog | undefined = undefined;
+  newer: RoomLog | undefined = undefined;
+  /** Its room's name, for the budget walk that starts from the list. */
+  room = "";
   lastId = 0;
   head = 0;
   tail = 0;
@@ -322,8 +337,15 @@ class RoomLog {
  */
 export class MemoryStore implements HistoryStore {
   readonly epoch = crypto.randomUUID();
-  /** Rooms holding messages, in order of last message: the least recently active first. */
+  /** Rooms holding messages, by name; their recency is the list from {@link #oldest}. */
   readonly #rooms = new Map<string, RoomLog>();
+  /**
+   * The recency list: the least and the most recently active rooms holding messages, linked
+   * through their logs. A list, not a Map's order: deleting a Map's first entries leaves holes
+   * that every walk from its start skips again until the table is rebuilt.
+   */
+  #oldest: RoomLog | undefined;
+  #newest: RoomLog | undefined;
   /** Rooms holding no messages that a hub has members in: their place is kept. */
   readonly #idle = new Map<string, RoomLog>();
   /** How many hubs hold each room (see {@link hold}). */
@@ -336,8 +358,9 @@ export class MemoryStore implements HistoryStore {
   #forgotten = 0;
   /** Message keys by room and key: the id stored under each, and when; the oldest first. */
   readonly #keys = new Map<string, { id: number; at: number }>();
-  /** The room that spoke last (the last in {@link #rooms}). */
-  #latest: RoomLog | undefined;
+  /** The same keys in the order they came (a queue read from {@link #keyHead}), for expiry. */
+  #keyQueue: { keyed: string; at: number }[] = [];
+  #keyHead = 0;
 
   constructor(retention: Partial<Retention> = {}, budget = DEFAULT_MEMORY_BUDGET) {
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
@@ -375,15 +398,17 @@ export class MemoryStore implements HistoryStore {
       if (earlier !== undefined) return this.#duplicate(room, earlier, draft);
     }
     let log = this.#rooms.get(room);
-    // The most recently active room last: moved there unless it already is.
-    if (log === undefined || log !== this.#latest) {
-      if (log === undefined) {
-        log = this.#idle.get(room);
-        if (log) this.#idle.delete(room);
-        else log = this.#fresh();
-      } else this.#rooms.delete(room);
+    if (log === undefined) {
+      log = this.#idle.get(room);
+      if (log) this.#idle.delete(room);
+      else log = this.#fresh();
+      log.room = room;
       this.#rooms.set(room, log);
-      this.#latest = log;
+      this.#link(log);
+    } else if (log !== this.#newest) {
+      // The most recently active room last.
+      this.#unlink(log);
+      this.#link(log);
     }
     const before = log.capacity;
     log.push(draft);
@@ -432,22 +457,51 @@ export class MemoryStore implements HistoryStore {
     this.#rooms.clear();
     this.#idle.clear();
     this.#held.clear();
-    this.#latest = undefined;
+    this.#keys.clear();
+    this.#keyQueue = [];
+    this.#keyHead = 0;
+    this.#oldest = this.#newest = undefined;
     this.#bytes = 0;
   }
 
   /** The id stored under a key within the window; forgets keys past it, oldest first. */
   #earlier(keyed: string): number | undefined {
     const cutoff = performance.now() - KEY_WINDOW_MS;
-    for (const [old, { at }] of this.#keys) {
+    const queue = this.#keyQueue;
+    while (this.#keyHead < queue.length) {
+      const { keyed: old, at } = queue[this.#keyHead]!;
       if (at >= cutoff && this.#keys.size <= MAX_KEYS) break;
-      this.#keys.delete(old);
+      this.#keyHead++;
+      if (this.#keys.get(old)?.at === at) this.#keys.delete(old);
+    }
+    if (this.#keyHead > 1024 && this.#keyHead * 2 > queue.length) {
+      this.#keyQueue = queue.slice(this.#keyHead);
+      this.#keyHead = 0;
     }
     return this.#keys.get(keyed)?.id;
   }
 
   #remember(keyed: string, id: number): void {
-    this.#keys.set(keyed, { id, at: performance.now() });
+    const at = performance.now();
+    this.#keys.set(keyed, { id, at });
+    this.#keyQueue.push({ keyed, at });
+  }
+
+  /** Puts a log at the recent end of the recency list. */
+  #link(log: RoomLog): void {
+    log.older = this.#newest;
+    log.newer = undefined;
+    if (this.#newest) this.#newest.newer = log;
+    else this.#oldest = log;
+    this.#newest = log;
+  }
+
+  #unlink(log: RoomLog): void {
+    if (log.older) log.older.newer = log.newer;
+    else this.#oldest = log.newer;
+    if (log.newer) log.newer.older = log.older;
+    else this.#newest = log.older;
+    log.older = log.newer = undefined;
   }
 
   /** The message stored under an id, as kept, or as the resend says it was when no longer kept. */
@@ -493,9 +547,9 @@ export class MemoryStore implements HistoryStore {
    */
   #enforceBudget(current: string, log: RoomLog): void {
     while (this.#bytes > this.#budget) {
-      const oldest = this.#rooms.entries().next().value;
-      if (!oldest || oldest[1] === log) break;
-      this.#drop(oldest[0], oldest[1], oldest[1].count);
+      const oldest = this.#oldest;
+      if (!oldest || oldest === log) break;
+      this.#drop(oldest.room, oldest, oldest.count);
     }
     while (this.#bytes > this.#budget && log.count > 1) {
       this.#drop(current, log, Math.ceil(log.count / 4));
@@ -510,7 +564,7 @@ export class MemoryStore implements HistoryStore {
     this.#bytes += log.capacity - before;
     if (log.count > 0) return;
     this.#rooms.delete(room);
-    if (this.#latest === log) this.#latest = undefined;
+    this.#unlink(log);
     if (this.#held.has(room)) this.#idle.set(room, log);
     else this.#forget(room, log);
   }

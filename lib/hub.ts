@@ -11,6 +11,7 @@ import {
   MemoryStore,
   type Message,
   type Stored,
+  StoreReset,
   Unconfirmed,
   when,
 } from "./history.ts";
@@ -167,6 +168,8 @@ interface Room {
   nextId?: number | undefined;
   /** Messages that arrived ahead of an earlier one, by id. */
   held?: Map<number, MessageEnvelope> | undefined;
+  /** Authors here waiting for the acknowledgement of a stored message, by its id. */
+  acks?: Map<number, { member: Member; ref: Ref | undefined }> | undefined;
   gapTimer?: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -511,12 +514,16 @@ export class Hub {
       () => this.#store.append(room, draft, key),
       (stored) => this.#stored(member, stored, ref),
       (error) => {
-        if (this.#store.epoch !== this.#epoch) {
-          this.#rebase();
-          if (!again && this.#members.get(member.conn) === member && member.room.name === room) {
-            return this.#say(member, text, action, ref, key, true);
-          }
+        if (error instanceof StoreReset && !again) {
+          // Nothing was stored: move to the store's new epoch, then store it once more.
+          return void when(() => this.#store.refresh?.(), () => {
+            if (this.#store.epoch !== this.#epoch) this.#rebase();
+            if (this.#members.get(member.conn) === member && member.room.name === room) {
+              this.#say(member, text, action, ref, key, true);
+            }
+          }, () => this.#notSent(member, error, ref));
         }
+        if (this.#store.epoch !== this.#epoch) this.#rebase();
         if (error instanceof Unconfirmed) {
           this.#sendTo(member, {
             type: "unknown",
@@ -528,45 +535,55 @@ export class Hub {
           error.later.then((stored) => this.#stored(member, stored, ref), () => {});
           return;
         }
-        const message = `your message was not sent: the server could not store it (${
-          (error as Error).message
-        })`;
-        this.#sendTo(member, { type: "error", code: "unavailable", message, ...refField(ref) });
+        this.#notSent(member, error, ref);
       },
     );
   }
 
+  #notSent(member: Member, error: unknown, ref: Ref | undefined): void {
+    const message = `your message was not sent: the server could not store it (${
+      (error as Error).message
+    })`;
+    this.#sendTo(member, { type: "error", code: "unavailable", message, ...refField(ref) });
+  }
+
   /**
-   * Publishes a stored message to every hub (each delivers a room's ids once, in order). A
-   * resend of one already delivered here is acknowledged to its author at once.
+   * Publishes a stored message to every hub (each delivers a room's ids once, in order), and
+   * sees that its author gets one acknowledgement, whichever way the message reaches this hub
+   * first: its own envelope, a resend's, or the store filling a gap. One already delivered here
+   * (the resend of a kept key, a late answer after the store caught up) is acknowledged now.
    */
   #stored(member: Member, stored: Stored, ref: Ref | undefined): void {
-    const { duplicate, mark, ...message } = stored;
+    const { duplicate: _, mark, epoch, ...message } = stored;
+    const room = this.#rooms.get(message.room);
+    const here = this.#members.get(member.conn) === member && member.room === room;
+    const delivered = room?.nextId !== undefined && message.id < room.nextId;
+    if (here && !delivered) (room!.acks ??= new Map()).set(message.id, { member, ref });
     this.#publish({
       kind: "message",
       origin: this.#origin,
-      epoch: this.#store.epoch,
+      epoch: epoch ?? this.#store.epoch,
       message,
       actor: member.conn.id,
       ...refField(ref),
       ...(mark === undefined ? {} : { mark }),
     });
-    const room = this.#rooms.get(message.room);
-    const delivered = room?.nextId !== undefined && message.id < room.nextId;
-    if (duplicate && delivered && this.#members.get(member.conn) === member) {
-      if (member.conn.format === "json") this.#sendTo(member, withRef(asEvent(message), ref));
+    if (here && delivered && member.conn.format === "json") {
+      this.#sendTo(member, withRef(asEvent(message), ref));
     }
   }
 
   #history(member: Member, asked: number | undefined, before: number | undefined, ref?: Ref): void {
     const limit = asked ?? (member.conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
     const room = member.room.name;
-    const wait = this.#replyWait(member);
+    const wait = this.#reserve(member);
     if (wait > 0) {
       return this.#sendTo(member, {
         type: "error",
         code: "rate_limited",
         message: `too much history too fast: at most ${
+          Math.round(this.#replyBurst / 1024)
+        } KiB at once and ${
           Math.round(this.#replyRate / 1024)
         } KiB a second per connection; ask again in ${Math.ceil(wait)} s`,
         ...refField(ref),
@@ -584,27 +601,40 @@ export class Hub {
           const event = { type: "history" as const, room, messages: page.map(asEvent), more };
           return format === "json" ? encodeJson(event) : encodeText(event);
         });
-        this.#spend(member, frame.bytes);
+        this.#settle(member, frame.bytes);
         this.#deliver(member, format === "json" ? withRefFrame(frame, ref) : frame);
       },
-      (error) =>
+      (error) => {
+        this.#settle(member, 0);
         this.#sendTo(member, {
           type: "error",
           code: "unavailable",
           message: `history is not available right now (${(error as Error).message})`,
           ...refField(ref),
-        }),
+        });
+      },
     );
   }
 
-  /** Seconds until a member may have history again (0: now). */
-  #replyWait(member: Member): number {
-    return member.replies?.wait() ?? 0;
+  /**
+   * Reserves the most one reply of history may take ({@link HISTORY_FRAME_BYTES}) from a
+   * member's allowance, before the store is read: requests in flight together cannot pass it.
+   * Returns 0, or the seconds to wait when the allowance cannot cover a reply now.
+   */
+  #reserve(member: Member): number {
+    const replies = member.replies ??= new TokenBucket(this.#replyBurst, this.#replyRate);
+    const most = this.#reservation();
+    return replies.take(most) ? 0 : replies.wait(most);
   }
 
-  #spend(member: Member, bytes: number): void {
-    if (bytes === 0) return;
-    (member.replies ??= new TokenBucket(this.#replyBurst, this.#replyRate)).spend(bytes);
+  /** Gives back what a reserved reply did not use. */
+  #settle(member: Member, used: number): void {
+    member.replies?.refund(this.#reservation() - used);
+  }
+
+  /** What a reply reserves: a full page, or half the allowance where that is smaller. */
+  #reservation(): number {
+    return Math.min(HISTORY_FRAME_BYTES, this.#replyBurst / 2);
   }
 
   #rename(member: Member, name: string, ref: Ref | undefined): void {
@@ -695,10 +725,15 @@ export class Hub {
       ? this.#bigRoom
       : Math.min(this.#bigRoom, LISTED_NAMES + 1);
     const present = { members: this.#names(room, listed), count: this.#count(room) };
+    // A JSON welcome carries history: reserved from the member's allowance before the read.
+    const reserved = member.conn.format === "json" && this.#reserve(member) === 0;
     when(
-      () => this.#read(member, since),
+      () => this.#read(member, since, reserved),
       (found) => {
-        if (!this.#members.has(member.conn) || member.room !== room) return;
+        if (!this.#members.has(member.conn) || member.room !== room) {
+          if (reserved) this.#settle(member, 0);
+          return;
+        }
         if (room.nextId === undefined) {
           room.nextId = found.head + 1;
           this.#drain(room);
@@ -706,17 +741,21 @@ export class Hub {
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#deliver(member, this.#welcome(member, ref, found, present));
+        this.#deliver(member, this.#welcome(member, ref, found, present, reserved));
         for (const { frame, id } of pending) {
           if (id === undefined || id > member.floor) this.#deliver(member, frame, id);
         }
       },
       (error) => {
         // The store is unreachable: welcome without history; live events still flow.
-        if (!this.#members.has(member.conn) || member.room !== room) return;
+        if (!this.#members.has(member.conn) || member.room !== room) {
+          if (reserved) this.#settle(member, 0);
+          return;
+        }
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#deliver(member, this.#welcome(member, ref, { messages: [] }, present));
+        if (reserved) this.#settle(member, 0);
+        this.#deliver(member, this.#welcome(member, ref, { messages: [] }, present, false));
         this.#sendTo(member, {
           type: "error",
           code: "unavailable",
@@ -731,6 +770,7 @@ export class Hub {
   #read(
     member: Member,
     since: number | undefined,
+    reserved: boolean,
   ): Maybe<{ messages: Message[]; recovered?: boolean; head: number }> {
     const room = member.room.name;
     const store = this.#store;
@@ -739,7 +779,7 @@ export class Hub {
     if (member.conn.format !== "json") return when(() => head, (head) => ({ messages: [], head }));
     const missed = since === undefined ? undefined : store.after(room, since);
     // A member past its history allowance (hopping between rooms) is welcomed without any.
-    const latest = store.latest(room, this.#replyWait(member) > 0 ? 0 : this.#historyOnJoin);
+    const latest = store.latest(room, reserved ? this.#historyOnJoin : 0);
     return when(() => all3(head, missed, latest), ([head, missed, latest]) => {
       // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.
       const recovered = missed?.complete === true &&
@@ -758,6 +798,7 @@ export class Hub {
     ref: Ref | undefined,
     found: { messages: Message[]; recovered?: boolean },
     present: { members: string[]; count: number },
+    reserved: boolean,
   ): Frame {
     const welcome: ServerEvent = {
       type: "welcome",
@@ -775,7 +816,8 @@ export class Hub {
       pageKey("welcome", epoch, member.room.name, found.messages),
       () => JSON.stringify(found.messages.map(asEvent)),
     );
-    if (found.messages.length > 0) this.#spend(member, history.bytes);
+    if (reserved) this.#settle(member, history.bytes);
+    else if (found.messages.length > 0) member.replies?.refund(-history.bytes); // recovery
     const head = encodeJson(welcome);
     const tail = ref === undefined ? "}" : `,"ref":${JSON.stringify(ref)}}`;
     const data = `${head.slice(0, -1)},"history":${history.data}${tail}`;
@@ -1153,22 +1195,32 @@ export class Hub {
     }, retry);
   }
 
-  /** A message to everyone in its room; its author (if here) gets its copy with its `ref`. */
+  /**
+   * A message to everyone in its room; its author (if here) gets its copy with its `ref`: the
+   * one this envelope names, or the one waiting in the room's acknowledgements (the message came
+   * through another envelope, or from the store).
+   */
   #deliverMessage(room: Room, envelope: MessageEnvelope): void {
-    const author = envelope.origin === this.#origin
+    const event = asEvent(envelope.message);
+    const waiting = room.acks?.get(event.id);
+    if (waiting) room.acks!.delete(event.id);
+    let author = envelope.origin === this.#origin
       ? this.#byId.get(envelope.actor ?? "")
       : undefined;
-    const event = asEvent(envelope.message);
+    let ref = envelope.ref;
+    if (waiting && (author === undefined || author === waiting.member)) {
+      author = waiting.member;
+      ref = waiting.ref;
+    }
     this.#broadcast(room, event, author, event.id);
     // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
     // An author who moved to another room while a shared store was storing it still learns
     // that it was kept (the event names its room).
     if (author?.conn.format === "json") {
-      this.#sendTo(
-        author,
-        withRef(event, envelope.ref),
-        author.room === room ? event.id : undefined,
-      );
+      this.#sendTo(author, withRef(event, ref), author.room === room ? event.id : undefined);
+    }
+    if (waiting && waiting.member !== author && waiting.member.conn.format === "json") {
+      this.#sendTo(waiting.member, withRef(event, waiting.ref));
     }
   }
 

@@ -22,27 +22,26 @@ export class TokenBucket {
     this.#last = now();
   }
 
-  /** Takes one token if there is one. */
-  take(): boolean {
+  /** Takes `amount` tokens (one by default) if there are so many. */
+  take(amount = 1): boolean {
     this.#refill();
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    if (this.#tokens < amount) return false;
+    this.#tokens -= amount;
     return true;
   }
 
-  /**
-   * Whether anything is left to spend; when not, how long until there is, in seconds. A budget
-   * of bytes is checked with this before a reply is built, and charged with {@link spend} after.
-   */
-  wait(): number {
+  /** Seconds until `amount` tokens are there (0: now). */
+  wait(amount = 1): number {
     this.#refill();
-    return this.#tokens > 0 ? 0 : (1 - this.#tokens) / this.perSecond;
+    return this.#tokens >= amount ? 0 : (amount - this.#tokens) / this.perSecond;
   }
 
-  /** Takes `amount` tokens, going into debt if there are not so many: the next wait is longer. */
-  spend(amount: number): void {
-    this.#refill();
-    this.#tokens -= amount;
+  /**
+   * Gives back tokens taken for a reservation and not used (or takes more, when negative). A
+   * budget of bytes reserves the most a reply may take before it is built, and settles after.
+   */
+  refund(amount: number): void {
+    this.#tokens = Math.min(this.burst, this.#tokens + amount);
   }
 
   #refill(): void {

@@ -3,8 +3,8 @@
  * Redis broker (pub/sub), over one link of two connections (commands, and the subscription).
  *
  * Keys, for room R: `natter:seq:R` (its last id, INCR'd), `natter:log:R` (a stream whose
- * entry ids are `<id>-0`, trimmed to the retention count), `natter:key:R:K` (the id stored under
- * message key K, for {@link KEY_WINDOW_MS}); and `natter:epoch`, and `natter:writes` (a count of
+ * entry ids are `<id>-0`, trimmed to the retention count), `natter:key:E:R:K` (the id stored
+ * under message key K in epoch E, for {@link KEY_WINDOW_MS}); and `natter:epoch`, and `natter:writes` (a count of
  * every message stored, which each instance remembers the highest of: a Redis that comes back
  * with a lower count went back in time, say to an older snapshot, and would hand out ids again,
  * so the first instance to notice starts a new epoch). Events travel on the channel
@@ -25,6 +25,7 @@ import {
   type Recovery,
   type Retention,
   type Stored,
+  StoreReset,
   Unconfirmed,
 } from "./history.ts";
 import type { Logger } from "./log.ts";
@@ -243,9 +244,6 @@ export function redact(url: string): string {
 /** Redis answered with an error: nothing was stored. */
 class Refused extends Error {}
 
-/** What an append refused because the store moved to a new epoch says. */
-export const StoreReset = "the shared store was reset";
-
 /** Says "Redis is down" in words a client can act on. */
 function unavailable(error: unknown): Error {
   if (error instanceof ClientOfflineError) return new Error("the shared store (Redis) is down");
@@ -320,7 +318,8 @@ export class RedisStore implements HistoryStore {
           `natter:log:${room}`,
           EPOCH_KEY,
           WRITES_KEY,
-          key === undefined ? "" : `natter:key:${room}:${key}`,
+          // Per epoch: under a new one, an id stored under an old key names another message.
+          key === undefined ? "" : `natter:key:${epoch}:${room}:${key}`,
         ],
         arguments: [
           String(this.#retention.maxCount),
@@ -341,11 +340,12 @@ export class RedisStore implements HistoryStore {
     try {
       return await this.link.answer(() =>
         sent = send().then(
-          (reply) => this.#stored(room, draft, reply as [number, number, number]),
+          (reply) => this.#stored(room, draft, epoch, reply as [number, number, number]),
           (error) => this.#failed(error),
         )
       );
     } catch (error) {
+      if (error instanceof StoreReset) throw error;
       if (sent === undefined || error instanceof ClientOfflineError || error instanceof Refused) {
         throw error instanceof Refused ? new Error(error.message) : unavailable(error);
       }
@@ -356,26 +356,34 @@ export class RedisStore implements HistoryStore {
     }
   }
 
-  async #stored(room: string, draft: Draft, [id, writes, duplicate]: [number, number, number]) {
+  async #stored(
+    room: string,
+    draft: Draft,
+    epoch: string,
+    [id, writes, duplicate]: [number, number, number],
+  ) {
     if (duplicate) {
       const [entry] = this.#fresh(
         room,
         await this.link.command.xRange(`natter:log:${room}`, `${id}-0`, `${id}-0`),
       );
-      return { ...(entry ?? { room, id: Number(id), ...draft }), duplicate: true as const };
+      return {
+        ...(entry ?? { room, id: Number(id), ...draft }),
+        duplicate: true as const,
+        epoch,
+      };
     }
     this.seen(Number(writes));
-    return { room, id: Number(id), ...draft, mark: Number(writes) };
+    return { room, id: Number(id), ...draft, mark: Number(writes), epoch };
   }
 
-  async #failed(error: unknown): Promise<never> {
+  #failed(error: unknown): never {
     if (error instanceof ClientOfflineError) throw error;
     if (!(error instanceof ErrorReply)) throw error;
     if (/NATTER_EPOCH|NATTER_BACK/.test(error.message)) {
-      // Redis lost natter's data or went back in time: move to the new epoch (the hub rebases
-      // and sends the message again under it).
-      await this.refresh().catch(() => {});
-      throw new Refused(StoreReset);
+      // Redis lost natter's data or went back in time: the hub refreshes the epoch (a new one),
+      // rebases, and stores the message again under it.
+      throw new StoreReset("the shared store was reset (it lost data)");
     }
     throw new Refused(`the shared store refused it: ${error.message}`);
   }

@@ -232,7 +232,14 @@ export class SqliteStore implements HistoryStore {
   }
 
   append(room: string, draft: Draft, key?: string): Stored {
-    return retryLocked(() => this.#append(room, draft, key));
+    const stored = retryLocked(() => this.#append(room, draft, key));
+    // After the commit, and never its failure: the message is kept whatever the sweep does.
+    try {
+      this.#sweep(Date.now());
+    } catch {
+      // another worker holds the file: a later append sweeps
+    }
+    return stored;
   }
 
   #append(room: string, draft: Draft, key: string | undefined): Stored {
@@ -256,10 +263,9 @@ export class SqliteStore implements HistoryStore {
       this.#trim.run(room, id - this.#retention.maxCount);
       if (key !== undefined) this.#remember.run(room, key, id, now);
       db.exec("COMMIT");
-      this.#sweep(now);
       return { room, id, ...draft };
     } catch (error) {
-      db.exec("ROLLBACK");
+      if (db.isTransaction) db.exec("ROLLBACK");
       throw error;
     }
   }

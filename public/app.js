@@ -98,6 +98,8 @@ const state = {
   timer: undefined,
   /** Messages sent and not yet acknowledged, by ref. @type {Map<string, HTMLLIElement>} */
   pending: new Map(),
+  /** True while a welcome's exact recovery is shown (see unconfirmed()). */
+  recovering: false,
   nextRef: 1,
   everConnected: false,
   /** The id space of the messages shown; a new one means ids start over. */
@@ -192,7 +194,9 @@ function showMessage(event) {
  * @param {MessageEvent} event
  */
 function unconfirmed(event) {
-  if (event.from !== state.name) return undefined;
+  // Only in a welcome's exact recovery (what came after the last id seen): anywhere else an
+  // older message with the same text would take the place of one still waiting.
+  if (!state.recovering || event.from !== state.name) return undefined;
   for (const [ref, item] of state.pending) {
     if (item.dataset.text === event.text) {
       state.pending.delete(ref);
@@ -391,18 +395,31 @@ function handle(event) {
       }
       state.epoch = event.epoch ?? "";
       const history = event.history ?? [];
+      state.recovering = event.recovered === true;
       history.forEach(showMessage);
-      // What recovery did not bring back: sent again with its key after a reconnect (the
-      // server keeps each key for 10 minutes, so one it did store is not shown twice), and
-      // failed after a move to another room.
+      state.recovering = false;
+      // What recovery did not bring back: sent again with its key after a reconnect, paced
+      // within the rate limit (the server keeps each key for 10 minutes, so one it did store
+      // is not shown twice); failed after a move to another room, or once its key has expired.
+      let resends = 0;
       for (const [ref, item] of state.pending) {
-        if (moved || !item.dataset.key) {
+        const age = Date.now() - Number(item.dataset.sent);
+        if (moved || !item.dataset.key || !(age < KEY_WINDOW_MS)) {
           item.classList.replace("pending", "failed");
           state.pending.delete(ref);
-        } else {
-          const type = item.dataset.action ? "me" : "say";
-          send({ type, text: item.dataset.text, ref, key: item.dataset.key });
+          continue;
         }
+        if (!item.isConnected) append(item); // the log was cleared: it stays in view
+        const message = {
+          type: item.dataset.action ? "me" : "say",
+          text: item.dataset.text,
+          ref,
+          key: item.dataset.key,
+        };
+        const socket = state.socket;
+        setTimeout(() => {
+          if (state.socket === socket && state.pending.get(ref) === item) send(message);
+        }, 250 * resends++);
       }
       ui.older.hidden = false;
       if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
@@ -515,6 +532,9 @@ function send(message) {
   return true;
 }
 
+/** How long the server remembers a message's key (docs/PROTOCOL.md). */
+const KEY_WINDOW_MS = 10 * 60 * 1000;
+
 /**
  * A random message key. Not crypto.randomUUID(): that exists only in secure contexts, and the
  * page is also served over plain HTTP on a LAN address.
@@ -534,6 +554,7 @@ function say(text, action = false) {
   item.classList.add("pending");
   item.dataset.text = text;
   item.dataset.key = key;
+  item.dataset.sent = String(Date.now());
   if (action) item.dataset.action = "1";
   fillMessage(item, { from: state.name, text, ts: Date.now(), action });
   state.pending.set(ref, item);

@@ -62,7 +62,7 @@ for (const [kind, make] of Object.entries(factories)) {
       (await store.append("a", draft("2"))).id,
     ], [1, 2]);
     assert.equal((await store.append("b", draft("x"))).id, 1, "each room counts for itself");
-    const { mark: _, ...stored } = await store.append("a", {
+    const { mark: _, epoch: _e, ...stored } = await store.append("a", {
       ts: 5,
       from: "bob",
       text: "waves",
@@ -91,7 +91,7 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.deepEqual((await store.latest("r", 3, 2)).map((m) => m.id), [1]);
     assert.deepEqual((await store.latest("r", 50)).length, 10);
     assert.deepEqual(await store.latest("nowhere", 5), []);
-    const { mark: _, ...action } = await store.append("r", {
+    const { mark: _, epoch: _e, ...action } = await store.append("r", {
       ts: 1,
       from: "a",
       text: "x",

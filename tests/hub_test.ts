@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { MemoryStore } from "../lib/history.ts";
+import {
+  type Draft,
+  type HistoryStore,
+  MemoryStore,
+  type Stored,
+  StoreReset,
+  Unconfirmed,
+} from "../lib/history.ts";
 import { Hub, presenceInterval } from "../lib/hub.ts";
 import { FakeConnection, until } from "./helpers.ts";
 
@@ -349,7 +356,7 @@ Deno.test("Hub: history replies and welcomes count against a connection's byte a
   const hub = new Hub({
     now: clock,
     historyOnJoin: 50,
-    replyBurstBytes: 4000,
+    replyBurstBytes: 10_000,
     replyBytesPerSecond: 1000,
   });
   const line = "x".repeat(100);
@@ -374,7 +381,7 @@ Deno.test("Hub: history replies and welcomes count against a connection's byte a
   assert.equal(refused.ref, 2);
   assert.match(
     String(refused.message),
-    /at most 1 KiB a second per connection; ask again in \d+ s/,
+    /at most 10 KiB at once and 1 KiB a second per connection; ask again in \d+ s/,
   );
   hopper.clear();
   hub.receive(hopper, JSON.stringify({ type: "join", room: "b", ref: 3 }));
@@ -660,4 +667,99 @@ Deno.test("Hub: many asking for one name get a, a-2, a-3…, and a freed suffix 
   const later = new FakeConnection();
   hub.connect(later, { name: "a", room: "r" });
   assert.match(later.frames[0]!, /^\* you are a-51 in #r/);
+});
+
+// ---- the send contract --------------------------------------------------------------------------
+
+/** A memory store whose appends can be refused (a store reset), or left unanswered, on demand. */
+class FlakyStore implements HistoryStore {
+  readonly #inner = new MemoryStore();
+  epoch = "e1";
+  /** Refuses every append until refresh() adopts the new epoch, as Redis after losing data. */
+  stale = false;
+  stall = false;
+  answer: (() => void) | undefined;
+  append(room: string, draft: Draft, key?: string): Stored | Promise<Stored> {
+    if (this.stale) return Promise.reject(new StoreReset("the shared store was reset"));
+    const stored = this.#inner.append(room, draft, key);
+    if (!this.stall) return stored;
+    const later = new Promise<Stored>((resolve) => this.answer = () => resolve(stored));
+    throw new Unconfirmed("the store did not answer in time", later);
+  }
+  latest(room: string, limit: number, before?: number) {
+    return this.#inner.latest(room, limit, before);
+  }
+  after(room: string, since: number) {
+    return this.#inner.after(room, since);
+  }
+  head(room: string) {
+    return this.#inner.head(room);
+  }
+  refresh(): void {
+    if (!this.stale) return;
+    this.stale = false;
+    this.epoch = "e2";
+  }
+  close(): void {}
+}
+
+const acks = (conn: FakeConnection, ref: string) =>
+  conn.events.filter((e) => e.type === "message" && e.ref === ref);
+
+Deno.test("Hub: every message refused by a store reset is stored again and acknowledged, whoever noticed the reset first", async () => {
+  const store = new FlakyStore();
+  const hub = new Hub({ now: clock, store });
+  const [alice, bob, carol] = ["json", "json", "json"].map((f) => new FakeConnection(f as "json"));
+  hub.connect(alice!, { name: "alice" });
+  hub.connect(bob!, { name: "bob" });
+  hub.connect(carol!, { name: "carol" });
+  store.stale = true; // both of the next two appends are refused
+  hub.receive(alice!, JSON.stringify({ type: "say", text: "one", ref: "a" }));
+  hub.receive(bob!, JSON.stringify({ type: "say", text: "two", ref: "b" }));
+  await until(
+    () => acks(bob!, "b").length + bob!.events.filter((e) => e.type === "error").length > 0,
+    "bob's answer",
+  );
+  assert.equal(acks(alice!, "a").length, 1, "alice's message acknowledged once");
+  assert.equal(acks(bob!, "b").length, 1, "bob's message acknowledged once");
+  assert.ok(!alice!.events.some((e) => e.type === "error"), "no 'not sent'");
+  assert.ok(!bob!.events.some((e) => e.type === "error"), "no 'not sent'");
+  const texts = carol!.events.filter((e) => e.type === "message").map((e) => e.text);
+  assert.deepEqual(texts, ["one", "two"]);
+});
+
+Deno.test("Hub: a resend with a kept key is acknowledged once, with its own ref, and nobody sees it twice", () => {
+  const hub = new Hub({ now: clock });
+  const alice = new FakeConnection("json");
+  const bob = new FakeConnection("json");
+  hub.connect(alice, { name: "alice" });
+  hub.connect(bob, { name: "bob" });
+  hub.receive(alice, JSON.stringify({ type: "say", text: "hi", ref: "1", key: "k" }));
+  hub.receive(alice, JSON.stringify({ type: "say", text: "hi", ref: "2", key: "k" }));
+  const [first] = acks(alice, "1");
+  const [second] = acks(alice, "2");
+  assert.equal(acks(alice, "1").length, 1);
+  assert.equal(acks(alice, "2").length, 1);
+  assert.equal(second!.id, first!.id);
+  assert.equal(alice.events.filter((e) => e.type === "message").length, 2, "two acks, no more");
+  assert.equal(bob.events.filter((e) => e.type === "message").length, 1, "bob saw it once");
+});
+
+Deno.test("Hub: a store that answers late gets the author 'unknown', then the acknowledgement when it answers", async () => {
+  const store = new FlakyStore();
+  const hub = new Hub({ now: clock, store });
+  const alice = new FakeConnection("json");
+  const bob = new FakeConnection("json");
+  hub.connect(alice, { name: "alice" });
+  hub.connect(bob, { name: "bob" });
+  store.stall = true;
+  hub.receive(alice, JSON.stringify({ type: "say", text: "late", ref: "x", key: "kx" }));
+  const unknown = alice.events.find((e) => e.type === "unknown");
+  assert.equal(unknown?.ref, "x");
+  assert.equal(unknown?.key, "kx");
+  assert.equal(acks(alice, "x").length, 0, "no acknowledgement yet");
+  assert.equal(bob.events.filter((e) => e.type === "message").length, 0);
+  store.answer!();
+  await until(() => acks(alice, "x").length === 1, "the late acknowledgement");
+  assert.equal(bob.events.filter((e) => e.type === "message").length, 1);
 });
