@@ -1295,11 +1295,12 @@ class Pages {
       return frame;
     }
     frame = frameOf(encode()) ?? { data: "", bytes: 0 };
-    if (frame.bytes > PAGES_BYTES / 4) return frame;
+    // Small pages are cheap to encode again; caching them would cost an entry per room.
+    if (frame.bytes < PAGE_WORTH_KEEPING || frame.bytes > PAGES_BYTES / 4) return frame;
     this.#frames.set(key, frame);
     this.#bytes += frame.bytes;
-    for (const [old, dropped] of this.#frames) {
-      if (this.#bytes <= PAGES_BYTES) break;
+    while (this.#bytes > PAGES_BYTES) {
+      const [old, dropped] = this.#frames.entries().next().value!;
       this.#frames.delete(old);
       this.#bytes -= dropped.bytes;
     }
@@ -1307,8 +1308,9 @@ class Pages {
   }
 }
 
-/** Bytes of encoded history kept for sharing. */
+/** Bytes of encoded history kept for sharing, and the smallest page worth keeping. */
 const PAGES_BYTES = 8 * 1024 * 1024;
+const PAGE_WORTH_KEEPING = 16 * 1024;
 
 /** What identifies a page of history: its kind, epoch, room, and first and last ids. */
 function pageKey(kind: string, epoch: string, room: string, page: Message[]): string {
