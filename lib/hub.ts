@@ -27,9 +27,11 @@ import {
   type ServerEvent,
   utf8Length,
 } from "./protocol.ts";
+import { type MessageEnvelope, RoomOrder } from "./order.ts";
+import { RoomNames } from "./names.ts";
 import { type Change, Peers } from "./peers.ts";
 import { TokenBucket } from "./limits.ts";
-import { checkName, checkRoom, MAX_NAME, NAME_RULE, nameKey, quote, ROOM_RULE } from "./text.ts";
+import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
 export interface Connection {
@@ -146,34 +148,19 @@ interface Room {
   readonly name: string;
   /** Members in join order. */
   readonly members: Set<Member>;
-  /** The same members by {@link nameKey}, for unique names. */
-  readonly names: Map<string, Member>;
-  /**
-   * Members under another name than the one they asked for (`alice-2`), waiting for it: by
-   * the {@link nameKey} of the name they want, in the order they came.
-   */
-  readonly suffixed: Map<string, Set<Member>>;
-  /**
-   * For a name asked for by several (by {@link nameKey}): the lowest suffix that may be free.
-   * Allocation starts there rather than at 2, so 4000 people asking for `a` cost 4000 steps,
-   * not 8 million.
-   */
-  suffixFrom?: Map<string, number> | undefined;
+  /** Who holds which name, and who waits for one (see lib/names.ts). */
+  readonly names: RoomNames<Member>;
   /**
    * Joins (a local member, named as it is when the summary goes, or a name from another hub)
    * and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}).
    */
   presence?: { joined: (Member | string)[]; left: string[] } | undefined;
-  /** The id of the next message to hand out here; unknown until the store said where it is. */
-  nextId?: number | undefined;
-  /** Messages that arrived ahead of an earlier one, by id. */
-  held?: Map<number, MessageEnvelope> | undefined;
+  /** Its messages in id order, each once (see lib/order.ts). */
+  readonly order: RoomOrder;
   /** Authors here waiting for the acknowledgement of a stored message, by its id. */
   acks?: Map<number, { member: Member; ref: Ref | undefined }> | undefined;
   gapTimer?: ReturnType<typeof setTimeout> | undefined;
 }
-
-type MessageEnvelope = Extract<Envelope, { kind: "message" }>;
 
 /** An event for one member, kept until its welcome has gone out. */
 interface Pending {
@@ -192,7 +179,7 @@ interface Member {
   name: string;
   /** The name it asked for; `name` may carry a suffix where that one was taken. */
   wanted: string;
-  /** The key it is filed under in its room's `suffixed`, while it waits for `wanted`. */
+  /** Filed by its room's names while it waits for `wanted`. */
   waitingFor?: string | undefined;
   room: Room;
   /** When its last `typing` was passed on. */
@@ -273,7 +260,7 @@ export class Hub {
         // and messages may have been lost in transit meanwhile.
         when(() => this.#store.refresh?.(), () => {
           if (this.#store.epoch !== this.#epoch) this.#rebase();
-          else for (const room of this.#rooms.values()) this.#catchUp(room);
+          else for (const room of this.#rooms.values()) room.order.catchUp();
         }, () => {});
       },
     );
@@ -454,14 +441,7 @@ export class Hub {
   #rebase(): void {
     this.#epoch = this.#store.epoch;
     for (const room of this.#rooms.values()) {
-      room.nextId = undefined;
-      room.held = undefined;
-      this.#clearGap(room);
-      when(() => this.#store.head(room.name), (head) => {
-        if (room.nextId !== undefined) return;
-        room.nextId = head + 1;
-        this.#drain(room);
-      }, () => {});
+      room.order.reset();
       for (const member of room.members) {
         member.floor = 0;
         if (member.conn.format === "json") this.#welcomeAndFlush(member, undefined, undefined);
@@ -472,7 +452,12 @@ export class Hub {
   #clearTimers(): void {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
-    for (const room of this.#rooms.values()) room.gapTimer = undefined;
+    for (const room of this.#rooms.values()) room.order.timersCleared();
+  }
+
+  #cancel(timer: ReturnType<typeof setTimeout>): void {
+    clearTimeout(timer);
+    this.#timers.delete(timer);
   }
 
   #later(run: () => void, ms: number): ReturnType<typeof setTimeout> {
@@ -557,7 +542,7 @@ export class Hub {
     const { duplicate: _, mark, epoch, ...message } = stored;
     const room = this.#rooms.get(message.room);
     const here = this.#members.get(member.conn) === member && member.room === room;
-    const delivered = room?.nextId !== undefined && message.id < room.nextId;
+    const delivered = room?.order.delivered(message.id) ?? false;
     if (here && !delivered) (room!.acks ??= new Map()).set(message.id, { member, ref });
     this.#publish({
       kind: "message",
@@ -639,10 +624,7 @@ export class Hub {
 
   #rename(member: Member, name: string, ref: Ref | undefined): void {
     const room = member.room;
-    const key = nameKey(name);
-    const holder = room.names.get(key);
-    const mine = holder === member;
-    if ((holder && !mine) || (!mine && this.#peers.has(room.name, key))) {
+    if (room.names.holder(name) !== member && room.names.taken(name)) {
       return this.#sendTo(member, {
         type: "error",
         code: "name_taken",
@@ -663,11 +645,7 @@ export class Hub {
     const room = member.room;
     const from = member.name;
     const ts = this.#now();
-    room.names.delete(nameKey(from));
-    this.#suffixFreed(room, from);
-    member.name = name;
-    room.names.set(nameKey(name), member);
-    this.#waiting(room, member, name !== member.wanted);
+    room.names.rename(member, name);
     if (from !== name) {
       this.#publish({
         kind: "renamed",
@@ -695,10 +673,9 @@ export class Hub {
   /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */
   #enter(member: Member, base: string, ref?: Ref, since?: number): void {
     const room = member.room;
-    member.name = this.#freeName(room, base);
+    member.name = room.names.free(base);
     room.members.add(member);
-    room.names.set(nameKey(member.name), member);
-    if (member.name !== member.wanted) this.#waiting(room, member, true);
+    room.names.add(member);
     // Membership starts now; the welcome (with its history) goes first, and live events that
     // arrive meanwhile wait, so nothing falls between what the history holds and what is live.
     this.#welcomeAndFlush(member, ref, since);
@@ -734,10 +711,7 @@ export class Hub {
           if (reserved) this.#settle(member, 0);
           return;
         }
-        if (room.nextId === undefined) {
-          room.nextId = found.head + 1;
-          this.#drain(room);
-        }
+        room.order.startAt(found.head);
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];
         member.pending = undefined;
@@ -842,14 +816,12 @@ export class Hub {
   #exit(member: Member): void {
     const room = member.room;
     if (!room.members.delete(member)) return;
-    room.names.delete(nameKey(member.name));
-    this.#suffixFreed(room, member.name);
-    this.#waiting(room, member, false);
+    room.names.remove(member);
     member.pending = undefined;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
       this.#store.release?.(room.name);
-      this.#clearGap(room);
+      room.order.stop();
     }
     this.#publish({ kind: "left", ...this.#change(room), name: member.name });
   }
@@ -857,7 +829,19 @@ export class Hub {
   #room(name: string): Room {
     let room = this.#rooms.get(name);
     if (!room) {
-      room = { name, members: new Set(), names: new Map(), suffixed: new Map() };
+      const host = {
+        store: this.#store,
+        deliver: (envelope: MessageEnvelope) => this.#deliverMessage(room!, envelope),
+        later: (run: () => void, ms: number) => this.#later(run, ms),
+        cancel: (timer: unknown) => this.#cancel(timer as ReturnType<typeof setTimeout>),
+        gapMs: this.#gapMs,
+      };
+      room = {
+        name,
+        members: new Set(),
+        names: new RoomNames<Member>((key) => this.#peers.has(name, key)),
+        order: new RoomOrder(name, host),
+      };
       this.#rooms.set(name, room);
       this.#store.hold?.(name);
     }
@@ -874,49 +858,6 @@ export class Hub {
     const list = names(room, limit);
     if (this.#peers.size === 0 || list.length >= limit) return list;
     return list.concat(this.#peers.names(room.name, limit - list.length));
-  }
-
-  /** `base`, or `base-2`, `base-3`… (shortened to fit) when another member holds it. */
-  #freeName(room: Room, base: string): string {
-    const taken = (name: string) =>
-      room.names.has(nameKey(name)) || this.#peers.has(room.name, nameKey(name));
-    if (!taken(base)) return base;
-    const key = nameKey(base);
-    room.suffixFrom ??= new Map();
-    for (let n = room.suffixFrom.get(key) ?? 2;; n++) {
-      const suffix = `-${n}`;
-      const name = [...base].slice(0, MAX_NAME - suffix.length).join("") + suffix;
-      if (!taken(name)) {
-        room.suffixFrom.set(key, n + 1);
-        return name;
-      }
-    }
-  }
-
-  /** Files a member as waiting for the name it wants (or no longer), in O(1). */
-  #waiting(room: Room, member: Member, waiting: boolean): void {
-    const old = member.waitingFor;
-    if (old !== undefined) {
-      const set = room.suffixed.get(old);
-      set?.delete(member);
-      if (set?.size === 0) room.suffixed.delete(old);
-      member.waitingFor = undefined;
-    }
-    if (!waiting) return;
-    const key = nameKey(member.wanted);
-    let set = room.suffixed.get(key);
-    if (!set) room.suffixed.set(key, set = new Set());
-    set.add(member);
-    member.waitingFor = key;
-  }
-
-  /** A suffixed name was given up: allocation for its base may start there again. */
-  #suffixFreed(room: Room, name: string): void {
-    const match = /^(.*)-(\d+)$/u.exec(name);
-    if (!match || !room.suffixFrom) return;
-    const key = nameKey(match[1]!);
-    const from = room.suffixFrom.get(key);
-    if (from !== undefined && Number(match[2]) < from) room.suffixFrom.set(key, Number(match[2]));
   }
 
   // --- Envelopes: everything that happens reaches members through here. ---
@@ -1050,18 +991,16 @@ export class Hub {
 
   /** A name freed up: a member here who wanted it (and got a suffix instead) takes it back. */
   #reclaim(room: Room, freed: string): void {
-    const key = nameKey(freed);
-    if (room.names.has(key) || this.#peers.has(room.name, key)) return;
-    const first = room.suffixed.get(key)?.values().next().value;
+    const first = room.names.claimant(freed);
     if (first) this.#setName(first, first.wanted);
   }
 
   /** Another hub's member took a name one of ours holds: the hub with the greater tag yields. */
   #resolveClash(roomName: string, name: string, origin: string): void {
     const room = this.#rooms.get(roomName);
-    const holder = room?.names.get(nameKey(name));
+    const holder = room?.names.holder(name);
     if (!room || !holder || this.#origin < origin) return;
-    this.#setName(holder, this.#freeName(room, holder.wanted));
+    this.#setName(holder, room.names.free(holder.wanted));
   }
 
   /**
@@ -1113,86 +1052,10 @@ export class Hub {
     }
     const room = this.#rooms.get(envelope.message.room);
     if (!room) return;
-    const id = envelope.message.id;
     // From a hub with its own store (workers without a shared one): its ids are not ours to
     // order or deduplicate by, so it is passed on as it comes.
     if (envelope.epoch !== this.#store.epoch) return this.#deliverMessage(room, envelope);
-    if (room.nextId === undefined || id > room.nextId) {
-      // Unknown position (a welcome still reading, or one that failed), or one missing before
-      // it: wait a moment, then catch up from the store.
-      (room.held ??= new Map()).set(id, envelope);
-      this.#armGap(room);
-      return;
-    }
-    if (id < room.nextId) return;
-    this.#deliverMessage(room, envelope);
-    room.nextId = id + 1;
-    if (room.held?.size) this.#drain(room);
-  }
-
-  /** Delivers held messages that are next in line. */
-  #drain(room: Room): void {
-    const held = room.held;
-    if (!held || room.nextId === undefined) return;
-    for (const id of [...held.keys()]) if (id < room.nextId) held.delete(id);
-    let next: MessageEnvelope | undefined;
-    while ((next = held.get(room.nextId)) !== undefined) {
-      held.delete(room.nextId);
-      this.#deliverMessage(room, next);
-      room.nextId++;
-    }
-    if (held.size > 0) this.#armGap(room);
-    else this.#clearGap(room);
-  }
-
-  #clearGap(room: Room): void {
-    if (room.gapTimer === undefined) return;
-    clearTimeout(room.gapTimer);
-    this.#timers.delete(room.gapTimer);
-    room.gapTimer = undefined;
-  }
-
-  #armGap(room: Room, ms = this.#gapMs): void {
-    if (room.gapTimer !== undefined) return;
-    const timer = room.gapTimer = this.#later(() => {
-      if (room.gapTimer === timer) room.gapTimer = undefined;
-      this.#catchUp(room);
-    }, ms);
-  }
-
-  /**
-   * Brings a room up to date from the store: where it stands, when that is not known yet (its
-   * first welcome failed), and what is missing before the held messages or after the last one
-   * delivered (a message lost in transit). What the store no longer keeps is skipped; when the
-   * store cannot answer, it tries again a second later.
-   */
-  #catchUp(room: Room): void {
-    if (this.#rooms.get(room.name) !== room) return;
-    const retry = () => this.#armGap(room, 1000);
-    if (room.nextId === undefined) {
-      return void when(() => this.#store.head(room.name), (head) => {
-        if (this.#rooms.get(room.name) !== room || room.nextId !== undefined) return;
-        // Held messages were never delivered here: start from the first of them.
-        room.nextId = room.held?.size ? Math.min(...room.held.keys()) : head + 1;
-        this.#drain(room);
-      }, retry);
-    }
-    when(() => this.#store.after(room.name, room.nextId! - 1), (found) => {
-      if (this.#rooms.get(room.name) !== room || room.nextId === undefined) return;
-      for (const message of found.messages) {
-        if (message.id < room.nextId) continue;
-        if (message.id > room.nextId) break;
-        this.#onMessage(
-          room.held?.get(message.id) ??
-            { kind: "message", origin: "", epoch: this.#store.epoch, message },
-        );
-      }
-      const held = room.held;
-      if (held?.size && Math.min(...held.keys()) > room.nextId) {
-        room.nextId = Math.min(...held.keys());
-        this.#drain(room);
-      }
-    }, retry);
+    room.order.accept(envelope);
   }
 
   /**
