@@ -38,7 +38,8 @@ import {
   Pages,
   withRefFrame,
 } from "./replies.ts";
-import { type Change, Peers } from "./peers.ts";
+import { Cluster } from "./cluster.ts";
+import type { Change } from "./peers.ts";
 import { TokenBucket } from "./limits.ts";
 import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE } from "./text.ts";
 
@@ -110,8 +111,7 @@ export const REPLY_BURST_BYTES = 1024 * 1024;
 export const REPLY_BYTES_PER_SECOND = 256 * 1024;
 
 /** Defaults for {@link HubOptions.heartbeatMs} and {@link HubOptions.peerTtlMs}. */
-export const HEARTBEAT_MS = 2000;
-export const PEER_TTL_MS = 7000;
+export { HEARTBEAT_MS, PEER_TTL_MS } from "./cluster.ts";
 const GAP_MS = 200;
 
 /**
@@ -214,18 +214,15 @@ export class Hub {
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   readonly #broker: Broker;
   readonly #origin: string;
-  readonly #peers = new Peers();
-  readonly #peerTtlMs: number;
+  /** The other hubs: who is alive, and who is in which room there (see lib/cluster.ts). */
+  readonly #cluster: Cluster;
   readonly #gapMs: number;
   readonly #replyBurst: number;
   readonly #replyRate: number;
   /** Encoded history, shared by every reply that carries the same messages. */
   readonly #pages = new Pages();
-  /** Sequence number of this hub's presence changes. */
-  #seq = 0;
   /** The store's id space this hub's rooms are ordered in. */
   #epoch: string;
-  #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: HubOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -249,7 +246,18 @@ export class Hub {
     this.#epoch = this.#store.epoch;
     this.#broker = options.broker ?? new LocalBroker();
     this.#origin = this.#broker.origin;
-    this.#peerTtlMs = options.peerTtlMs ?? PEER_TTL_MS;
+    this.#cluster = new Cluster(this.#broker, {
+      snapshot: () => {
+        const rooms: Record<string, string[]> = {};
+        for (const room of this.#rooms.values()) rooms[room.name] = names(room);
+        return rooms;
+      },
+      joined: (change, origin, ts) => {
+        this.#toldJoined(change, ts);
+        this.#resolveClash(change.room, change.name, origin);
+      },
+      left: (change, ts) => this.#toldLeftChange(change, ts),
+    }, { now: this.#now, heartbeatMs: options.heartbeatMs, peerTtlMs: options.peerTtlMs });
     this.#gapMs = options.gapMs ?? GAP_MS;
     this.#replyBurst = options.replyBurstBytes ?? REPLY_BURST_BYTES;
     this.#replyRate = options.replyBytesPerSecond ?? REPLY_BYTES_PER_SECOND;
@@ -259,7 +267,7 @@ export class Hub {
         if (!status.up) return;
         // Back from an outage: others may have missed our changes and we theirs, the store
         // may have lost its data (a new epoch: ids start again),
-        this.#publish({ kind: "hello", origin: this.#origin });
+        this.#cluster.hello();
         // and messages may have been lost in transit meanwhile.
         when(() => this.#store.refresh?.(), () => {
           if (this.#store.epoch !== this.#epoch) this.#rebase();
@@ -267,11 +275,7 @@ export class Hub {
         }, () => {});
       },
     );
-    if (this.#broker.shared) {
-      this.#publish({ kind: "hello", origin: this.#origin });
-      const every = options.heartbeatMs ?? HEARTBEAT_MS;
-      this.#heartbeat = setInterval(() => this.#beat(), every);
-    }
+    this.#cluster.start();
   }
 
   /** Number of connections in the hub. */
@@ -286,7 +290,7 @@ export class Hub {
 
   /** Other hubs this one hears from (workers or instances). */
   get peers(): number {
-    return this.#peers.size;
+    return this.#cluster.view.size;
   }
 
   /** The broker this hub publishes through. */
@@ -410,7 +414,7 @@ export class Hub {
 
   /** Rooms with members here or on other hubs, the busiest first (at most 100). */
   roomList(): { room: string; members: number }[] {
-    const counts = this.#peers.rooms();
+    const counts = this.#cluster.view.rooms();
     for (const room of this.#rooms.values()) {
       counts.set(room.name, (counts.get(room.name) ?? 0) + room.members.size);
     }
@@ -432,9 +436,7 @@ export class Hub {
    */
   stop(): void {
     this.#clearTimers();
-    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
-    if (this.#broker.shared) this.#publish({ kind: "bye", origin: this.#origin });
+    this.#cluster.stop();
   }
 
   /**
@@ -692,7 +694,12 @@ export class Hub {
 
   /** The fields of a presence change from this hub: numbered, so others can see a gap. */
   #change(room: Room): { origin: string; room: string; seq: number; ts: number } {
-    return { origin: this.#origin, room: room.name, seq: ++this.#seq, ts: this.#now() };
+    return {
+      origin: this.#origin,
+      room: room.name,
+      seq: this.#cluster.nextSeq(),
+      ts: this.#now(),
+    };
   }
 
   /** Sends the welcome once the store has answered, then what arrived meanwhile. */
@@ -842,7 +849,7 @@ export class Hub {
       room = {
         name,
         members: new Set(),
-        names: new RoomNames<Member>((key) => this.#peers.has(name, key)),
+        names: new RoomNames<Member>((key) => this.#cluster.view.has(name, key)),
         order: new RoomOrder(name, host),
       };
       this.#rooms.set(name, room);
@@ -853,14 +860,15 @@ export class Hub {
 
   /** Members here and on other hubs. */
   #count(room: Room): number {
-    return room.members.size + (this.#peers.size > 0 ? this.#peers.count(room.name) : 0);
+    return room.members.size +
+      (this.#cluster.view.size > 0 ? this.#cluster.view.count(room.name) : 0);
   }
 
   /** Member names in join order (this hub's first), at most `limit` of them. */
   #names(room: Room, limit = Infinity): string[] {
     const list = names(room, limit);
-    if (this.#peers.size === 0 || list.length >= limit) return list;
-    return list.concat(this.#peers.names(room.name, limit - list.length));
+    if (this.#cluster.view.size === 0 || list.length >= limit) return list;
+    return list.concat(this.#cluster.view.names(room.name, limit - list.length));
   }
 
   // --- Envelopes: everything that happens reaches members through here. ---
@@ -871,7 +879,7 @@ export class Hub {
       case "message":
         return this.#onMessage(envelope);
       case "joined": {
-        if (!own) this.#peerChange(envelope.origin, envelope.seq, envelope.room, envelope.name);
+        if (!own) this.#cluster.change(envelope.origin, envelope.seq, envelope.room, envelope.name);
         const room = this.#rooms.get(envelope.room);
         if (!room) return;
         const actor = own ? this.#byId.get(envelope.actor ?? "") : undefined;
@@ -881,7 +889,13 @@ export class Hub {
       }
       case "left": {
         if (!own) {
-          this.#peerChange(envelope.origin, envelope.seq, envelope.room, undefined, envelope.name);
+          this.#cluster.change(
+            envelope.origin,
+            envelope.seq,
+            envelope.room,
+            undefined,
+            envelope.name,
+          );
         }
         const room = this.#rooms.get(envelope.room);
         if (room) this.#toldLeft(room, envelope.name, envelope.ts);
@@ -889,7 +903,7 @@ export class Hub {
       }
       case "renamed": {
         if (!own) {
-          this.#peerChange(
+          this.#cluster.change(
             envelope.origin,
             envelope.seq,
             envelope.room,
@@ -913,60 +927,7 @@ export class Hub {
         return this.#broadcast(room, { type: "typing", room: room.name, name, ts }, actor);
       }
     }
-    if (own) return;
-    const now = this.#now();
-    switch (envelope.kind) {
-      case "heartbeat":
-        if (!this.#peers.heard(envelope.origin, envelope.seq, now)) this.#askFor(envelope.origin);
-        return;
-      case "hello":
-        if (envelope.to === undefined || envelope.to === this.#origin) this.#sendSnapshot();
-        return;
-      case "snapshot": {
-        const { joined, left } = this.#peers.replace(
-          envelope.origin,
-          envelope.seq,
-          envelope.rooms,
-          now,
-        );
-        for (const change of joined) {
-          this.#toldJoined(change, now);
-          this.#resolveClash(change.room, change.name, envelope.origin);
-        }
-        for (const change of left) this.#toldLeftChange(change, now);
-        return;
-      }
-      case "bye":
-        for (const change of this.#peers.drop(envelope.origin)) this.#toldLeftChange(change, now);
-        return;
-    }
-  }
-
-  /** Applies another hub's presence change to the view of it; a gap asks for a snapshot. */
-  #peerChange(origin: string, seq: number, room: string, add?: string, remove?: string): void {
-    const inStep = this.#peers.heard(origin, seq, this.#now(), true);
-    if (remove !== undefined) this.#peers.remove(origin, room, remove);
-    if (add !== undefined) this.#peers.add(origin, room, add);
-    if (!inStep) this.#askFor(origin);
-  }
-
-  #askFor(origin: string): void {
-    this.#publish({ kind: "hello", origin: this.#origin, to: origin });
-  }
-
-  #sendSnapshot(): void {
-    const rooms: Record<string, string[]> = {};
-    for (const room of this.#rooms.values()) rooms[room.name] = names(room);
-    this.#publish({ kind: "snapshot", origin: this.#origin, seq: this.#seq, rooms });
-  }
-
-  /** Every heartbeat: say this hub is alive, and let go of hubs that went silent. */
-  #beat(): void {
-    this.#publish({ kind: "heartbeat", origin: this.#origin, seq: this.#seq });
-    const now = this.#now();
-    for (const origin of this.#peers.silentSince(now - this.#peerTtlMs)) {
-      for (const change of this.#peers.drop(origin, true)) this.#toldLeftChange(change, now);
-    }
+    return this.#cluster.control(envelope);
   }
 
   #toldJoined(change: Change, ts: number): void {
