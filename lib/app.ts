@@ -9,7 +9,6 @@ import { resolveOptions } from "./config.ts";
 import type { Options } from "./config.ts";
 import { type Broker, LocalBroker } from "./broker.ts";
 import { SocketConnection, type SocketSettings } from "./connection.ts";
-import type { DoorStatus } from "./door.ts";
 import { type HistoryStore, MemoryStore } from "./history.ts";
 import { Hub } from "./hub.ts";
 import { type Logger, SILENT } from "./log.ts";
@@ -24,6 +23,18 @@ import { isAsset, serveAsset } from "./static.ts";
 import { VERSION } from "./version.ts";
 
 /** A WebSocket upgraded over a socket the caller accepted (see {@link App.upgradeOver}). */
+/** What the listener in front (the door, lib/door.ts) reports to `/healthz` and `/metrics`. */
+export interface DoorStatus {
+  /** Open TCP connections: pending and upgraded. */
+  sockets: number;
+  /** Connections that are not WebSockets (yet). */
+  pending: number;
+  /** The cap on open TCP connections in force (learned when descriptors ran out). */
+  budget: number;
+  /** Why the door is degraded, if it was in the last few seconds. */
+  trouble: string | undefined;
+}
+
 export interface Upgraded {
   /** Calls `done` once the chat connection is gone (its slot is free). */
   whenGone(done: () => void): void;

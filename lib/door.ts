@@ -23,7 +23,9 @@
 import { addressGroup, canonical } from "./address.ts";
 import http from "node:http";
 import net from "node:net";
-import type { App } from "./app.ts";
+import type { App, DoorStatus } from "./app.ts";
+
+export type { DoorStatus } from "./app.ts";
 import type { Fields, Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 
@@ -45,17 +47,6 @@ export interface DoorOptions {
 }
 
 /** What `/healthz` and `/metrics` show of the door. */
-export interface DoorStatus {
-  /** Open TCP connections: pending and upgraded. */
-  sockets: number;
-  /** Connections that are not WebSockets (yet). */
-  pending: number;
-  /** The cap on open TCP connections in force (learned when descriptors ran out). */
-  budget: number;
-  /** Why the door is degraded, if it was in the last few seconds. */
-  trouble: string | undefined;
-}
-
 /** A listening door: its address, its status, and how to close it. */
 export interface Door {
   readonly addr: Deno.NetAddr;

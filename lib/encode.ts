@@ -3,7 +3,7 @@
  * broadcast, never once per recipient.
  */
 
-import type { MessageEvent, ServerEvent } from "./protocol.ts";
+import type { ChatMessage, ServerEvent } from "./protocol.ts";
 import { NAME_RULE } from "./text.ts";
 
 /** Encodes an event for `natter.v1` clients: one JSON object. */
@@ -74,7 +74,7 @@ function clock(ts: number): string {
 }
 
 /** Past messages as readable lines, each with its UTC time so that none passes for a live one. */
-function historyLines(room: string, messages: MessageEvent[]): string {
+function historyLines(room: string, messages: ChatMessage[]): string {
   if (messages.length === 0) return `* no history in #${room} yet`;
   const lines = messages.map((m) =>
     m.action ? `[${clock(m.ts)}Z] ~ ${m.from} ${m.text}` : `[${clock(m.ts)}Z] ${m.from}: ${m.text}`

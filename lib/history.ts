@@ -10,7 +10,10 @@
  * the memory store forgot starts past every id it forgot.
  */
 
-import { KEY_WINDOW_MS, NATIVE_FROM, utf8Length } from "./protocol.ts";
+import { NATIVE_FROM, utf8Length } from "./utf8.ts";
+
+/** How long a message's key is remembered (see {@link HistoryStore.append}). */
+export const KEY_WINDOW_MS = 10 * 60 * 1000;
 
 /** A stored chat message. */
 export interface Message {

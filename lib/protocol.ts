@@ -8,6 +8,9 @@
  */
 
 import type { Message } from "./history.ts";
+import { utf8Length } from "./utf8.ts";
+
+export { NATIVE_FROM, utf8Length } from "./utf8.ts";
 import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE, sanitize } from "./text.ts";
 
 /** The subprotocol that selects JSON. */
@@ -61,7 +64,7 @@ export interface ProtocolError {
 }
 
 /** A chat message as clients see it: the stored message, tagged. */
-export type MessageEvent = { type: "message"; ref?: Ref } & Message;
+export type ChatMessage = { type: "message"; ref?: Ref } & Message;
 
 /** Every event the server sends. `ts` is milliseconds since the epoch, server clock. */
 export type ServerEvent =
@@ -77,13 +80,13 @@ export type ServerEvent =
     /** Names the id space of `history` and `since` (see docs/PROTOCOL.md). */
     epoch?: string;
     /** Recent messages, oldest first (JSON clients only). */
-    history?: MessageEvent[];
+    history?: ChatMessage[];
     /** Present when the client asked with `since`: whether `history` is all it missed. */
     recovered?: boolean;
     ref?: Ref;
   }
-  | MessageEvent
-  | { type: "history"; room: string; messages: MessageEvent[]; more: boolean; ref?: Ref }
+  | ChatMessage
+  | { type: "history"; room: string; messages: ChatMessage[]; more: boolean; ref?: Ref }
   | { type: "rooms"; rooms: { room: string; members: number }[]; ref?: Ref }
   | { type: "typing"; room: string; name: string; ts: number }
   | {
@@ -134,48 +137,12 @@ export type Parsed = { ok: true; msg: ClientMessage } | { ok: false; error: Prot
 const MAX_REF_LENGTH = 64;
 /**
  * A message's idempotency key: a resend with the same key (in the same room, within
- * {@link KEY_WINDOW_MS}) is acknowledged as the first one and not shown twice.
+ * `KEY_WINDOW_MS` (lib/history.ts)) is acknowledged as the first one and not shown twice.
  */
 const KEY = /^[A-Za-z0-9_.:-]{1,64}$/;
-/** How long a message's key is remembered. */
-export const KEY_WINDOW_MS = 10 * 60 * 1000;
 
 function fail(code: ErrorCode, message: string, ref?: Ref): Parsed {
   return { ok: false, error: ref === undefined ? { code, message } : { code, message, ref } };
-}
-
-const encoder = new TextEncoder();
-/** Where {@link utf8Length} encodes; a string of up to a third of its size always fits. */
-const scratch = new Uint8Array(24 * 1024);
-/**
- * Below this many UTF-16 units, counting in JavaScript beats a call into the runtime; above
- * it, the runtime's encoder wins, by 2x at 64 units and 4x at 200 (measured, Deno 2.9).
- */
-export const NATIVE_FROM = 48;
-
-/**
- * The length of `text` in UTF-8 bytes, as sent: a lone surrogate becomes U+FFFD (3 bytes),
- * as the runtime does when it sends a string.
- */
-export function utf8Length(text: string): number {
-  const length = text.length;
-  if (length >= NATIVE_FROM && length * 3 <= scratch.length) {
-    return encoder.encodeInto(text, scratch).written;
-  }
-  let bytes = 0;
-  for (let i = 0; i < length; i++) {
-    const unit = text.charCodeAt(i);
-    if (unit < 0x80) bytes += 1;
-    else if (unit < 0x800) bytes += 2;
-    else if (unit < 0xd800 || unit >= 0xdc00) bytes += 3;
-    else {
-      // A high surrogate: with the low one after it, one 4-byte character; alone, U+FFFD.
-      const next = text.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next < 0xe000) bytes += 4, i++;
-      else bytes += 3;
-    }
-  }
-  return bytes;
 }
 
 function tooLong(data: string, maxBytes: number): boolean {

@@ -21,6 +21,7 @@ import {
   DEFAULT_RETENTION,
   type Draft,
   type HistoryStore,
+  KEY_WINDOW_MS,
   type Message,
   type Recovery,
   type Retention,
@@ -29,7 +30,6 @@ import {
   Unconfirmed,
 } from "./history.ts";
 import type { Logger } from "./log.ts";
-import { KEY_WINDOW_MS } from "./protocol.ts";
 
 /** Redis could not be used at start; the message says why. */
 export class RedisError extends Error {

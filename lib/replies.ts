@@ -6,7 +6,7 @@
  */
 
 import type { Message } from "./history.ts";
-import { type MessageEvent, type Ref, utf8Length } from "./protocol.ts";
+import { type ChatMessage, type Ref, utf8Length } from "./protocol.ts";
 
 /** An encoded event and its size, computed once and shared by its recipients. */
 export interface Frame {
@@ -82,6 +82,6 @@ export function fitting(messages: Message[]): Message[] {
   return messages.slice(start);
 }
 
-export function asEvent(message: Message): MessageEvent {
+export function asEvent(message: Message): ChatMessage {
   return { type: "message", ...message };
 }

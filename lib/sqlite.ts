@@ -8,12 +8,12 @@ import {
   DEFAULT_RETENTION,
   type Draft,
   type HistoryStore,
+  KEY_WINDOW_MS,
   type Message,
   type Recovery,
   type Retention,
   type Stored,
 } from "./history.ts";
-import { KEY_WINDOW_MS } from "./protocol.ts";
 
 /** `PRAGMA application_id` of a natter database: "natt". */
 const APPLICATION_ID = 0x6e617474;
