@@ -39,6 +39,7 @@ import {
   withRefFrame,
 } from "./replies.ts";
 import { Cluster } from "./cluster.ts";
+import { BIG_ROOM, presenceInterval, type Round, summary } from "./presence.ts";
 import type { Change } from "./peers.ts";
 import { TokenBucket } from "./limits.ts";
 import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE } from "./text.ts";
@@ -114,30 +115,7 @@ export const REPLY_BYTES_PER_SECOND = 256 * 1024;
 export { HEARTBEAT_MS, PEER_TTL_MS } from "./cluster.ts";
 const GAP_MS = 200;
 
-/**
- * Above this many members, a room is big: joins and leaves are told as one `presence`
- * summary per {@link PRESENCE_INTERVAL_MS}, and a welcome lists only this many names (with the
- * count). Telling every member of every join costs O(N²) while a big room fills up.
- */
-export const BIG_ROOM = 100;
-/** How often a big room hears who came and went, at most. */
-export const PRESENCE_INTERVAL_MS = 500;
-
-/**
- * How long a room's presence summary waits: {@link PRESENCE_INTERVAL_MS}, stretched in rooms
- * above 1000 members in proportion to their size (2.5 s at 5000, 5 s at 10,000, at most 10 s).
- * A summary goes to every member, so this keeps their cost per second flat as a room grows. The
- * size is the room's when the summary goes: one that fills up while a summary waits (thousands of
- * joins a second) makes it wait for its new size, instead of going to thousands of members
- * halfway through. Measured, 5000 clients joining a room of 200: 13,600–13,700 socket writes
- * during the storm with the size at the round's start, 10,600–10,900 with the size when it goes
- * (of which 10,000 are the handshakes and welcomes).
- */
-export function presenceInterval(members: number): number {
-  return Math.min(10_000, PRESENCE_INTERVAL_MS * Math.max(1, members / 1000));
-}
-/** Names a presence summary spells out in each list; the counts say the rest. */
-const SUMMARY_NAMES = 50;
+export { BIG_ROOM, PRESENCE_INTERVAL_MS, presenceInterval } from "./presence.ts";
 
 /** What a new connection asks for: its query string, and its remote port for the default name. */
 export interface JoinRequest {
@@ -163,7 +141,7 @@ interface Room {
    * Joins (a local member, named as it is when the summary goes, or a name from another hub)
    * and leaves not yet told, in a room above the big-room size (see {@link BIG_ROOM}).
    */
-  presence?: { joined: (Member | string)[]; left: string[] } | undefined;
+  presence?: Round<Member> | undefined;
   /** Its messages in id order, each once (see lib/order.ts). */
   readonly order: RoomOrder;
   /** Authors here waiting for the acknowledgement of a stored message, by its id. */
@@ -981,26 +959,12 @@ export class Hub {
   }
 
   #flushPresence(room: Room): void {
-    const presence = room.presence;
+    const round = room.presence;
     room.presence = undefined;
-    if (!presence || this.#rooms.get(room.name) !== room) return;
-    const joined: string[] = [];
-    for (const who of presence.joined) {
-      if (joined.length >= SUMMARY_NAMES) break;
-      // Current names of those who came and are still here (one may have been renamed since).
-      if (typeof who === "string") joined.push(who);
-      else if (who.room === room && room.members.has(who)) joined.push(who.name);
-    }
-    this.#broadcast(room, {
-      type: "presence",
-      room: room.name,
-      joined,
-      left: presence.left.slice(0, SUMMARY_NAMES),
-      joinedCount: presence.joined.length,
-      leftCount: presence.left.length,
-      count: this.#count(room),
-      ts: this.#now(),
-    });
+    if (!round || this.#rooms.get(room.name) !== room) return;
+    // Current names of those who came and are still here (one may have been renamed since).
+    const now = (who: Member) => who.room === room && room.members.has(who) ? who.name : undefined;
+    this.#broadcast(room, summary(room.name, round, now, this.#count(room), this.#now()));
   }
 
   /**

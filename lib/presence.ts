@@ -1,0 +1,68 @@
+/**
+ * Presence in rooms of any size. A small room is told of each join and leave as it happens; a
+ * big one gets a summary now and then, since telling every member of every join costs O(N²)
+ * while a big room fills up.
+ */
+
+import type { ServerEvent } from "./protocol.ts";
+
+/**
+ * Above this many members, a room is big: joins and leaves are told as one `presence`
+ * summary per {@link PRESENCE_INTERVAL_MS}, and a welcome lists only this many names (with the
+ * count). Telling every member of every join costs O(N²) while a big room fills up.
+ */
+export const BIG_ROOM = 100;
+/** How often a big room hears who came and went, at most. */
+export const PRESENCE_INTERVAL_MS = 500;
+
+/**
+ * How long a room's presence summary waits: {@link PRESENCE_INTERVAL_MS}, stretched in rooms
+ * above 1000 members in proportion to their size (2.5 s at 5000, 5 s at 10,000, at most 10 s).
+ * A summary goes to every member, so this keeps their cost per second flat as a room grows. The
+ * size is the room's when the summary goes: one that fills up while a summary waits (thousands of
+ * joins a second) makes it wait for its new size, instead of going to thousands of members
+ * halfway through. Measured, 5000 clients joining a room of 200: 13,600–13,700 socket writes
+ * during the storm with the size at the round's start, 10,600–10,900 with the size when it goes
+ * (of which 10,000 are the handshakes and welcomes).
+ */
+export function presenceInterval(members: number): number {
+  return Math.min(10_000, PRESENCE_INTERVAL_MS * Math.max(1, members / 1000));
+}
+/** Names a presence summary spells out in each list; the counts say the rest. */
+export const SUMMARY_NAMES = 50;
+
+/** Joins (a member, named as it is when the summary goes, or another hub's name) and leaves of a round. */
+export interface Round<M> {
+  joined: (M | string)[];
+  left: string[];
+}
+
+/**
+ * A round's summary: counts of all who came and went, and the names of the first
+ * {@link SUMMARY_NAMES} of each; `nameNow` gives a member's current name, or undefined if it has
+ * left again.
+ */
+export function summary<M>(
+  room: string,
+  round: Round<M>,
+  nameNow: (member: M) => string | undefined,
+  count: number,
+  ts: number,
+): ServerEvent {
+  const joined: string[] = [];
+  for (const who of round.joined) {
+    if (joined.length >= SUMMARY_NAMES) break;
+    const name = typeof who === "string" ? who : nameNow(who);
+    if (name !== undefined) joined.push(name);
+  }
+  return {
+    type: "presence",
+    room,
+    joined,
+    left: round.left.slice(0, SUMMARY_NAMES),
+    joinedCount: round.joined.length,
+    leftCount: round.left.length,
+    count,
+    ts,
+  };
+}
