@@ -16,7 +16,7 @@ import { ChannelBroker } from "./lib/broker.ts";
 import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
 import { ConfigError, type Options } from "./lib/config.ts";
 import type { HistoryStore } from "./lib/history.ts";
-import { MemoryStore } from "./lib/history.ts";
+import { MemoryStore } from "./lib/memory.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
 import { RedisError } from "./lib/redis.ts";
 import { SqliteStore, StoreError } from "./lib/sqlite.ts";

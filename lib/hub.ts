@@ -8,7 +8,6 @@ import { encodeJson, encodeText, HELP, LISTED_NAMES } from "./encode.ts";
 import {
   type HistoryStore,
   type Maybe,
-  MemoryStore,
   type Message,
   type Stored,
   StoreReset,
@@ -39,6 +38,7 @@ import {
   withRefFrame,
 } from "./replies.ts";
 import { Cluster } from "./cluster.ts";
+import { MemoryStore } from "./memory.ts";
 import { BIG_ROOM, presenceInterval, type Round, summary } from "./presence.ts";
 import type { Change } from "./peers.ts";
 import { TokenBucket } from "./limits.ts";

@@ -1,7 +1,8 @@
 /** One suite, every store: the memory store and the SQLite store keep the same promises. */
 
 import assert from "node:assert/strict";
-import { type HistoryStore, MemoryStore, type Retention } from "../lib/history.ts";
+import type { HistoryStore, Retention } from "../lib/history.ts";
+import { MemoryStore } from "../lib/memory.ts";
 import { SqliteStore, StoreError } from "../lib/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
 import { RedisLink, RedisStore } from "../lib/redis.ts";

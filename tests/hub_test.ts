@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import {
   type Draft,
   type HistoryStore,
-  MemoryStore,
   type Stored,
   StoreReset,
   Unconfirmed,
 } from "../lib/history.ts";
 import { Hub, presenceInterval } from "../lib/hub.ts";
+import { MemoryStore } from "../lib/memory.ts";
 import { FakeConnection, until } from "./helpers.ts";
 
 const clock = () => 1_700_000_000_000;
