@@ -4,44 +4,26 @@
  */
 
 import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
+import { Cluster } from "./cluster.ts";
+import { HistoryDesk } from "./desk.ts";
 import { encodeJson, encodeText, HELP, LISTED_NAMES } from "./encode.ts";
-import {
-  type HistoryStore,
-  type Maybe,
-  type Message,
-  type Stored,
-  StoreReset,
-  Unconfirmed,
-  when,
-} from "./history.ts";
+import { type HistoryStore, type Stored, StoreReset, Unconfirmed, when } from "./history.ts";
+import type { TokenBucket } from "./limits.ts";
+import { MemoryStore } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
+import { RoomNames } from "./names.ts";
+import { type MessageEnvelope, RoomOrder } from "./order.ts";
+import type { Change } from "./peers.ts";
+import { BIG_ROOM, presenceInterval, type Round, summary } from "./presence.ts";
 import {
   CloseCode,
   type Format,
-  JSON_PROTOCOL,
   parse,
   type ProtocolError,
   type Ref,
   type ServerEvent,
-  utf8Length,
 } from "./protocol.ts";
-import { type MessageEnvelope, RoomOrder } from "./order.ts";
-import { RoomNames } from "./names.ts";
-import {
-  asEvent,
-  fitting,
-  type Frame,
-  frameOf,
-  HISTORY_FRAME_BYTES,
-  pageKey,
-  Pages,
-  withRefFrame,
-} from "./replies.ts";
-import { Cluster } from "./cluster.ts";
-import { MemoryStore } from "./memory.ts";
-import { BIG_ROOM, presenceInterval, type Round, summary } from "./presence.ts";
-import type { Change } from "./peers.ts";
-import { TokenBucket } from "./limits.ts";
+import { asEvent, type Frame, frameOf } from "./replies.ts";
 import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
@@ -185,7 +167,7 @@ export class Hub {
   readonly #maxMessageBytes: number | undefined;
   readonly #metrics: Metrics;
   readonly #store: HistoryStore;
-  readonly #historyOnJoin: number;
+
   readonly #typingIntervalMs: number;
   readonly #bigRoom: number;
   readonly #deferPresence: (flush: () => void, members: () => number) => void;
@@ -195,10 +177,8 @@ export class Hub {
   /** The other hubs: who is alive, and who is in which room there (see lib/cluster.ts). */
   readonly #cluster: Cluster;
   readonly #gapMs: number;
-  readonly #replyBurst: number;
-  readonly #replyRate: number;
-  /** Encoded history, shared by every reply that carries the same messages. */
-  readonly #pages = new Pages();
+  /** History replies and what welcomes carry, within each connection's allowance. */
+  readonly #desk: HistoryDesk;
   /** The store's id space this hub's rooms are ordered in. */
   #epoch: string;
 
@@ -209,7 +189,6 @@ export class Hub {
     this.#maxMessageBytes = options.maxMessageBytes;
     this.#metrics = options.metrics ?? new Metrics();
     this.#store = options.store ?? new MemoryStore();
-    this.#historyOnJoin = options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN;
     this.#typingIntervalMs = options.typingIntervalMs ?? 2000;
     this.#bigRoom = options.bigRoom ?? BIG_ROOM;
     this.#deferPresence = options.deferPresence ?? ((flush, members) => {
@@ -237,8 +216,12 @@ export class Hub {
       left: (change, ts) => this.#toldLeftChange(change, ts),
     }, { now: this.#now, heartbeatMs: options.heartbeatMs, peerTtlMs: options.peerTtlMs });
     this.#gapMs = options.gapMs ?? GAP_MS;
-    this.#replyBurst = options.replyBurstBytes ?? REPLY_BURST_BYTES;
-    this.#replyRate = options.replyBytesPerSecond ?? REPLY_BYTES_PER_SECOND;
+    this.#desk = new HistoryDesk(this.#store, {
+      historyOnJoin: options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN,
+      defaultPage: { text: 20, json: DEFAULT_HISTORY_ON_JOIN },
+      replyBurstBytes: options.replyBurstBytes ?? REPLY_BURST_BYTES,
+      replyBytesPerSecond: options.replyBytesPerSecond ?? REPLY_BYTES_PER_SECOND,
+    });
     this.#broker.subscribe(
       (envelope) => this.#receiveEnvelope(envelope),
       (status) => {
@@ -542,67 +525,13 @@ export class Hub {
   }
 
   #history(member: Member, asked: number | undefined, before: number | undefined, ref?: Ref): void {
-    const limit = asked ?? (member.conn.format === "text" ? 20 : DEFAULT_HISTORY_ON_JOIN);
-    const room = member.room.name;
-    const wait = this.#reserve(member);
-    if (wait > 0) {
-      return this.#sendTo(member, {
-        type: "error",
-        code: "rate_limited",
-        message: `too much history too fast: at most ${
-          Math.round(this.#replyBurst / 1024)
-        } KiB at once and ${
-          Math.round(this.#replyRate / 1024)
-        } KiB a second per connection; ask again in ${Math.ceil(wait)} s`,
-        ...refField(ref),
-      });
-    }
-    // One more than asked says whether there is more; the byte budget may trim the page.
-    when(
-      () => this.#store.latest(room, limit + 1, before),
-      (found) => {
-        const page = fitting(found.slice(-limit));
-        const more = found.length > page.length;
-        const format = member.conn.format;
-        const key = pageKey(`history ${format} ${more}`, this.#store.epoch, room, page);
-        const frame = this.#pages.get(key, () => {
-          const event = { type: "history" as const, room, messages: page.map(asEvent), more };
-          return format === "json" ? encodeJson(event) : encodeText(event);
-        });
-        this.#settle(member, frame.bytes);
-        this.#deliver(member, format === "json" ? withRefFrame(frame, ref) : frame);
-      },
-      (error) => {
-        this.#settle(member, 0);
-        this.#sendTo(member, {
-          type: "error",
-          code: "unavailable",
-          message: `history is not available right now (${(error as Error).message})`,
-          ...refField(ref),
-        });
-      },
+    this.#desk.page(
+      member,
+      member.room.name,
+      { limit: asked, before, ref },
+      (frame) => this.#deliver(member, frame),
+      (error) => this.#sendTo(member, { type: "error", ...error }),
     );
-  }
-
-  /**
-   * Reserves the most one reply of history may take ({@link HISTORY_FRAME_BYTES}) from a
-   * member's allowance, before the store is read: requests in flight together cannot pass it.
-   * Returns 0, or the seconds to wait when the allowance cannot cover a reply now.
-   */
-  #reserve(member: Member): number {
-    const replies = member.replies ??= new TokenBucket(this.#replyBurst, this.#replyRate);
-    const most = this.#reservation();
-    return replies.take(most) ? 0 : replies.wait(most);
-  }
-
-  /** Gives back what a reserved reply did not use. */
-  #settle(member: Member, used: number): void {
-    member.replies?.refund(this.#reservation() - used);
-  }
-
-  /** What a reply reserves: a full page, or half the allowance where that is smaller. */
-  #reservation(): number {
-    return Math.min(HISTORY_FRAME_BYTES, this.#replyBurst / 2);
   }
 
   #rename(member: Member, name: string, ref: Ref | undefined): void {
@@ -691,19 +620,21 @@ export class Hub {
       : Math.min(this.#bigRoom, LISTED_NAMES + 1);
     const present = { members: this.#names(room, listed), count: this.#count(room) };
     // A JSON welcome carries history: reserved from the member's allowance before the read.
-    const reserved = member.conn.format === "json" && this.#reserve(member) === 0;
+    const desk = this.#desk;
+    const reserved = member.conn.format === "json" && desk.reserve(member) === 0;
+    const fields = () => ({ server: this.#server, name: member.name, room: room.name, ...present });
     when(
-      () => this.#read(member, since, reserved),
+      () => desk.read(member, room.name, since, reserved),
       (found) => {
         if (!this.#members.has(member.conn) || member.room !== room) {
-          if (reserved) this.#settle(member, 0);
+          if (reserved) desk.settle(member, 0);
           return;
         }
         room.order.startAt(found.head);
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];
         member.pending = undefined;
-        this.#deliver(member, this.#welcome(member, ref, found, present, reserved));
+        this.#deliver(member, desk.welcome(member, fields(), found, reserved, ref));
         for (const { frame, id } of pending) {
           if (id === undefined || id > member.floor) this.#deliver(member, frame, id);
         }
@@ -711,13 +642,13 @@ export class Hub {
       (error) => {
         // The store is unreachable: welcome without history; live events still flow.
         if (!this.#members.has(member.conn) || member.room !== room) {
-          if (reserved) this.#settle(member, 0);
+          if (reserved) desk.settle(member, 0);
           return;
         }
         const pending = member.pending ?? [];
         member.pending = undefined;
-        if (reserved) this.#settle(member, 0);
-        this.#deliver(member, this.#welcome(member, ref, { messages: [] }, present, false));
+        if (reserved) desk.settle(member, 0);
+        this.#deliver(member, desk.welcome(member, fields(), { messages: [] }, false, ref));
         this.#sendTo(member, {
           type: "error",
           code: "unavailable",
@@ -726,64 +657,6 @@ export class Hub {
         for (const { frame, id } of pending) this.#deliver(member, frame, id);
       },
     );
-  }
-
-  /** What a welcome needs from the store: history (or what was missed), and the room's last id. */
-  #read(
-    member: Member,
-    since: number | undefined,
-    reserved: boolean,
-  ): Maybe<{ messages: Message[]; recovered?: boolean; head: number }> {
-    const room = member.room.name;
-    const store = this.#store;
-    const head = store.head(room);
-    // Plain-text clients get no replay: the seed's REPL experience stays as it was.
-    if (member.conn.format !== "json") return when(() => head, (head) => ({ messages: [], head }));
-    const missed = since === undefined ? undefined : store.after(room, since);
-    // A member past its history allowance (hopping between rooms) is welcomed without any.
-    const latest = store.latest(room, reserved ? this.#historyOnJoin : 0);
-    return when(() => all3(head, missed, latest), ([head, missed, latest]) => {
-      // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.
-      const recovered = missed?.complete === true &&
-        fitting(missed.messages).length === missed.messages.length;
-      const messages = recovered ? missed!.messages : fitting(latest);
-      return missed ? { messages, recovered, head } : { messages, head };
-    });
-  }
-
-  /**
-   * The welcome as a frame. A JSON welcome's history is encoded once for every welcome that
-   * carries the same messages, and counts against the member's history allowance.
-   */
-  #welcome(
-    member: Member,
-    ref: Ref | undefined,
-    found: { messages: Message[]; recovered?: boolean },
-    present: { members: string[]; count: number },
-    reserved: boolean,
-  ): Frame {
-    const welcome: ServerEvent = {
-      type: "welcome",
-      protocol: member.conn.format === "json" ? JSON_PROTOCOL : "text",
-      server: this.#server,
-      name: member.name,
-      room: member.room.name,
-      ...present,
-    };
-    if (member.conn.format !== "json") return frameOf(encodeText(withRef(welcome, ref)))!;
-    const epoch = this.#store.epoch;
-    welcome.epoch = epoch;
-    if (found.recovered !== undefined) welcome.recovered = found.recovered;
-    const history = this.#pages.get(
-      pageKey("welcome", epoch, member.room.name, found.messages),
-      () => JSON.stringify(found.messages.map(asEvent)),
-    );
-    if (reserved) this.#settle(member, history.bytes);
-    else if (found.messages.length > 0) member.replies?.refund(-history.bytes); // recovery
-    const head = encodeJson(welcome);
-    const tail = ref === undefined ? "}" : `,"ref":${JSON.stringify(ref)}}`;
-    const data = `${head.slice(0, -1)},"history":${history.data}${tail}`;
-    return { data, bytes: utf8Length(head) - 1 + 11 + history.bytes + utf8Length(tail) };
   }
 
   /** Passes `typing` on to the room's other JSON members, at most once per interval. */
@@ -1054,14 +927,6 @@ export class Hub {
       member.conn.close(CloseCode.internalError, "send failed");
     }
   }
-}
-
-/** Both values, now if neither is a promise. */
-function all3<A, B, C>(a: Maybe<A>, b: Maybe<B>, c: Maybe<C>): Maybe<[A, B, C]> {
-  if (a instanceof Promise || b instanceof Promise || c instanceof Promise) {
-    return Promise.all([a, b, c]);
-  }
-  return [a, b, c];
 }
 
 /** The room's member names in join order, at most `limit` of them. */
