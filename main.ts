@@ -4,6 +4,7 @@
  *     deno run --allow-net main.ts [--port 8080] [--hostname HOST] [--help]
  */
 
+import { SHUTDOWN_GRACE_MS } from "./lib/defaults.ts";
 import { type App, openApp } from "./lib/app.ts";
 import { openDoor } from "./lib/door.ts";
 import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
@@ -14,7 +15,6 @@ import { StoreError } from "./lib/sqlite.ts";
 import { VERSION } from "./lib/version.ts";
 
 /** How long a clean stop may take before natter exits anyway. */
-const SHUTDOWN_GRACE_MS = 3000;
 
 function banner(addr: Deno.NetAddr, tls: boolean): string {
   const wildcard = addr.hostname === "::" || addr.hostname === "0.0.0.0";

@@ -11,6 +11,7 @@
  * `deno run` warns about any main module that exports `{ fetch }`.
  */
 
+import { SHUTDOWN_GRACE_MS } from "./lib/defaults.ts";
 import { type App, createApp, openApp } from "./lib/app.ts";
 import { ChannelBroker } from "./lib/broker.ts";
 import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
@@ -78,7 +79,7 @@ const stop = async (signal: Deno.Signal) => {
   if (stopping) Deno.exit(130);
   stopping = true;
   log.info("shutting down", { signal, connections: app.hub.connections });
-  const stuck = await app.shutdown(3000);
+  const stuck = await app.shutdown(SHUTDOWN_GRACE_MS);
   if (stuck > 0) log.warn("clients did not finish closing in time", { clients: stuck });
   log.info("stopped");
   Deno.exit(0);

@@ -3,6 +3,7 @@
  * health and metrics. Works with `Deno.serve`, `deno serve` and tests alike.
  */
 
+import { SHUTDOWN_GRACE_MS } from "./defaults.ts";
 import { addressGroup } from "./address.ts";
 import { timingSafeEqual } from "node:crypto";
 import { resolveOptions } from "./config.ts";
@@ -447,7 +448,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     attachDoor(status) {
       door = status;
     },
-    async shutdown(graceMs = 3000) {
+    async shutdown(graceMs = SHUTDOWN_GRACE_MS) {
       draining = true;
       guard.stop();
       hub.announce("server is shutting down; reconnect in a moment");

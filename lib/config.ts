@@ -3,6 +3,7 @@
  * messages name the option, the bad value and what is allowed.
  */
 
+import { DEFAULT_ROOM, HISTORY_LIMIT, HISTORY_ON_JOIN } from "./defaults.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./protocol.ts";
 import { checkRoom, ROOM_RULE } from "./text.ts";
 
@@ -64,7 +65,7 @@ export interface Options {
 export const DEFAULTS: Readonly<Options> = {
   port: 8080,
   hostname: undefined,
-  defaultRoom: "lobby",
+  defaultRoom: DEFAULT_ROOM,
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   rateBurst: 20,
   ratePerSecond: 5,
@@ -82,8 +83,8 @@ export const DEFAULTS: Readonly<Options> = {
   log: "text",
   quiet: false,
   data: undefined,
-  history: 50,
-  historyLimit: 5000,
+  history: HISTORY_ON_JOIN,
+  historyLimit: HISTORY_LIMIT,
   historyMaxAgeMs: 0,
   redis: undefined,
 };

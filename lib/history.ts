@@ -10,6 +10,8 @@
  * the memory store forgot starts past every id it forgot.
  */
 
+import { HISTORY_LIMIT } from "./defaults.ts";
+
 /** How long a message's key is remembered (see {@link HistoryStore.append}). */
 export const KEY_WINDOW_MS = 10 * 60 * 1000;
 
@@ -136,4 +138,4 @@ export interface HistoryStore {
 }
 
 /** Defaults: a few thousand messages per room, kept regardless of age. */
-export const DEFAULT_RETENTION: Retention = { maxCount: 5000, maxAgeMs: 0 };
+export const DEFAULT_RETENTION: Retention = { maxCount: HISTORY_LIMIT, maxAgeMs: 0 };

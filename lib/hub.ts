@@ -3,6 +3,7 @@
  * it talks to {@link Connection}s, so tests drive it with fakes and any transport fits.
  */
 
+import { DEFAULT_ROOM, HISTORY_ON_JOIN, TEXT_HISTORY_PAGE } from "./defaults.ts";
 import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
 import { Cluster } from "./cluster.ts";
 import { HistoryDesk } from "./desk.ts";
@@ -111,7 +112,7 @@ export interface JoinRequest {
 }
 
 /** Messages a JSON client gets with its welcome, unless told otherwise. */
-export const DEFAULT_HISTORY_ON_JOIN = 50;
+export const DEFAULT_HISTORY_ON_JOIN = HISTORY_ON_JOIN;
 
 interface Room {
   readonly name: string;
@@ -185,7 +186,7 @@ export class Hub {
   constructor(options: HubOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#server = options.server ?? "natter";
-    this.#defaultRoom = options.defaultRoom ?? "lobby";
+    this.#defaultRoom = options.defaultRoom ?? DEFAULT_ROOM;
     this.#maxMessageBytes = options.maxMessageBytes;
     this.#metrics = options.metrics ?? new Metrics();
     this.#store = options.store ?? new MemoryStore();
@@ -218,7 +219,7 @@ export class Hub {
     this.#gapMs = options.gapMs ?? GAP_MS;
     this.#desk = new HistoryDesk(this.#store, {
       historyOnJoin: options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN,
-      defaultPage: { text: 20, json: DEFAULT_HISTORY_ON_JOIN },
+      defaultPage: { text: TEXT_HISTORY_PAGE, json: DEFAULT_HISTORY_ON_JOIN },
       replyBurstBytes: options.replyBurstBytes ?? REPLY_BURST_BYTES,
       replyBytesPerSecond: options.replyBytesPerSecond ?? REPLY_BYTES_PER_SECOND,
     });
