@@ -374,6 +374,9 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       memoryBudgetBytes: guard.budget,
       memoryOver: guard.over ? 1 : 0,
       lingering,
+      ...(store instanceof MemoryStore
+        ? { historyRooms: store.rooms, historyBytes: store.bytes }
+        : {}),
       ...(front
         ? { tcpOpen: front.sockets, tcpPending: front.pending, tcpBudget: front.budget }
         : {}),

@@ -20,6 +20,9 @@ export interface Gauges {
   lingering: number;
   /** The door's TCP connections (open, waiting for a request, the cap), under `deno run`. */
   tcpOpen?: number;
+  /** The in-memory history's rooms and bytes (absent with SQLite or Redis). */
+  historyRooms?: number;
+  historyBytes?: number;
   tcpPending?: number;
   tcpBudget?: number;
 }
@@ -88,6 +91,20 @@ export class Metrics {
         "Slots still held for dropped slow consumers (their kernel sockets may hold data).",
         plain(gauges.lingering),
       ],
+      ...(gauges.historyRooms === undefined ? [] : [
+        [
+          "history_rooms",
+          "gauge",
+          "Rooms the in-memory history knows: those holding messages, and those with members.",
+          plain(gauges.historyRooms),
+        ] satisfies Row,
+        [
+          "history_bytes",
+          "gauge",
+          "Bytes the in-memory history counts against its budget.",
+          plain(gauges.historyBytes ?? 0),
+        ] satisfies Row,
+      ]),
       ...(gauges.tcpOpen === undefined ? [] : [
         [
           "tcp_open",
