@@ -4,17 +4,12 @@
  *     deno run --allow-net main.ts [--port 8080] [--hostname HOST] [--help]
  */
 
-import { SHUTDOWN_GRACE_MS } from "./lib/defaults.ts";
-import { type App, openApp } from "./lib/app.ts";
+import type { App } from "./lib/app.ts";
+import type { Options } from "./lib/config.ts";
 import { openDoor } from "./lib/door.ts";
-import { DENO_ENVIRONMENT, parseCommand, usage } from "./lib/cli.ts";
-import { ConfigError, type Options } from "./lib/config.ts";
-import { createLogger, type Logger } from "./lib/log.ts";
-import { RedisError } from "./lib/redis.ts";
-import { StoreError } from "./lib/sqlite.ts";
+import { drainOnSignals, readCommand, start } from "./lib/entry.ts";
+import type { Logger } from "./lib/log.ts";
 import { VERSION } from "./lib/version.ts";
-
-/** How long a clean stop may take before natter exits anyway. */
 
 function banner(addr: Deno.NetAddr, tls: boolean): string {
   const wildcard = addr.hostname === "::" || addr.hostname === "0.0.0.0";
@@ -142,29 +137,11 @@ async function serve(options: Options, app: App, log: Logger): Promise<Listening
 }
 
 async function main(): Promise<number | undefined> {
-  let command;
-  try {
-    command = parseCommand(Deno.args, DENO_ENVIRONMENT);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`natter: ${error.message}\nRun with --help for usage.`);
-    return 2;
-  }
-  if (command.kind === "help") return console.log(usage()), 0;
-  if (command.kind === "version") return console.log(`natter ${VERSION}`), 0;
-
-  const options = command.options;
-  const log = createLogger({ format: options.log, quiet: options.quiet });
-  let app: App;
-  try {
-    app = await openApp(options, { log });
-  } catch (error) {
-    if (error instanceof StoreError) console.error(`natter: cannot use --data: ${error.message}`);
-    else if (error instanceof RedisError) {
-      console.error(`natter: cannot use --redis: ${error.message}`);
-    } else throw error;
-    return 1;
-  }
+  const command = readCommand(Deno.args);
+  if ("exit" in command) return command.exit;
+  const { options, log } = command;
+  const app = await start(options, log);
+  if ("exit" in app) return app.exit;
   let server: Listening;
   try {
     server = await serve(options, app, log);
@@ -186,27 +163,9 @@ async function main(): Promise<number | undefined> {
     return 1;
   }
 
-  let stopping = false;
-  const stop = async (signal: Deno.Signal) => {
-    if (stopping) {
-      log.warn("second signal: exiting now", { signal });
-      Deno.exit(130);
-    }
-    stopping = true;
-    log.info("shutting down", { signal, connections: app.hub.connections });
-    const stuck = await app.shutdown(SHUTDOWN_GRACE_MS);
-    if (stuck > 0) {
-      log.warn("clients did not finish closing in time", {
-        clients: stuck,
-        graceMs: SHUTDOWN_GRACE_MS,
-      });
-    }
-    await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 500))]);
-    log.info("stopped");
-    Deno.exit(0);
-  };
-  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  // Stop listening after the clients are told, without waiting long for it.
+  const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  drainOnSignals(app, log, () => Promise.race([server.shutdown(), wait(500)]));
 }
 
 if (import.meta.main) {
