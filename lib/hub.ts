@@ -7,13 +7,14 @@ import { DEFAULT_ROOM, HISTORY_ON_JOIN, TEXT_HISTORY_PAGE } from "./defaults.ts"
 import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
 import { Cluster } from "./cluster.ts";
 import { HistoryDesk } from "./desk.ts";
-import { encodeJson, encodeText, HELP, LISTED_NAMES } from "./encode.ts";
+import { HELP } from "./encode.ts";
 import { type HistoryStore, type Stored, StoreReset, Unconfirmed, when } from "./history.ts";
 import type { TokenBucket } from "./limits.ts";
 import { MemoryStore } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
 import { RoomNames } from "./names.ts";
 import { type MessageEnvelope, RoomOrder } from "./order.ts";
+import { type View, VIEWS } from "./views.ts";
 import type { Change } from "./peers.ts";
 import { BIG_ROOM, presenceInterval, type Round, summary } from "./presence.ts";
 import {
@@ -140,6 +141,8 @@ interface Pending {
 
 interface Member {
   readonly conn: Connection;
+  /** What its format receives (lib/views.ts). */
+  readonly view: View;
   name: string;
   /** The name it asked for; `name` may carry a suffix where that one was taken. */
   wanted: string;
@@ -289,6 +292,7 @@ export class Hub {
     }
     const member: Member = {
       conn,
+      view: VIEWS[conn.format],
       name: base,
       wanted: base,
       room: this.#room(roomName),
@@ -369,7 +373,7 @@ export class Hub {
     for (const member of this.#members.values()) {
       this.#sendTo(member, {
         type: "notice",
-        text: member.conn.format === "text" ? `* ${text}` : text,
+        text: member.view.notice(text),
       });
     }
   }
@@ -411,7 +415,7 @@ export class Hub {
       room.order.reset();
       for (const member of room.members) {
         member.floor = 0;
-        if (member.conn.format === "json") this.#welcomeAndFlush(member, undefined, undefined);
+        if (member.view.replays) this.#welcomeAndFlush(member, undefined, undefined);
       }
     }
   }
@@ -520,7 +524,7 @@ export class Hub {
       ...refField(ref),
       ...(mark === undefined ? {} : { mark }),
     });
-    if (here && delivered && member.conn.format === "json") {
+    if (here && delivered && member.view.acks) {
       this.#sendTo(member, withRef(asEvent(message), ref));
     }
   }
@@ -575,7 +579,7 @@ export class Hub {
   #move(member: Member, roomName: string, ref: Ref | undefined): void {
     if (member.room.name === roomName) {
       // Nothing to do, and nothing worth resending: a welcome carries the room's history.
-      const text = `${member.conn.format === "text" ? "* " : ""}already in #${roomName}`;
+      const text = member.view.notice(`already in #${roomName}`);
       return this.#sendTo(member, withRef({ type: "notice", text }, ref));
     }
     this.#exit(member);
@@ -614,15 +618,12 @@ export class Hub {
   #welcomeAndFlush(member: Member, ref: Ref | undefined, since: number | undefined): void {
     const room = member.room;
     member.pending ??= [];
-    // Who is here as membership starts: changes after this reach the member as events. A
-    // plain-text welcome shows LISTED_NAMES others (one of those read may be the member).
-    const listed = member.conn.format === "json"
-      ? this.#bigRoom
-      : Math.min(this.#bigRoom, LISTED_NAMES + 1);
+    // Who is here as membership starts: changes after this reach the member as events.
+    const listed = member.view.listed(this.#bigRoom);
     const present = { members: this.#names(room, listed), count: this.#count(room) };
     // A JSON welcome carries history: reserved from the member's allowance before the read.
     const desk = this.#desk;
-    const reserved = member.conn.format === "json" && desk.reserve(member) === 0;
+    const reserved = member.view.replays && desk.reserve(member) === 0;
     const fields = () => ({ server: this.#server, name: member.name, room: room.name, ...present });
     when(
       () => desk.read(member, room.name, since, reserved),
@@ -881,31 +882,38 @@ export class Hub {
     // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
     // An author who moved to another room while a shared store was storing it still learns
     // that it was kept (the event names its room).
-    if (author?.conn.format === "json") {
+    if (author?.view.acks) {
       this.#sendTo(author, withRef(event, ref), author.room === room ? event.id : undefined);
     }
-    if (waiting && waiting.member !== author && waiting.member.conn.format === "json") {
+    if (waiting && waiting.member !== author && waiting.member.view.acks) {
       this.#sendTo(waiting.member, withRef(event, waiting.ref));
     }
   }
 
-  /** Sends an event to everyone in a room but `skip`, encoding it at most once per format. */
+  /** Sends an event to everyone in a room but `skip`, encoding it at most once per view. */
   #broadcast(room: Room, event: ServerEvent, skip?: Member, id?: number): void {
-    let text: Frame | null | undefined;
-    let json: Frame | null | undefined;
+    // Two views: the last one used and its frame, and the other one's, encoded on first need.
+    let view: View | undefined;
+    let frame: Frame | null = null;
+    let otherView: View | undefined;
+    let otherFrame: Frame | null = null;
     for (const member of room.members) {
       if (member === skip) continue;
-      let frame: Frame | null;
-      if (member.conn.format === "json") {
-        frame = json === undefined ? (json = frameOf(encodeJson(event))) : json;
-      } else frame = text === undefined ? (text = frameOf(encodeText(event))) : text;
+      if (member.view !== view) {
+        if (member.view === otherView) {
+          [view, frame, otherView, otherFrame] = [otherView, otherFrame, view, frame];
+        } else {
+          [otherView, otherFrame] = [view, frame];
+          view = member.view;
+          frame = frameOf(view.encode(event));
+        }
+      }
       if (frame) this.#deliver(member, frame, id, room);
     }
   }
 
   #sendTo(member: Member, event: ServerEvent, id?: number): void {
-    const data = member.conn.format === "json" ? encodeJson(event) : encodeText(event);
-    const frame = frameOf(data);
+    const frame = frameOf(member.view.encode(event));
     if (frame) this.#deliver(member, frame, id);
   }
 
