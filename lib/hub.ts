@@ -8,12 +8,13 @@ import { type Broker, type Envelope, LocalBroker } from "./broker.ts";
 import { Cluster } from "./cluster.ts";
 import { HistoryDesk } from "./desk.ts";
 import { HELP } from "./encode.ts";
-import { type HistoryStore, type Stored, StoreReset, Unconfirmed, when } from "./history.ts";
+import { type HistoryStore, when } from "./history.ts";
 import type { TokenBucket } from "./limits.ts";
 import { MemoryStore } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
 import { RoomNames } from "./names.ts";
 import { type MessageEnvelope, RoomOrder } from "./order.ts";
+import { Sender } from "./sending.ts";
 import { type View, VIEWS } from "./views.ts";
 import type { Change } from "./peers.ts";
 import { BIG_ROOM, presenceInterval, type Round, summary } from "./presence.ts";
@@ -183,6 +184,8 @@ export class Hub {
   readonly #gapMs: number;
   /** History replies and what welcomes carry, within each connection's allowance. */
   readonly #desk: HistoryDesk;
+  /** The send contract: every message gets one answer (lib/sending.ts). */
+  readonly #sender: Sender<Member>;
   /** The store's id space this hub's rooms are ordered in. */
   #epoch: string;
 
@@ -220,6 +223,24 @@ export class Hub {
       left: (change, ts) => this.#toldLeftChange(change, ts),
     }, { now: this.#now, heartbeatMs: options.heartbeatMs, peerTtlMs: options.peerTtlMs });
     this.#gapMs = options.gapMs ?? GAP_MS;
+    this.#sender = new Sender<Member>({
+      store: this.#store,
+      origin: this.#broker.origin,
+      idOf: (member) => member.conn.id,
+      present: (member, room) =>
+        this.#members.get(member.conn) === member && member.room.name === room,
+      rebaseIfNeeded: () => {
+        if (this.#store.epoch !== this.#epoch) this.#rebase();
+      },
+      delivered: (room, id) => this.#rooms.get(room)?.order.delivered(id) ?? false,
+      awaitAck: (room, id, member, ref) => {
+        const here = this.#rooms.get(room);
+        if (here) (here.acks ??= new Map()).set(id, { member, ref });
+      },
+      publish: (envelope) => this.#publish(envelope),
+      tell: (member, event) => this.#sendTo(member, event),
+      acks: (member) => member.view.acks,
+    });
     this.#desk = new HistoryDesk(this.#store, {
       historyOnJoin: options.historyOnJoin ?? DEFAULT_HISTORY_ON_JOIN,
       defaultPage: { text: TEXT_HISTORY_PAGE, json: DEFAULT_HISTORY_ON_JOIN },
@@ -444,89 +465,15 @@ export class Hub {
     this.#broker.publish(envelope);
   }
 
-  /**
-   * Stores a message, then publishes it: its author's copy is the acknowledgement that it was
-   * kept. An error means nobody will receive it. A store that does not answer in time gets the
-   * author an `unknown`, and the message is published if the store answers after all. A store
-   * that moved to a new epoch (it lost its data, or went back in time) refused it: the hub
-   * rebases and stores it once more under the new epoch.
-   */
-  #say(
-    member: Member,
-    text: string,
-    action: boolean,
-    ref: Ref | undefined,
-    key: string | undefined,
-    again = false,
-  ): void {
-    const room = member.room.name;
+  /** A `say` or `me`: stored, published and answered by the send contract (lib/sending.ts). */
+  #say(member: Member, text: string, action: boolean, ref: Ref | undefined, key?: string): void {
     const draft = {
       ts: this.#now(),
       from: member.name,
       text,
       ...(action ? { action: true as const } : {}),
     };
-    when(
-      () => this.#store.append(room, draft, key),
-      (stored) => this.#stored(member, stored, ref),
-      (error) => {
-        if (error instanceof StoreReset && !again) {
-          // Nothing was stored: move to the store's new epoch, then store it once more.
-          return void when(() => this.#store.refresh?.(), () => {
-            if (this.#store.epoch !== this.#epoch) this.#rebase();
-            if (this.#members.get(member.conn) === member && member.room.name === room) {
-              this.#say(member, text, action, ref, key, true);
-            }
-          }, () => this.#notSent(member, error, ref));
-        }
-        if (this.#store.epoch !== this.#epoch) this.#rebase();
-        if (error instanceof Unconfirmed) {
-          this.#sendTo(member, {
-            type: "unknown",
-            message: `not sure your message was kept: ${error.message}; it is delivered if it ` +
-              `was${key === undefined ? "" : " (a resend with the same key will not show twice)"}`,
-            ...refField(ref),
-            ...(key === undefined ? {} : { key }),
-          });
-          error.later.then((stored) => this.#stored(member, stored, ref), () => {});
-          return;
-        }
-        this.#notSent(member, error, ref);
-      },
-    );
-  }
-
-  #notSent(member: Member, error: unknown, ref: Ref | undefined): void {
-    const message = `your message was not sent: the server could not store it (${
-      (error as Error).message
-    })`;
-    this.#sendTo(member, { type: "error", code: "unavailable", message, ...refField(ref) });
-  }
-
-  /**
-   * Publishes a stored message to every hub (each delivers a room's ids once, in order), and
-   * sees that its author gets one acknowledgement, whichever way the message reaches this hub
-   * first: its own envelope, a resend's, or the store filling a gap. One already delivered here
-   * (the resend of a kept key, a late answer after the store caught up) is acknowledged now.
-   */
-  #stored(member: Member, stored: Stored, ref: Ref | undefined): void {
-    const { duplicate: _, mark, epoch, ...message } = stored;
-    const room = this.#rooms.get(message.room);
-    const here = this.#members.get(member.conn) === member && member.room === room;
-    const delivered = room?.order.delivered(message.id) ?? false;
-    if (here && !delivered) (room!.acks ??= new Map()).set(message.id, { member, ref });
-    this.#publish({
-      kind: "message",
-      origin: this.#origin,
-      epoch: epoch ?? this.#store.epoch,
-      message,
-      actor: member.conn.id,
-      ...refField(ref),
-      ...(mark === undefined ? {} : { mark }),
-    });
-    if (here && delivered && member.view.acks) {
-      this.#sendTo(member, withRef(asEvent(message), ref));
-    }
+    this.#sender.say(member, member.room.name, draft, ref, key);
   }
 
   #history(member: Member, asked: number | undefined, before: number | undefined, ref?: Ref): void {
