@@ -131,7 +131,6 @@ interface Room {
   readonly order: RoomOrder;
   /** Authors here waiting for the acknowledgement of a stored message, by its id. */
   acks?: Map<number, { member: Member; ref: Ref | undefined }> | undefined;
-  gapTimer?: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** An event for one member, kept until its welcome has gone out. */
