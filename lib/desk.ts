@@ -25,6 +25,7 @@ import {
   HISTORY_FRAME_BYTES,
   pageKey,
   Pages,
+  refField,
   withRefFrame,
 } from "./replies.ts";
 import { utf8Length } from "./utf8.ts";
@@ -89,7 +90,7 @@ export class HistoryDesk {
         message: `too much history too fast: at most ${Math.round(burst / 1024)} KiB at once and ${
           Math.round(rate / 1024)
         } KiB a second per connection; ask again in ${Math.ceil(wait)} s`,
-        ...(ref === undefined ? {} : { ref }),
+        ...refField(ref),
       });
     }
     // One more than asked says whether there is more; the byte budget may trim the page.
@@ -111,7 +112,7 @@ export class HistoryDesk {
         refuse({
           code: "unavailable",
           message: `history is not available right now (${(error as Error).message})`,
-          ...(ref === undefined ? {} : { ref }),
+          ...refField(ref),
         });
       },
     );

@@ -26,7 +26,7 @@ import {
   type Ref,
   type ServerEvent,
 } from "./protocol.ts";
-import { asEvent, type Frame, frameOf } from "./replies.ts";
+import { asEvent, type Frame, frameOf, refField } from "./replies.ts";
 import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE } from "./text.ts";
 
 /** What the hub needs of a client connection. */
@@ -892,10 +892,6 @@ function names(room: Room, limit = Infinity): string[] {
     list.push(member.name);
   }
   return list;
-}
-
-function refField(ref: Ref | undefined): { ref?: Ref } {
-  return ref === undefined ? {} : { ref };
 }
 
 function withRef<E extends ServerEvent>(event: E, ref: Ref | undefined): E {

@@ -85,3 +85,8 @@ export function fitting(messages: Message[]): Message[] {
 export function asEvent(message: Message): ChatMessage {
   return { type: "message", ...message };
 }
+
+/** A `ref` as an optional field: present only when the request had one. */
+export function refField(ref: Ref | undefined): { ref?: Ref } {
+  return ref === undefined ? {} : { ref };
+}

@@ -19,7 +19,7 @@ import {
   when,
 } from "./history.ts";
 import type { Ref, ServerEvent } from "./protocol.ts";
-import { asEvent } from "./replies.ts";
+import { asEvent, refField } from "./replies.ts";
 
 /** What sending needs of the hub, for authors of type `A`. */
 export interface SendHost<A> {
@@ -114,8 +114,4 @@ export class Sender<A> {
       host.tell(author, { ...asEvent(message), ...refField(ref) });
     }
   }
-}
-
-function refField(ref: Ref | undefined): { ref?: Ref } {
-  return ref === undefined ? {} : { ref };
 }
