@@ -1,10 +1,12 @@
 /**
  * Presence in rooms of any size. A small room is told of each join and leave as it happens; a
  * big one gets a summary now and then, since telling every member of every join costs O(N²)
- * while a big room fills up.
+ * while a big room fills up. {@link RoomPresence} tells a hub's rooms; the rest is its rules.
  */
 
 import type { ServerEvent } from "./protocol.ts";
+import { countIn, type Delivery, isIn, type Member, type Room } from "./room.ts";
+import type { Peers } from "./peers.ts";
 
 /**
  * Above this many members, a room is big: joins and leaves are told as one `presence`
@@ -65,4 +67,85 @@ export function summary<M>(
     count,
     ts,
   };
+}
+
+export interface PresenceOptions {
+  /** Rooms with more members than this get summaries; {@link BIG_ROOM} by default. */
+  bigRoom: number;
+  /** The clock for summaries' `ts`. */
+  now: () => number;
+  /**
+   * Runs a summary later; by default after {@link presenceInterval} for the room's size
+   * (`members()`, read again when that time comes: a room that grew meanwhile waits longer).
+   */
+  defer?: ((flush: () => void, members: () => number) => void) | undefined;
+  /** Whether a room is still the hub's (its last member may have left meanwhile). */
+  current(room: Room): boolean;
+}
+
+/** Tells a hub's rooms who came and went: each change in a small room, summaries in a big one. */
+export class RoomPresence {
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  readonly #defer: (flush: () => void, members: () => number) => void;
+
+  /** `others`: who is in which room on other hubs; they count towards a room's size. */
+  constructor(
+    readonly send: Delivery,
+    readonly others: Peers,
+    readonly options: PresenceOptions,
+  ) {
+    this.#defer = options.defer ?? ((flush, members) => {
+      const start = performance.now();
+      const due = () => {
+        const left = start + presenceInterval(members()) - performance.now();
+        if (left < 1) return flush();
+        const timer = setTimeout(() => {
+          this.#timers.delete(timer);
+          due();
+        }, left);
+        this.#timers.add(timer);
+      };
+      due();
+    });
+  }
+
+  /** Someone came: `member` when it is one of the hub's own (it is not told of itself). */
+  joined(room: Room, name: string, member: Member | undefined, ts: number): void {
+    if (countIn(room, this.others) > this.options.bigRoom) return this.#note(room, member ?? name);
+    this.send.toRoom(room, { type: "joined", room: room.name, name, ts }, member);
+  }
+
+  left(room: Room, name: string, ts: number): void {
+    if (countIn(room, this.others) >= this.options.bigRoom) this.#note(room, undefined, name);
+    else this.send.toRoom(room, { type: "left", room: room.name, name, ts });
+  }
+
+  /** Cancels summaries not sent yet (at shutdown). */
+  stop(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+  }
+
+  /**
+   * Queues a join (the member, named as it is when the summary goes) or a leave (the name it
+   * left under) in a big room; the first one of a round schedules the summary.
+   */
+  #note(room: Room, joined: Member | string | undefined, left?: string): void {
+    if (!room.presence) {
+      room.presence = { joined: [], left: [] };
+      this.#defer(() => this.#flush(room), () => countIn(room, this.others));
+    }
+    if (joined !== undefined) room.presence.joined.push(joined);
+    if (left !== undefined) room.presence.left.push(left);
+  }
+
+  #flush(room: Room): void {
+    const round = room.presence;
+    room.presence = undefined;
+    if (!round || !this.options.current(room)) return;
+    // Current names of those who came and are still here (one may have been renamed since).
+    const now = (who: Member) => isIn(who, room) ? who.name : undefined;
+    const count = countIn(room, this.others);
+    this.send.toRoom(room, summary(room.name, round, now, count, this.options.now()));
+  }
 }

@@ -19,7 +19,9 @@ import {
   when,
 } from "./history.ts";
 import type { Ref, ServerEvent } from "./protocol.ts";
+import type { MessageEnvelope } from "./order.ts";
 import { asEvent, refField } from "./replies.ts";
+import { type Delivery, type Member, type Room, withRef } from "./room.ts";
 
 /** What sending needs of the hub, for authors of type `A`. */
 export interface SendHost<A> {
@@ -113,5 +115,37 @@ export class Sender<A> {
     if (here && delivered && host.acks(author)) {
       host.tell(author, { ...asEvent(message), ...refField(ref) });
     }
+  }
+}
+
+/**
+ * A stored message reaches its room (in order): everyone gets it, and its author (if on this hub)
+ * its copy with its `ref`, which is its acknowledgement: `author` as the envelope names it, or the
+ * one waiting in the room's acknowledgements (the message came through another envelope, or from
+ * the store).
+ */
+export function deliverStored(
+  send: Delivery,
+  room: Room,
+  envelope: MessageEnvelope,
+  author: Member | undefined,
+): void {
+  const event = asEvent(envelope.message);
+  const waiting = room.acks?.get(event.id);
+  if (waiting) room.acks!.delete(event.id);
+  let ref = envelope.ref;
+  if (waiting && (author === undefined || author === waiting.member)) {
+    author = waiting.member;
+    ref = waiting.ref;
+  }
+  send.toRoom(room, event, author, event.id);
+  // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
+  // An author who moved to another room while a shared store was storing it still learns
+  // that it was kept (the event names its room).
+  if (author?.view.acks) {
+    send.to(author, withRef(event, ref), author.room === room ? event.id : undefined);
+  }
+  if (waiting && waiting.member !== author && waiting.member.view.acks) {
+    send.to(waiting.member, withRef(event, waiting.ref));
   }
 }

@@ -3,7 +3,7 @@
 import { createApp } from "../lib/app.ts";
 import type { App } from "../lib/app.ts";
 import type { Options } from "../lib/config.ts";
-import type { Connection } from "../lib/hub.ts";
+import type { Connection } from "../lib/room.ts";
 import type { Format } from "../lib/protocol.ts";
 
 /** A natter app served on a free loopback port. */

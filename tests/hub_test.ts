@@ -6,7 +6,8 @@ import {
   StoreReset,
   Unconfirmed,
 } from "../lib/history.ts";
-import { Hub, presenceInterval } from "../lib/hub.ts";
+import { Hub } from "../lib/hub.ts";
+import { presenceInterval } from "../lib/presence.ts";
 import { MemoryStore } from "../lib/memory.ts";
 import { FakeConnection, until } from "./helpers.ts";
 
