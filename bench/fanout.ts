@@ -1,9 +1,15 @@
 /**
  * Fan-out at saturation: one sender, N receivers in one room, 64-byte messages as fast as the
- * server takes them. Runs natter and the minimal reference server (bench/reference.ts) back
- * to back, interleaved, several times; reports deliveries per second and the ratio.
+ * server takes them. Runs natter and the minimal reference server (bench/reference.ts), and Bun's
+ * native publish where Bun is installed, back to back, interleaved, several times; reports
+ * deliveries per second and the ratios, the delivery latency and the frames the first receiver
+ * got.
  *
  *     deno task bench            (or: deno run -A bench/fanout.ts --receivers 100,1000 --reps 3)
+ *     deno run -A bench/fanout.ts --receivers 100 --window 16,64,256,1024   (a curve over depth)
+ *
+ * The sender keeps at most W messages in flight, paced by the first receiver: `--window` lists
+ * the depths to measure; without it, W is max(4, 200000 / receivers) (deep queues).
  *
  * The server runs pinned to core 0 and this load generator to core 1 (taskset, when present),
  * and the generator prints its own CPU time so that one can see it was not the bottleneck.
@@ -12,14 +18,14 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { CONNECTOR, openClients } from "./clients.ts";
-import { LineCounter } from "./counter.ts";
+import { DelayHistogram, LineCounter } from "./counter.ts";
+import { startProfile } from "./profile.ts";
 import { RawSender } from "./sender.ts";
 import {
   ALL_SERVERS,
   BUN_SERVER,
   haveTaskset,
-  lines,
-  median,
+  medians,
   open,
   pinSelf,
   processCpuSeconds,
@@ -31,17 +37,26 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     receivers: { type: "string", default: "100,1000" },
+    window: { type: "string" },
     reps: { type: "string", default: "3" },
     seconds: { type: "string", default: "3" },
     out: { type: "string", default: "bench/last-fanout.json" },
     only: { type: "string" },
     "no-bun": { type: "boolean", default: false },
+    // Profiles natter through the inspector on this port while it is measured (start it with
+    // BENCH_SERVER_FLAGS=--inspect=127.0.0.1:PORT and --only natter); prints the top functions.
+    profile: { type: "string" },
   },
 });
 const RECEIVER_COUNTS = values.receivers.split(",").map(Number);
+/** The windows to run for each receiver count; `undefined` is the default for that count. */
+const WINDOWS: (number | undefined)[] = values.window?.split(",").map(Number) ?? [undefined];
+if (WINDOWS.some((w) => w !== undefined && !(Number.isInteger(w) && w > 0))) {
+  throw new Error(`--window takes positive integers, e.g. 16,64,256: got ${values.window}`);
+}
 const REPS = Number(values.reps);
 const SECONDS = Number(values.seconds);
-const PAYLOAD = "x".repeat(64);
+const PAYLOAD_BYTES = 64;
 /** Messages in flight: enough to keep the server busy, few enough that it never just queues. */
 const windowFor = (receivers: number) => Math.max(4, Math.round(200_000 / receivers));
 // Bun's native publish joins the runs where Bun is installed (the issue's yardstick: Bun packs
@@ -49,7 +64,44 @@ const windowFor = (receivers: number) => Math.max(4, Math.round(200_000 / receiv
 const SERVERS = [...ALL_SERVERS, ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : [])]
   .filter((s) => !values.only || s.name === values.only);
 
-async function measure(server: Server, receiverCount: number) {
+/**
+ * A message carrying its send time: `t` and this process's performance.now() in milliseconds,
+ * padded with `x` to 64 bytes. natter delivers it as `name: t123.456xxx…`, the others as sent.
+ */
+const stamped = () => `t${performance.now().toFixed(3)}`.padEnd(PAYLOAD_BYTES, "x");
+/** The stamp in a line of a frame. */
+const STAMP = /t(\d+\.\d+)x/g;
+
+/**
+ * Counts the stamped lines (the sender's messages) in a frame, and records now minus each stamp
+ * into `delays` when given. About 0.1 µs a line: the generator's CPU barely moves.
+ */
+function stamps(data: string, now: number, delays: DelayHistogram | undefined): number {
+  let count = 0;
+  STAMP.lastIndex = 0;
+  for (let match = STAMP.exec(data); match; match = STAMP.exec(data)) {
+    count++;
+    delays?.record(now - Number(match[1]));
+  }
+  return count;
+}
+
+/** One repetition against one server. */
+interface Run {
+  deliveriesPerSecond: number;
+  generatorCpu: number;
+  serverCpu: number;
+  /** Delivery latency at the first receiver (send to WebSocket message event), milliseconds. */
+  p50: number;
+  p99: number;
+  /** Lines the first receiver timed. */
+  latencySamples: number;
+  /** WebSocket message events at the first receiver per second, and lines per event. */
+  framesPerSecond: number;
+  linesPerFrame: number;
+}
+
+async function measure(server: Server, receiverCount: number, window: number): Promise<Run> {
   const { port, child } = await start(server);
   const path = "/?room=bench";
   const url = `ws://127.0.0.1:${port}${path}`;
@@ -74,17 +126,28 @@ async function measure(server: Server, receiverCount: number) {
       others
         ? await others.report()
         : { lines: counters.reduce((sum, c) => sum + c.lines, 0), cpuSeconds: 0 };
+    /** Messages and frames the first receiver got since the warm-up. */
     let delivered = 0;
-    // The first receiver paces the sender: at most WINDOW messages in flight. Saturation is
-    // the most the server sustains; flooding it instead measures only how it queues.
+    let frames = 0;
+    // The first receiver times every message it gets (while recording): a 10 µs histogram,
+    // which allocates nothing per message.
+    const delays = new DelayHistogram();
+    let recording = false;
+    // The first receiver paces the sender: at most `window` messages in flight. With --window,
+    // every arrival is refilled at once (always `window` in flight, as a curve over depth needs);
+    // the default runs refill once half of them have arrived, as they always have. Saturation is the most the server sustains; flooding it
+    // instead measures only how it queues. Only the sender's messages count: natter's welcome
+    // and join notices (one per receiver) had widened its window by the number of receivers.
     let firstSeen = 0;
     let sent = 0;
     let wake: (() => void) | undefined;
     receivers[0]!.onmessage = (e) => {
-      const n = lines(e.data);
+      const n = stamps(e.data, performance.now(), recording ? delays : undefined);
+      if (n === 0) return;
       delivered += n;
       firstSeen += n;
-      if (wake && sent - firstSeen < windowFor(receiverCount) / 2) wake();
+      frames++;
+      if (wake && sent - firstSeen < (values.window ? window : window / 2)) wake();
     };
     // A raw sender (bench/sender.ts): the frames of a window refill go out in one write.
     const sender = await RawSender.open(port, path);
@@ -92,8 +155,11 @@ async function measure(server: Server, receiverCount: number) {
     let running = true;
     const pump = (async () => {
       while (running) {
-        while (sent - firstSeen < windowFor(receiverCount)) {
-          sender.send(PAYLOAD);
+        // One stamp per refill: its messages are queued together, and the sender encodes a
+        // repeated payload once.
+        const payload = stamped();
+        while (sent - firstSeen < window) {
+          sender.send(payload);
           sent++;
         }
         await new Promise<void>((r) => wake = r);
@@ -102,15 +168,24 @@ async function measure(server: Server, receiverCount: number) {
     })();
     await new Promise((r) => setTimeout(r, 500)); // warm up
     delivered = 0;
+    frames = 0;
+    recording = true;
     const counted0 = await counted();
     const cpu0 = process.cpuUsage();
     const server0 = processCpuSeconds(child.pid);
     const t0 = performance.now();
+    const stopProfile = values.profile && server.name === "natter"
+      ? await startProfile(Number(values.profile))
+      : undefined;
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
+    if (stopProfile) console.log(`natter's CPU profile, self time:\n${await stopProfile()}`);
     const counted1 = await counted();
+    recording = false;
     const seconds = (performance.now() - t0) / 1000;
     const serverCpu = (processCpuSeconds(child.pid) - server0) / seconds;
     const count = delivered + counted1.lines - counted0.lines;
+    const firstFrames = frames;
+    const firstLines = delivered;
     const cpu1 = process.cpuUsage();
     running = false;
     wake?.();
@@ -123,7 +198,16 @@ async function measure(server: Server, receiverCount: number) {
     // Both generator processes share one core: their CPU adds up.
     const generatorCpu = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / 1e6 / seconds +
       (counted1.cpuSeconds - counted0.cpuSeconds) / seconds;
-    return { deliveriesPerSecond: count / seconds, generatorCpu, serverCpu };
+    return {
+      deliveriesPerSecond: count / seconds,
+      generatorCpu,
+      serverCpu,
+      p50: delays.percentile(0.5),
+      p99: delays.percentile(0.99),
+      latencySamples: delays.count,
+      framesPerSecond: firstFrames / seconds,
+      linesPerFrame: firstLines / firstFrames,
+    };
   } finally {
     child.kill("SIGKILL");
     await child.status;
@@ -132,53 +216,121 @@ async function measure(server: Server, receiverCount: number) {
 
 await pinSelf();
 
+// natter first in the table and the JSON; the runs go in SERVERS' order.
+const names = SERVERS.map((server) => server.name)
+  .sort((a, b) => Number(b === "natter") - Number(a === "natter"));
+const hasBun = names.includes("bun");
 const results: Record<string, unknown>[] = [];
 console.log(
-  `fan-out, ${PAYLOAD.length}-byte messages, ${SECONDS} s per run, ${REPS} reps, taskset: ${haveTaskset}`,
+  `fan-out, ${PAYLOAD_BYTES}-byte messages, ${SECONDS} s per run, ${REPS} reps, ` +
+    `taskset: ${haveTaskset}; medians over reps (generator CPU: the highest); ` +
+    `latency and frames at the first receiver; each cell lists ${names.join(" / ")}`,
 );
-/** Formats a rate like 4,541,821/s. */
-const rate = (value: number) => `${Math.round(value).toLocaleString("en")}/s`;
+
+/** Formats a number like 4,541,821. */
+const thousands = (value: number) => Math.round(value).toLocaleString("en");
 const percent = (value: number) => `${(value * 100).toFixed(0)}%`;
+/** A column of the table: its header, its cell from the medians by server, the cell's width. */
+interface Column {
+  header: string;
+  cell: (medians: Record<string, Run>) => string;
+  width: number;
+}
+/** A column with a value for each server, each padded to `width`. */
+const each = (header: string, width: number, value: (run: Run) => string): Column => ({
+  header,
+  cell: (medians) => names.map((name) => value(medians[name]!).padStart(width)).join(" / "),
+  width: Math.max(header.length, names.length * (width + 3) - 3),
+});
+/** natter's deliveries over another server's. */
+const ratio = (other: string): Column => ({
+  header: `natter/${other.slice(0, 3)}`,
+  cell: (medians) =>
+    `${(medians.natter!.deliveriesPerSecond / medians[other]!.deliveriesPerSecond).toFixed(2)}x`,
+  width: 10,
+});
+const columns: Column[] = [
+  each("deliveries/s", 10, (run) => thousands(run.deliveriesPerSecond)),
+  ...["reference", "bun"].filter((other) => names.includes(other) && names.includes("natter"))
+    .map(ratio),
+  each("p50 ms", 6, (run) => run.p50.toFixed(2)),
+  each("p99 ms", 6, (run) => run.p99.toFixed(2)),
+  each("frames/s", 7, (run) => thousands(run.framesPerSecond)),
+  each("lines/frame", 5, (run) => run.linesPerFrame.toFixed(1)),
+  each("server CPU", 4, (run) => percent(run.serverCpu)),
+  each("generator CPU", 4, (run) => percent(run.generatorCpu)),
+];
+const widths = ["receivers".length, "window".length, ...columns.map((column) => column.width)];
+const printRow = (cells: string[]) =>
+  console.log(`| ${cells.map((cell, i) => cell.padStart(widths[i]!)).join(" | ")} |`);
+printRow(["receivers", "window", ...columns.map((column) => column.header)]);
+console.log(`|${widths.map((w) => `${"-".repeat(w + 1)}:`).join("|")}|`);
 
 for (const receivers of RECEIVER_COUNTS) {
-  const names = SERVERS.map((server) => server.name);
-  const empty = () => Object.fromEntries(names.map((name) => [name, [] as number[]]));
-  const runs = empty();
-  const cpus = empty();
-  const serverCpus = empty();
-  for (let rep = 0; rep < REPS; rep++) {
-    for (const server of SERVERS) {
-      const { deliveriesPerSecond, generatorCpu, serverCpu } = await measure(server, receivers);
-      runs[server.name]!.push(deliveriesPerSecond);
-      cpus[server.name]!.push(generatorCpu);
-      serverCpus[server.name]!.push(serverCpu);
+  for (const requested of WINDOWS) {
+    const window = requested ?? windowFor(receivers);
+    const runs: Record<string, Run[]> = Object.fromEntries(names.map((name) => [name, []]));
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const server of SERVERS) {
+        runs[server.name]!.push(await measure(server, receivers, window));
+      }
     }
+    const summary = medians(runs, [
+      "deliveriesPerSecond",
+      "serverCpu",
+      "p50",
+      "p99",
+      "latencySamples",
+      "framesPerSecond",
+      "linesPerFrame",
+    ]);
+    // The generator's CPU is the highest of the reps: how close it came to being the limit.
+    const shown: Record<string, Run> = Object.fromEntries(names.map((name) => [name, {
+      ...summary[name]!,
+      generatorCpu: Math.max(...runs[name]!.map((run) => run.generatorCpu)),
+    }]));
+    const deliveries = (name: string) => shown[name]?.deliveriesPerSecond ?? NaN;
+    const natter = deliveries("natter");
+    const perServer = (key: keyof Run) =>
+      Object.fromEntries(names.map((name) => [name, shown[name]![key]]));
+    results.push({
+      scenario: `fan-out, ${receivers} receivers` + (requested ? `, window ${window}` : ""),
+      receivers,
+      window,
+      reference: deliveries("reference"),
+      natter,
+      ratio: natter / deliveries("reference"),
+      ...(hasBun ? { bun: deliveries("bun"), natterToBun: natter / deliveries("bun") } : {}),
+      generatorCpu: perServer("generatorCpu"),
+      serverCpu: perServer("serverCpu"),
+      latencyMs: Object.fromEntries(
+        names.map((name) => [name, { p50: shown[name]!.p50, p99: shown[name]!.p99 }]),
+      ),
+      latencySamples: perServer("latencySamples"),
+      firstReceiverFramesPerSecond: perServer("framesPerSecond"),
+      linesPerFrame: perServer("linesPerFrame"),
+      runs: Object.fromEntries(
+        names.map((name) => [name, runs[name]!.map((run) => run.deliveriesPerSecond)]),
+      ),
+      repetitions: runs,
+    });
+    printRow([String(receivers), String(window), ...columns.map((column) => column.cell(shown))]);
   }
-  const medianOf = (name: string) => runs[name]?.length ? median(runs[name]!) : NaN;
-  const reference = medianOf("reference");
-  const natter = medianOf("natter");
-  const bun = medianOf("bun");
-  const row = {
-    scenario: `fan-out, ${receivers} receivers`,
-    reference,
-    natter,
-    ratio: natter / reference,
-    ...(BUN_SERVER && names.includes("bun") ? { bun, natterToBun: natter / bun } : {}),
-    generatorCpu: Object.fromEntries(names.map((name) => [name, Math.max(...cpus[name]!)])),
-    serverCpu: Object.fromEntries(names.map((name) => [name, median(serverCpus[name]!)])),
-    runs,
-  };
-  results.push(row);
-  const each = names.map((name) => `${name} ${rate(medianOf(name)).padStart(13)}`).join("   ");
-  console.log(
-    `${row.scenario.padEnd(26)} ${each}   natter/reference ${row.ratio.toFixed(1)}x` +
-      (names.includes("bun") ? `   natter/bun ${(natter / bun).toFixed(2)}x` : "") +
-      `   load generator CPU: ${names.map((n) => percent(row.generatorCpu[n]!)).join(" / ")}` +
-      `   server CPU: ${names.map((n) => percent(row.serverCpu[n]!)).join(" / ")}`,
-  );
 }
 await Deno.writeTextFile(
   values.out,
-  JSON.stringify({ date: new Date().toISOString(), results }, null, 2) + "\n",
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      payloadBytes: PAYLOAD_BYTES,
+      seconds: SECONDS,
+      reps: REPS,
+      servers: names,
+      latencySampling: "every line at the first receiver, after the warm-up",
+      results,
+    },
+    null,
+    2,
+  ) + "\n",
 );
 console.log(`wrote ${values.out}`);

@@ -17,7 +17,7 @@ import { Hub } from "./hub.ts";
 import { type Logger, SILENT } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode } from "./protocol.ts";
-import { stopFlushing } from "./outbox.ts";
+import { Turns } from "./outbox.ts";
 import { MemoryGuard } from "./pressure.ts";
 import { redact, RedisBroker, RedisLink, RedisStore } from "./redis.ts";
 import {
@@ -118,7 +118,8 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     log,
   });
   guard.start();
-  const gate = new Gate(options, { hub, guard, live, metrics, log });
+  const turns = new Turns();
+  const gate = new Gate(options, { hub, guard, live, metrics, log, turns });
 
   /** What /healthz and /metrics report, as of now. */
   const readings = (): Readings => ({
@@ -193,7 +194,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       hub.stop();
       await store.close();
       await broker.close();
-      stopFlushing();
+      turns.flushNow();
       return gate.sockets - gate.lingering;
     },
     hub,

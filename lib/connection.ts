@@ -7,7 +7,7 @@ import type { Connection, Hub, JoinRequest } from "./hub.ts";
 import { TokenBucket } from "./limits.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import { Outbox } from "./outbox.ts";
+import { Outbox, type Turns } from "./outbox.ts";
 import { CloseCode, type Format, utf8Length } from "./protocol.ts";
 
 let counter = 0;
@@ -21,6 +21,8 @@ export interface SocketSettings {
   maxBufferedBytes: number;
   metrics: Metrics;
   log: Logger;
+  /** The app's turns: when queued frames leave (lib/outbox.ts). */
+  turns: Turns;
   /**
    * Called once per connection when its socket is gone (its close event, or a handshake that
    * never completed), to release what it held.
@@ -106,7 +108,11 @@ export class SocketConnection implements Connection {
     this.#rate = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
     this.#patience = new TokenBucket(settings.rateBurst, settings.ratePerSecond);
     // One lane per format: a room's text and JSON lines each go into their own turn log.
-    this.#outbox = new Outbox((frame) => this.#write(frame), origin.format === "json" ? 1 : 0);
+    this.#outbox = new Outbox(
+      settings.turns,
+      (frame) => this.#write(frame),
+      origin.format === "json" ? 1 : 0,
+    );
     socket.addEventListener("open", this);
     socket.addEventListener("message", this);
     // An error is always followed by a close event, which does the cleanup.

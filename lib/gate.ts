@@ -9,6 +9,7 @@
 import { addressGroup } from "./address.ts";
 import type { Options } from "./config.ts";
 import { SocketConnection, type SocketSettings } from "./connection.ts";
+import type { Turns } from "./outbox.ts";
 import type { Hub } from "./hub.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
@@ -42,6 +43,8 @@ export interface GateParts {
   live: Set<SocketConnection>;
   metrics: Metrics;
   log: Logger;
+  /** The app's turns: when its connections' queued frames leave. */
+  turns: Turns;
 }
 
 /** A socket the caller accepted itself (the door), to upgrade over. */
@@ -82,6 +85,7 @@ export class Gate {
       maxBufferedBytes: options.maxBufferedBytes,
       metrics: parts.metrics,
       log: parts.log,
+      turns: parts.turns,
       onGone: (conn) => this.#gone(conn),
     };
   }

@@ -1,11 +1,12 @@
 /**
- * Write coalescing. Each connection has an outbox; the first event in an event-loop turn
- * leaves at once (a quiet server keeps its latency) unless the connection is busy: it had
- * queued events in the turn just before, with no pause of the server in between. Then one
- * write per turn beats two (+27 % deliveries at 100 receivers, +44 % at 1000, measured with
- * bench/fanout.ts). The rest of a turn's events are joined into frames of at most
- * {@link MAX_FRAME_BYTES}, one event per line, sent when the turn ends. Deno makes one socket
- * write per `send()`, so under load this turns thousands of writes into a few.
+ * Write coalescing. Each connection has an outbox; what it gets in an event-loop turn is joined
+ * into frames of at most {@link MAX_FRAME_BYTES}, one event per line, sent when the turn ends
+ * (in a `setImmediate` task, after the turn's I/O). So under load each recipient gets one write
+ * per turn; Deno makes one socket write per `send()`, and this turns thousands of writes into a
+ * few; a queue that grows past {@link SEND_AT_BYTES} leaves before the turn ends. Even on a
+ * quiet server nothing leaves before its turn ends: the wait is a few microseconds, and a
+ * turn's first event sent at once (as natter did) made two or three writes per recipient per
+ * turn under moderate load, where one does (docs/ARCHITECTURE.md has the measurements).
  *
  * Clients split frames on newlines (docs/PROTOCOL.md), so none of them can tell the difference.
  */
@@ -15,58 +16,15 @@ import { clearImmediate, setImmediate } from "node:timers";
 /** Largest frame an outbox packs, in UTF-8 bytes; a single event larger than this goes alone. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 
+/**
+ * A recipient's queue that reaches this many bytes leaves at once, not at the turn's end: a turn
+ * that brings it more than that (thousands of messages in flight) hands the socket a frame now
+ * and then rather than one big burst at the end, which the kernel took slowly (bench/RESULTS.md).
+ */
+export const SEND_AT_BYTES = 32 * 1024;
+
 /** Where an outbox writes whole frames. */
 export type Sink = (frame: string) => void;
-
-/** Outboxes with something to flush when this turn ends. */
-const dirty = new Set<Outbox>();
-let scheduled = false;
-/** Turns so far: each flush of all outboxes, and each pause of the server, is one. */
-let turn = 0;
-/** When the last flush of all outboxes ended. */
-let lastFlushEnd = 0;
-/**
- * A server that did nothing for this long was idle: every connection is quiet again. Back to
- * back turns under load follow each other within microseconds.
- */
-const PAUSE_MS = 1;
-
-/** The first event of a turn: a pause before it makes every connection quiet again. */
-function beginTurn(): void {
-  if (performance.now() - lastFlushEnd > PAUSE_MS) turn++;
-}
-
-// The turn ends in a setImmediate callback: it runs once the event loop has handled this
-// iteration's I/O, every socket's events included. A microtask runs before the other sockets'
-// events (nothing would coalesce); setTimeout waits for a timer tick (~1 ms and more). A
-// MessageChannel message, the first choice, arrives with the next iteration's I/O in an order
-// that varies: 100 receivers swung between 1.3M and 4.1M deliveries/s with it, and gave 4.9M to
-// 6.1M with setImmediate (1000 receivers: 2.9M to 4.1M, and 3.1M to 4.2M; bench/fanout.ts).
-let pending: ReturnType<typeof setImmediate> | undefined;
-
-function schedule(outbox: Outbox): void {
-  if (outbox.dirty) return;
-  outbox.dirty = true;
-  dirty.add(outbox);
-  endTurnLater();
-}
-
-/**
- * Makes sure this turn ends with a flush. One task per turn, whatever the number of
- * connections written to: a lone message to 100 quiet connections leaves as 100 direct writes
- * and costs no per-connection bookkeeping at the turn's end.
- */
-function endTurnLater(): void {
-  if (scheduled) return;
-  scheduled = true;
-  pending = setImmediate(flushAll);
-}
-
-/** Flushes every outbox now, in place of the flush scheduled for the turn's end. */
-export function stopFlushing(): void {
-  if (pending !== undefined) clearImmediate(pending);
-  flushAll();
-}
 
 /**
  * One stream's queued events this turn (a room's broadcasts, in one lane), in the order they were
@@ -89,22 +47,6 @@ interface TurnLog {
   frames?: Map<number, { end: number; frame: string }>;
 }
 
-/** This turn's logs, by stream and lane. */
-let logs = new Map<object, TurnLog[]>();
-/** Flushes of all outboxes so far: a log of an earlier one is done with. */
-let flushes = 0;
-
-function logOf(stream: object, lane: number): TurnLog {
-  let lanes = logs.get(stream);
-  if (lanes === undefined) logs.set(stream, lanes = []);
-  return lanes[lane] ??= { stream, flush: flushes, lines: [], sums: [0] };
-}
-
-/** A log that only `owner` queues into, this turn. */
-function ownLog(owner: object): TurnLog {
-  return { stream: owner, flush: flushes, lines: [], sums: [0] };
-}
-
 /** Appends `event` to a log; returns its index. */
 function logEntry(log: TurnLog, event: string, bytes: number): number {
   const { lines, sums } = log;
@@ -113,26 +55,88 @@ function logEntry(log: TurnLog, event: string, bytes: number): number {
   return lines.length - 1;
 }
 
-function flushAll(): void {
-  pending = undefined;
-  turn++;
-  const boxes = [...dirty];
-  dirty.clear();
-  // `scheduled` stays set while flushing: an event queued from a sink (none is, today) waits for
-  // the next flush instead of starting a new turn in the middle of this one.
-  for (const box of boxes) {
-    box.dirty = false;
-    try {
-      box.flush();
-    } catch {
-      // One failing socket must not keep the others' frames back (its sink closes it).
-    }
+/**
+ * The turns of one app's outboxes: which have something to send when this turn ends, the turn's
+ * logs, and the one task that ends the turn. Each app owns one, so one app's shutdown flushes its
+ * own connections and no other's.
+ */
+export class Turns {
+  /** Outboxes with something to flush when this turn ends. */
+  readonly #dirty = new Set<Outbox>();
+  #scheduled = false;
+  // The turn ends in a setImmediate callback: it runs once the event loop has handled this
+  // iteration's I/O, every socket's events included. A microtask runs before the other sockets'
+  // events (nothing would coalesce); setTimeout waits for a timer tick (~1 ms and more); a
+  // MessageChannel message arrives with the next iteration's I/O in an order that varies (the
+  // rate swung by a factor of three from run to run with it; bench/RESULTS.md).
+  #pending: ReturnType<typeof setImmediate> | undefined;
+  /** This turn's logs, by stream and lane. */
+  #logs = new Map<object, TurnLog[]>();
+  /** Flushes of all outboxes so far: a log of an earlier one is done with. */
+  flushes = 0;
+  /** Whether this turn's flush is scheduled already. */
+  get scheduled(): boolean {
+    return this.#scheduled;
   }
-  scheduled = false;
-  logs = new Map();
-  flushes++;
-  lastFlushEnd = performance.now();
-  if (dirty.size > 0) endTurnLater();
+
+  /** Puts an outbox on this turn's flush list. */
+  schedule(outbox: Outbox): void {
+    if (outbox.dirty) return;
+    outbox.dirty = true;
+    this.#dirty.add(outbox);
+    this.#endLater();
+  }
+
+  /** Takes an outbox off the flush list (its connection is gone). */
+  forget(outbox: Outbox): void {
+    this.#dirty.delete(outbox);
+    outbox.dirty = false;
+  }
+
+  /** The log of `stream`'s events in `lane` this turn. */
+  logOf(stream: object, lane: number): TurnLog {
+    let lanes = this.#logs.get(stream);
+    if (lanes === undefined) this.#logs.set(stream, lanes = []);
+    return lanes[lane] ??= { stream, flush: this.flushes, lines: [], sums: [0] };
+  }
+
+  /** A log that only `owner` queues into, this turn. */
+  ownLog(owner: object): TurnLog {
+    return { stream: owner, flush: this.flushes, lines: [], sums: [0] };
+  }
+
+  /** Flushes every outbox now, in place of the flush scheduled for the turn's end. */
+  flushNow(): void {
+    if (this.#pending !== undefined) clearImmediate(this.#pending);
+    this.#flushAll();
+  }
+
+  /** One task per turn, whatever the number of connections written to. */
+  #endLater(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    this.#pending = setImmediate(() => this.#flushAll());
+  }
+
+  #flushAll(): void {
+    this.#pending = undefined;
+    const boxes = [...this.#dirty];
+    this.#dirty.clear();
+    // `scheduled` stays set while flushing: an event queued from a sink (none is, today) waits
+    // for the next flush instead of starting a new turn in the middle of this one.
+    for (const box of boxes) {
+      box.dirty = false;
+      try {
+        box.flush();
+      } catch {
+        // One failing socket must not keep the others' frames back (its sink closes it).
+      }
+    }
+    this.#scheduled = false;
+    this.#logs = new Map();
+    this.flushes++;
+    if (this.#dirty.size > 0) this.#endLater();
+  }
 }
 
 /** Joins `lines[start..end)` of a log into one frame. */
@@ -180,24 +184,14 @@ export class Outbox {
   #start = 0;
   #end = 0;
   #bytes = 0;
-  /** The turn in which a frame last left directly: the rest of that turn waits for its end. */
-  #sentIn = -1;
-  /**
-   * The turn in which queued events last left. If that was the turn just before, the
-   * connection is busy, so even the first event of this turn waits for the turn's end (one
-   * write per turn instead of two). A rule on the last flush alone ("more than one event")
-   * flapped under load: turns of one message between turns of hundreds made every other
-   * turn's first event a write of its own.
-   */
-  #busyIn = -1;
   /** Already in this turn's flush list. */
   dirty = false;
 
   /**
-   * `lane`: outboxes that get the same kind of frames (one lane per format) share a log of the
-   * turn's events; see {@link TurnLog}.
+   * `turns`: the app's turns, whose end sends what is queued. `lane`: outboxes that get the same
+   * kind of frames (one lane per format) share a log of the turn's events; see {@link TurnLog}.
    */
-  constructor(readonly sink: Sink, readonly lane = 0) {}
+  constructor(readonly turns: Turns, readonly sink: Sink, readonly lane = 0) {}
 
   /** UTF-8 bytes queued and not yet handed to the socket. */
   get queued(): number {
@@ -205,33 +199,29 @@ export class Outbox {
   }
 
   /**
-   * Sends an event at once if it is the first of this turn, else queues it for the turn's end.
-   * `bytes` is its UTF-8 length, computed once per broadcast by the caller. `stream`: what it was
-   * broadcast to (a room), whose recipients share a log of the turn's events; without one, the
-   * event is this outbox's alone.
+   * Queues an event for the turn's end. `bytes` is its UTF-8 length, computed once per broadcast
+   * by the caller. `stream`: what it was broadcast to (a room), whose recipients share a log of the
+   * turn's events; without one, the event is this outbox's alone.
    */
   push(event: string, bytes: number, stream: object = this): void {
-    if (!scheduled) beginTurn();
+    const turns = this.turns;
     const log = this.#runLog;
     if (log === undefined) {
-      if (this.#sentIn !== turn && this.#busyIn !== turn) {
-        this.#sentIn = turn;
-        endTurnLater();
-        this.sink(event);
-        return;
-      }
       // A run of one: the stream's last entry if that is this event (the broadcast's earlier
       // recipients queued it), else a new one.
-      const shared = stream === this ? ownLog(this) : logOf(stream, this.lane);
+      const shared = stream === this ? turns.ownLog(this) : turns.logOf(stream, this.lane);
       const last = shared.lines.length - 1;
       this.#start = last >= 0 && shared.lines[last] === event
         ? last
         : logEntry(shared, event, bytes);
       this.#end = this.#start + 1;
       this.#runLog = shared;
-    } else if (log.stream === this) {
+      this.#bytes += bytes;
+      return turns.schedule(this);
+    }
+    if (log.stream === this) {
       this.#end = logEntry(log, event, bytes) + 1; // its own log takes anything
-    } else if (log.stream === stream && log.flush === flushes) {
+    } else if (log.stream === stream && log.flush === turns.flushes) {
       // The stream's log of this turn (one per stream and lane; this outbox's lane is fixed).
       if (this.#end === log.lines.length) {
         // Its run ends the log: the event goes after it, as a new entry.
@@ -241,8 +231,7 @@ export class Outbox {
         this.#end++;
       } else this.#ownFrom(log, event, bytes);
     } else this.#ownFrom(log, event, bytes);
-    this.#bytes += bytes;
-    schedule(this);
+    if ((this.#bytes += bytes) >= SEND_AT_BYTES) this.flush();
   }
 
   /**
@@ -250,7 +239,7 @@ export class Outbox {
    * others got and it did not, came between): they go on in a log of its own.
    */
   #ownFrom(log: TurnLog, event: string, bytes: number): void {
-    const own = ownLog(this);
+    const own = this.turns.ownLog(this);
     for (let i = this.#start; i < this.#end; i++) {
       logEntry(own, log.lines[i]!, log.sums[i + 1]! - log.sums[i]!);
     }
@@ -266,7 +255,6 @@ export class Outbox {
     if (log === undefined) return;
     const from = this.#start;
     const to = this.#end;
-    this.#busyIn = turn;
     this.#runLog = undefined;
     this.#bytes = 0;
     // Frames cut at the same lines for every outbox with this run, so that they are joined once.
@@ -281,7 +269,6 @@ export class Outbox {
   discard(): void {
     this.#runLog = undefined;
     this.#bytes = 0;
-    dirty.delete(this);
-    this.dirty = false;
+    this.turns.forget(this);
   }
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAX_FRAME_BYTES, Outbox, stopFlushing } from "../lib/outbox.ts";
+import { MAX_FRAME_BYTES, Outbox, SEND_AT_BYTES, type Sink, Turns } from "../lib/outbox.ts";
 import { utf8Length } from "../lib/protocol.ts";
 
 /** Pushes an event with its real UTF-8 length, as the hub does (with its room, if broadcast). */
@@ -26,127 +26,120 @@ function joinsIn(run: () => void): number {
   return joins;
 }
 
-/** Runs the end-of-turn flush now and cancels the pending one (so no timer outlives a test). */
-function endOfTurn(): void {
-  stopFlushing();
+/** The turns of the tests' outboxes, as an app owns one. */
+const turns = new Turns();
+
+/** An outbox of the tests' turns. */
+function box(sink: Sink, lane = 0): Outbox {
+  return new Outbox(turns, sink, lane);
 }
 
-Deno.test("Outbox sends the first event of a quiet turn at once and packs the rest into one frame", () => {
+/** Runs the end-of-turn flush now and cancels the pending one (so no timer outlives a test). */
+function endOfTurn(): void {
+  turns.flushNow();
+}
+
+Deno.test("Outbox packs a turn's events into one frame, sent when the turn ends", () => {
   const frames: string[] = [];
-  const outbox = new Outbox((frame) => frames.push(frame));
+  const outbox = box((frame) => frames.push(frame));
   push(outbox, "one");
-  assert.deepEqual(frames, ["one"], "a lone message leaves at once");
   push(outbox, "two");
   push(outbox, "three");
-  assert.deepEqual(frames, ["one"], "the rest wait for the end of the turn");
-  assert.equal(outbox.queued, 8);
+  assert.deepEqual(frames, [], "nothing leaves before the end of the turn");
+  assert.equal(outbox.queued, 11);
   endOfTurn();
-  assert.deepEqual(frames, ["one", "two\nthree"]);
+  assert.deepEqual(frames, ["one\ntwo\nthree"], "one write for the turn");
   assert.equal(outbox.queued, 0);
-  // That turn queued events: the next one's first event waits for its end too, so a
-  // connection under load gets one write per turn, not two.
-  push(outbox, "busy turn");
-  assert.deepEqual(frames.at(-1), "two\nthree", "after a busy turn, the first event waits");
+  // A turn of one event: one frame of one line.
+  push(outbox, "lone");
   endOfTurn();
-  assert.deepEqual(frames.at(-1), "busy turn");
-  // It stays busy while every turn queues something for it, even a single event.
-  push(outbox, "still busy");
-  assert.deepEqual(frames.at(-1), "busy turn", "a turn of one event after a busy one waits too");
+  assert.deepEqual(frames.at(-1), "lone");
+  // A turn that brings it nothing sends nothing.
   endOfTurn();
-  assert.deepEqual(frames.at(-1), "still busy");
-  // A turn that brings it nothing makes it quiet again: the next event leaves at once.
-  endOfTurn();
-  push(outbox, "quiet again");
-  assert.deepEqual(frames.at(-1), "quiet again", "a quiet connection sends at once");
-  endOfTurn();
+  assert.equal(frames.length, 2);
 });
 
-Deno.test("Outbox: a pause of the whole server makes a busy connection quiet again", async () => {
-  const frames: string[] = [];
-  const outbox = new Outbox((frame) => frames.push(frame));
-  push(outbox, "a");
-  push(outbox, "b");
-  endOfTurn();
-  push(outbox, "c");
-  assert.deepEqual(frames, ["a", "b"], "busy: the first event of the next turn waits");
-  endOfTurn();
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  push(outbox, "after a pause");
-  assert.deepEqual(frames.at(-1), "after a pause", "after a pause the first event leaves at once");
-  endOfTurn();
+Deno.test("Turns: one app's flush sends its own outboxes' frames and leaves another app's alone", async () => {
+  const mine: string[] = [];
+  const theirs: string[] = [];
+  const other = new Turns();
+  push(box((frame) => mine.push(frame)), "mine");
+  push(new Outbox(other, (frame) => theirs.push(frame)), "theirs");
+  endOfTurn(); // this app shuts down
+  assert.deepEqual(mine, ["mine"]);
+  assert.deepEqual(theirs, [], "the other app's frame waits for its own turn's end");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(theirs, ["theirs"]);
 });
 
 Deno.test("Outbox flushes by itself at the end of the turn", async () => {
   const frames: string[] = [];
-  const outbox = new Outbox((frame) => frames.push(frame));
+  const outbox = box((frame) => frames.push(frame));
   push(outbox, "a");
   push(outbox, "b");
   await new Promise((resolve) => setTimeout(resolve, 20));
-  assert.deepEqual(frames, ["a", "b"]);
+  assert.deepEqual(frames, ["a\nb"]);
   endOfTurn();
 });
 
 Deno.test("Outbox keeps packed frames within MAX_FRAME_BYTES, counting UTF-8 bytes", () => {
   const frames: string[] = [];
-  const outbox = new Outbox((frame) => frames.push(frame));
-  push(outbox, "first");
+  const outbox = box((frame) => frames.push(frame));
   const line = "漢".repeat(5400); // 16,200 bytes in 5,400 characters
   for (let i = 0; i < 15; i++) push(outbox, line);
   endOfTurn();
-  const packed = frames.slice(1);
+  const packed = frames;
   assert.ok(packed.length >= 4, `${packed.length} frames`);
   for (const frame of packed) {
     assert.ok(utf8Length(frame) <= MAX_FRAME_BYTES, `${utf8Length(frame)} bytes`);
   }
   assert.equal(packed.join("\n"), Array(15).fill(line).join("\n"), "nothing lost, order kept");
   const big = "x".repeat(MAX_FRAME_BYTES * 2);
-  push(outbox, "now");
+  push(outbox, "before");
   push(outbox, big);
   endOfTurn();
-  assert.equal(frames.at(-1), big, "a single event bigger than a frame still goes, alone");
+  assert.deepEqual(
+    frames.slice(-2),
+    ["before", big],
+    "a single event bigger than a frame goes alone",
+  );
 });
 
 Deno.test("Outbox: identical batches are joined once and shared; discard forgets", () => {
   const frames: string[][] = [[], [], []];
-  const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
-  for (const box of boxes) push(box, "hello");
+  const boxes = frames.map((list) => box((frame) => list.push(frame)));
   for (const line of ["a", "b", "c"]) for (const box of boxes) push(box, line, ROOM);
   boxes[2]!.discard();
   const joins = joinsIn(endOfTurn);
-  assert.deepEqual(frames, [["hello", "a\nb\nc"], ["hello", "a\nb\nc"], ["hello"]]);
+  assert.deepEqual(frames, [["a\nb\nc"], ["a\nb\nc"], []]);
   assert.equal(joins, 1, "two identical batches, one join");
 });
 
 Deno.test("Outbox: a sink that throws does not keep other outboxes' frames back", () => {
   const good: string[] = [];
-  const failing = new Outbox(() => {
+  const failing = box(() => {
     throw new Error("socket gone");
   });
-  const working = new Outbox((frame) => good.push(frame));
+  const working = box((frame) => good.push(frame));
+  push(failing, "x");
   push(working, "1");
-  try {
-    push(failing, "x");
-  } catch {
-    // the immediate send fails in the caller, as a direct send would
-  }
   push(failing, "y");
   push(working, "2");
   endOfTurn();
-  assert.deepEqual(good, ["1", "2"]);
+  assert.deepEqual(good, ["1\n2"]);
 });
 
 Deno.test("Outbox: a broadcast's recipients share one log entry and one joined frame", () => {
   const frames: string[][] = [[], [], []];
-  const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
-  for (const box of boxes) push(box, "first"); // direct: each box is quiet
+  const boxes = frames.map((list) => box((frame) => list.push(frame)));
   // Three broadcasts to all three, then one more event for the last box only.
   for (const line of ["a", "b", "a"]) for (const box of boxes) push(box, line, ROOM);
   push(boxes[2]!, "only for the last");
   const joins = joinsIn(endOfTurn);
   assert.deepEqual(frames, [
-    ["first", "a\nb\na"],
-    ["first", "a\nb\na"],
-    ["first", "a\nb\na\nonly for the last"],
+    ["a\nb\na"],
+    ["a\nb\na"],
+    ["a\nb\na\nonly for the last"],
   ]);
   assert.equal(joins, 2, "one join for the two identical runs, one for the longer");
 });
@@ -158,7 +151,7 @@ Deno.test("Outbox: interleaved rooms, repeated and equal events, every turn: not
   const count = 12;
   const sent: string[][] = Array.from({ length: count }, () => []);
   const expected: string[][] = Array.from({ length: count }, () => []);
-  const boxes = sent.map((list) => new Outbox((frame) => list.push(frame)));
+  const boxes = sent.map((list) => box((frame) => list.push(frame)));
   const rooms = [boxes.slice(0, 5), boxes.slice(5, 9), boxes.slice(3, 12)];
   for (let turnNo = 0; turnNo < 60; turnNo++) {
     const events = Math.floor(random() * 40);
@@ -186,72 +179,89 @@ Deno.test("Outbox: interleaved rooms, repeated and equal events, every turn: not
   }
 });
 
-Deno.test("Outbox: a long shared run is cut into frames within MAX_FRAME_BYTES", () => {
+Deno.test("Outbox: a long shared run leaves in frames of SEND_AT_BYTES as it grows, joined once for all", () => {
   const frames: string[][] = [[], []];
-  const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
-  for (const box of boxes) push(box, "first");
-  const lines = Array.from({ length: 40 }, (_, i) => `${i}:${"ü".repeat(2000)}`);
+  const boxes = frames.map((list) => box((frame) => list.push(frame)));
+  const lines = Array.from({ length: 40 }, (_, i) => `${i}:${"ü".repeat(2000)}`); // 4 KB each
   for (const line of lines) for (const box of boxes) push(box, line, ROOM);
-  assert.equal(boxes[0]!.queued, lines.reduce((sum, line) => sum + utf8Length(line), 0));
+  // 160 KB were queued: all but the last few KB left while the turn went on.
+  assert.ok(frames[0]!.length >= 4, `${frames[0]!.length} frames before the turn's end`);
+  assert.ok(boxes[0]!.queued < SEND_AT_BYTES, `${boxes[0]!.queued} bytes still queued`);
   const joins = joinsIn(endOfTurn);
-  assert.equal(joins, frames[0]!.length - 1, "each frame joined once, for both outboxes");
   assert.deepEqual(frames[1], frames[0]);
   for (const list of frames) {
-    const packed = list.slice(1);
-    assert.ok(packed.length >= 2, `${packed.length} frames`);
-    for (const frame of packed) assert.ok(utf8Length(frame) <= MAX_FRAME_BYTES);
-    assert.equal(packed.join("\n"), lines.join("\n"));
+    for (const frame of list) {
+      assert.ok(utf8Length(frame) <= MAX_FRAME_BYTES);
+      assert.ok(
+        utf8Length(frame) >= SEND_AT_BYTES || frame === list.at(-1),
+        "only the last is short",
+      );
+    }
+    assert.equal(list.join("\n"), lines.join("\n"));
   }
+  assert.ok(joins <= 1, "the turn's last frame joined once for both outboxes");
+});
+
+Deno.test("Outbox: a queue that grows past SEND_AT_BYTES leaves at once; a small one waits for the turn's end", () => {
+  const frames: string[] = [];
+  const outbox = box((frame) => frames.push(frame));
+  push(outbox, "small");
+  assert.deepEqual(frames, []);
+  const big = "y".repeat(SEND_AT_BYTES);
+  push(outbox, big);
+  assert.deepEqual(frames, [`small\n${big}`], "past the threshold: sent within the turn");
+  assert.equal(outbox.queued, 0);
+  push(outbox, "after");
+  assert.equal(frames.length, 1, "what follows waits for the turn's end again");
+  endOfTurn();
+  assert.deepEqual(frames.at(-1), "after");
 });
 
 Deno.test("Outbox: in a room of both formats, each format's recipients share their frames", () => {
   // A broadcast queues its text line and its JSON line for members in turn: each format keeps
   // its own lane, so its recipients' runs stay whole.
   const frames: string[][] = Array.from({ length: 6 }, () => []);
-  const boxes = frames.map((list, i) => new Outbox((frame) => list.push(frame), i % 2));
-  boxes.forEach((box, i) => push(box, `first ${i}`));
+  const boxes = frames.map((list, i) => box((frame) => list.push(frame), i % 2));
   for (let n = 0; n < 3; n++) {
     boxes.forEach((box, i) => push(box, i % 2 ? `{"n":${n}}` : `* ${n}`, ROOM));
   }
   const joins = joinsIn(endOfTurn);
   assert.equal(joins, 2, "one frame joined per format");
   frames.forEach((list, i) => {
-    assert.deepEqual(list, [`first ${i}`, i % 2 ? '{"n":0}\n{"n":1}\n{"n":2}' : "* 0\n* 1\n* 2"]);
+    assert.deepEqual(list, [i % 2 ? '{"n":0}\n{"n":1}\n{"n":2}' : "* 0\n* 1\n* 2"]);
   });
 });
 
 Deno.test("Outbox: an event queued while the turn's flush runs waits for the next flush, in order", async () => {
   const frames: string[] = [];
   let again = true;
-  const outbox: Outbox = new Outbox((frame) => {
+  const outbox: Outbox = box((frame) => {
     frames.push(frame);
     // From inside the flush (after a pause long enough to end a turn), queue one more event.
-    if (again && frame !== "first") {
+    if (again) {
       again = false;
       const until = performance.now() + 3;
       while (performance.now() < until) { /* a pause of over 1 ms */ }
       push(outbox, "late");
     }
   });
-  push(outbox, "first");
   push(outbox, "a".repeat(40_000));
   push(outbox, "b".repeat(40_000));
   await new Promise((resolve) => setTimeout(resolve, 20));
-  assert.deepEqual(frames, ["first", "a".repeat(40_000), "b".repeat(40_000), "late"]);
+  assert.deepEqual(frames, ["a".repeat(40_000), "b".repeat(40_000), "late"]);
   endOfTurn();
 });
 
 Deno.test("Outbox: two rooms broadcasting in turn each keep their recipients' shared frames", () => {
   const frames: string[][] = Array.from({ length: 6 }, () => []);
-  const boxes = frames.map((list) => new Outbox((frame) => list.push(frame)));
+  const boxes = frames.map((list) => box((frame) => list.push(frame)));
   const rooms = [{ room: {}, boxes: boxes.slice(0, 3) }, { room: {}, boxes: boxes.slice(3) }];
-  boxes.forEach((box, i) => push(box, `first ${i}`));
   for (let n = 0; n < 3; n++) {
     rooms.forEach(({ room, boxes }, r) => boxes.forEach((box) => push(box, `${r}:${n}`, room)));
   }
   assert.equal(joinsIn(endOfTurn), 2, "one frame joined per room");
   frames.forEach((list, i) => {
     const r = i < 3 ? 0 : 1;
-    assert.deepEqual(list, [`first ${i}`, `${r}:0\n${r}:1\n${r}:2`]);
+    assert.deepEqual(list, [`${r}:0\n${r}:1\n${r}:2`]);
   });
 });
