@@ -5,11 +5,11 @@
  */
 
 import type { App } from "./lib/app.ts";
-import type { Options } from "./lib/config.ts";
-import { openDoor } from "./lib/door.ts";
+import type { Options } from "./lib/ops/config.ts";
+import { openDoor } from "./lib/door/door.ts";
 import { drainOnSignals, readCommand, start } from "./lib/entry.ts";
-import type { Logger } from "./lib/log.ts";
-import { VERSION } from "./lib/version.ts";
+import type { Logger } from "./lib/base/log.ts";
+import { VERSION } from "./lib/base/version.ts";
 
 function banner(addr: Deno.NetAddr, tls: boolean): string {
   const wildcard = addr.hostname === "::" || addr.hostname === "0.0.0.0";
@@ -38,7 +38,7 @@ function pendingCaps(options: Options) {
 }
 
 /**
- * Plain HTTP goes through the door (lib/door.ts), natter's own listener; without a hostname,
+ * Plain HTTP goes through the door (lib/door/door.ts), natter's own listener; without a hostname,
  * on every interface (IPv6 and IPv4, or IPv4 alone).
  */
 async function listenPlain(options: Options, app: App, log: Logger): Promise<Listening> {

@@ -11,7 +11,7 @@
  * `deno run` warns about any main module that exports `{ fetch }`.
  */
 
-import { ChannelBroker } from "./lib/broker.ts";
+import { ChannelBroker } from "./lib/cluster/broker.ts";
 import { drainOnSignals, readCommand, start } from "./lib/entry.ts";
 
 /** Fails the worker with a message, the way main.ts fails the process. */

@@ -2,24 +2,26 @@
  * The application as one `fetch` handler: the page, the guarded WebSocket upgrade,
  * health and metrics. Works with `Deno.serve`, `deno serve` and tests alike. This file builds
  * the app (its store, hub and broker) and routes requests; the upgrade and its caps are
- * lib/gate.ts, the other routes lib/routes.ts, the token lib/token.ts.
+ * lib/transport/gate.ts, the other routes lib/transport/routes.ts, the token lib/transport/token.ts.
  */
 
-import { SHUTDOWN_GRACE_MS } from "./defaults.ts";
-import { resolveOptions } from "./config.ts";
-import type { Options } from "./config.ts";
-import { type Broker, LocalBroker } from "./broker.ts";
-import type { SocketConnection } from "./connection.ts";
-import { Gate } from "./gate.ts";
-import type { HistoryStore } from "./history.ts";
-import { MemoryStore } from "./memory.ts";
-import { Hub } from "./hub.ts";
-import { type Logger, SILENT } from "./log.ts";
-import { Metrics } from "./metrics.ts";
-import { CloseCode } from "./protocol.ts";
-import { Turns } from "./outbox.ts";
-import { MemoryGuard } from "./pressure.ts";
-import { redact, RedisBroker, RedisLink, RedisStore } from "./redis.ts";
+import { SHUTDOWN_GRACE_MS } from "./base/defaults.ts";
+import { resolveOptions } from "./ops/config.ts";
+import type { Options } from "./ops/config.ts";
+import { type Broker, LocalBroker } from "./cluster/broker.ts";
+import type { SocketConnection } from "./transport/connection.ts";
+import { Gate } from "./transport/gate.ts";
+import type { HistoryStore } from "./store/history.ts";
+import { MemoryStore } from "./store/memory.ts";
+import { Hub } from "./chat/hub.ts";
+import { type Logger, SILENT } from "./base/log.ts";
+import { Metrics } from "./base/metrics.ts";
+import { CloseCode } from "./protocol/protocol.ts";
+import { Turns } from "./transport/outbox.ts";
+import { MemoryGuard } from "./transport/pressure.ts";
+import { redact, RedisLink } from "./store/redis_link.ts";
+import { RedisStore } from "./store/redis_store.ts";
+import { RedisBroker } from "./cluster/redis_broker.ts";
 import {
   authPage,
   type DoorStatus,
@@ -29,13 +31,13 @@ import {
   type Readings,
   ROUTES,
   webSocketHint,
-} from "./routes.ts";
-import { SqliteStore } from "./sqlite.ts";
-import { isAsset, serveAsset } from "./static.ts";
-import { VERSION } from "./version.ts";
+} from "./transport/routes.ts";
+import { SqliteStore } from "./store/sqlite.ts";
+import { isAsset, serveAsset } from "./transport/static.ts";
+import { VERSION } from "./base/version.ts";
 
-export type { DoorStatus } from "./routes.ts";
-export { TOKEN_PROTOCOL_PREFIX } from "./token.ts";
+export type { DoorStatus } from "./transport/routes.ts";
+export { TOKEN_PROTOCOL_PREFIX } from "./transport/token.ts";
 
 /** A WebSocket upgraded over a socket the caller accepted (see {@link App.upgradeOver}). */
 export interface Upgraded {
@@ -51,7 +53,7 @@ export interface Upgraded {
 export interface App {
   fetch(request: Request, info: Deno.ServeHandlerInfo): Response;
   /**
-   * Upgrades a request that arrived on a `node:net` socket (the door, lib/door.ts): the 101 is
+   * Upgrades a request that arrived on a `node:net` socket (the door, lib/door/door.ts): the 101 is
    * written on `socket`. Returns the refusal to write instead, when there is one.
    */
   upgradeOver(

@@ -5,14 +5,14 @@
  */
 
 import { type App, openApp } from "./app.ts";
-import type { Broker } from "./broker.ts";
-import { DENO_ENVIRONMENT, parseCommand, usage } from "./cli.ts";
-import { ConfigError, type Options } from "./config.ts";
-import { SHUTDOWN_GRACE_MS } from "./defaults.ts";
-import { createLogger, type Logger } from "./log.ts";
-import { RedisError } from "./redis.ts";
-import { StoreError } from "./sqlite.ts";
-import { VERSION } from "./version.ts";
+import type { Broker } from "./cluster/broker.ts";
+import { DENO_ENVIRONMENT, parseCommand, usage } from "./ops/cli.ts";
+import { ConfigError, type Options } from "./ops/config.ts";
+import { SHUTDOWN_GRACE_MS } from "./base/defaults.ts";
+import { createLogger, type Logger } from "./base/log.ts";
+import { RedisError } from "./store/redis_link.ts";
+import { StoreError } from "./store/sqlite.ts";
+import { VERSION } from "./base/version.ts";
 
 /** Options and a logger to run with, or the exit status of a run that is already over. */
 export type Start = { options: Options; log: Logger } | { exit: number };

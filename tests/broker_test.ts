@@ -4,12 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { type Broker, ChannelBroker, type Envelope, LocalBroker } from "../lib/broker.ts";
-import type { HistoryStore } from "../lib/history.ts";
-import { Hub } from "../lib/hub.ts";
-import { SILENT } from "../lib/log.ts";
-import { RedisBroker, RedisLink, RedisStore } from "../lib/redis.ts";
-import { SqliteStore } from "../lib/sqlite.ts";
+import { type Broker, ChannelBroker, type Envelope, LocalBroker } from "../lib/cluster/broker.ts";
+import type { HistoryStore } from "../lib/store/history.ts";
+import { Hub } from "../lib/chat/hub.ts";
+import { SILENT } from "../lib/base/log.ts";
+import { RedisLink } from "../lib/store/redis_link.ts";
+import { RedisStore } from "../lib/store/redis_store.ts";
+import { RedisBroker } from "../lib/cluster/redis_broker.ts";
+import { SqliteStore } from "../lib/store/sqlite.ts";
 import { FakeConnection, until } from "./helpers.ts";
 import { haveRedis, RedisServer } from "./redis_server.ts";
 

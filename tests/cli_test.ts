@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { type CliEnvironment, parseCommand, usage } from "../lib/cli.ts";
-import { DEFAULTS } from "../lib/config.ts";
+import { type CliEnvironment, parseCommand, usage } from "../lib/ops/cli.ts";
+import { DEFAULTS } from "../lib/ops/config.ts";
 
 const readFile = (path: string): string => {
   if (path === "/secret/token") return "s3cret-token\n";

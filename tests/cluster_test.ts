@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { HEARTBEAT_MS, PEER_TTL_MS } from "../lib/cluster.ts";
+import { HEARTBEAT_MS, PEER_TTL_MS } from "../lib/cluster/cluster.ts";
 import { Client, ServerProcess, sleep } from "./helpers.ts";
 import { haveRedis, RedisServer } from "./redis_server.ts";
 

@@ -1,12 +1,12 @@
 /**
- * The hubs' protocol with one another (lib/cluster.ts), in-process: clusters on a fake shared
+ * The hubs' protocol with one another (lib/cluster/cluster.ts), in-process: clusters on a fake shared
  * bus that delivers when the test says, and a fake clock.
  */
 
 import assert from "node:assert/strict";
-import type { Broker, Envelope } from "../lib/broker.ts";
-import { Cluster } from "../lib/cluster.ts";
-import type { Change } from "../lib/peers.ts";
+import type { Broker, Envelope } from "../lib/cluster/broker.ts";
+import { Cluster } from "../lib/cluster/cluster.ts";
+import type { Change } from "../lib/cluster/peers.ts";
 
 /** A shared bus: what is published waits in a queue until `flush()`, unless dropped. */
 class Bus {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, DEFAULTS, resolveOptions } from "../lib/config.ts";
+import { ConfigError, DEFAULTS, resolveOptions } from "../lib/ops/config.ts";
 
 Deno.test("resolveOptions() fills in the defaults: port 8080 on every interface", () => {
   const options = resolveOptions();

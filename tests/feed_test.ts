@@ -1,14 +1,14 @@
 /**
- * The cluster layer under the hub (lib/feed.ts), in-process: a fake broker the test delivers
+ * The cluster layer under the hub (lib/cluster/feed.ts), in-process: a fake broker the test delivers
  * through, a fake store, and a fake clock for gap waits. What the hub would hear is a list of
  * lines.
  */
 
 import assert from "node:assert/strict";
-import type { Broker, BrokerStatus, Envelope } from "../lib/broker.ts";
-import { Feed, type RoomEvents } from "../lib/feed.ts";
-import type { HistoryStore, Message, Recovery } from "../lib/history.ts";
-import type { MessageEnvelope } from "../lib/order.ts";
+import type { Broker, BrokerStatus, Envelope } from "../lib/cluster/broker.ts";
+import { Feed, type RoomEvents } from "../lib/cluster/feed.ts";
+import type { HistoryStore, Message, Recovery } from "../lib/store/history.ts";
+import type { MessageEnvelope } from "../lib/cluster/order.ts";
 
 /** Timers that run when the test advances the clock. */
 class FakeClock {

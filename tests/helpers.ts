@@ -2,9 +2,9 @@
 
 import { createApp } from "../lib/app.ts";
 import type { App } from "../lib/app.ts";
-import type { Options } from "../lib/config.ts";
-import type { Connection } from "../lib/room.ts";
-import type { Format } from "../lib/protocol.ts";
+import type { Options } from "../lib/ops/config.ts";
+import type { Connection } from "../lib/chat/room.ts";
+import type { Format } from "../lib/protocol/protocol.ts";
 
 /** A natter app served on a free loopback port. */
 export interface TestServer {

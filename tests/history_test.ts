@@ -1,12 +1,13 @@
 /** One suite, every store: the memory store and the SQLite store keep the same promises. */
 
 import assert from "node:assert/strict";
-import type { HistoryStore, Retention } from "../lib/history.ts";
-import { MemoryStore } from "../lib/memory.ts";
-import { SqliteStore, StoreError } from "../lib/sqlite.ts";
+import type { HistoryStore, Retention } from "../lib/store/history.ts";
+import { MemoryStore } from "../lib/store/memory.ts";
+import { SqliteStore, StoreError } from "../lib/store/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
-import { RedisLink, RedisStore } from "../lib/redis.ts";
-import { SILENT } from "../lib/log.ts";
+import { RedisLink } from "../lib/store/redis_link.ts";
+import { RedisStore } from "../lib/store/redis_store.ts";
+import { SILENT } from "../lib/base/log.ts";
 import { haveRedis, RedisServer } from "./redis_server.ts";
 
 /** A store to test and how to get rid of it; a networked store may need to connect first. */
@@ -309,7 +310,7 @@ Deno.test("sqlite store: processes that open one new file at the same moment all
   // timeout was set failed at once while another process switched the file to WAL ("not a
   // natter database (database is locked)": 5 of 120 opens), and a process that read between
   // another's first table and its application id took the file for someone else's data.
-  const store = new URL("../lib/sqlite.ts", import.meta.url).href;
+  const store = new URL("../lib/store/sqlite.ts", import.meta.url).href;
   for (let round = 0; round < 8; round++) {
     const dir = Deno.makeTempDirSync({ prefix: "natter-race-" });
     try {

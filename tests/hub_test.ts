@@ -5,10 +5,10 @@ import {
   type Stored,
   StoreReset,
   Unconfirmed,
-} from "../lib/history.ts";
-import { Hub } from "../lib/hub.ts";
-import { presenceInterval } from "../lib/presence.ts";
-import { MemoryStore } from "../lib/memory.ts";
+} from "../lib/store/history.ts";
+import { Hub } from "../lib/chat/hub.ts";
+import { presenceInterval } from "../lib/chat/presence.ts";
+import { MemoryStore } from "../lib/store/memory.ts";
 import { FakeConnection, until } from "./helpers.ts";
 
 const clock = () => 1_700_000_000_000;

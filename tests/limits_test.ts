@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TokenBucket } from "../lib/limits.ts";
+import { TokenBucket } from "../lib/base/limits.ts";
 
 Deno.test("TokenBucket allows a burst, then the sustained rate", () => {
   let now = 0;

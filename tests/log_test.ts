@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../lib/log.ts";
+import { createLogger } from "../lib/base/log.ts";
 
 const now = () => new Date("2026-11-26T12:00:00.000Z");
 

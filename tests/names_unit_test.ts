@@ -1,7 +1,7 @@
-/** A room's names (lib/names.ts), in-process. */
+/** A room's names (lib/chat/names.ts), in-process. */
 
 import assert from "node:assert/strict";
-import { type Named, RoomNames } from "../lib/names.ts";
+import { type Named, RoomNames } from "../lib/chat/names.ts";
 
 const member = (name: string): Named => ({ name, wanted: name });
 

@@ -1,11 +1,11 @@
 /**
- * A room's message order (lib/order.ts), in-process: a fake store that answers now or later,
+ * A room's message order (lib/cluster/order.ts), in-process: a fake store that answers now or later,
  * and a fake clock whose timers run only when the test says so.
  */
 
 import assert from "node:assert/strict";
-import type { Message, Recovery } from "../lib/history.ts";
-import { type MessageEnvelope, type OrderHost, RoomOrder } from "../lib/order.ts";
+import type { Message, Recovery } from "../lib/store/history.ts";
+import { type MessageEnvelope, type OrderHost, RoomOrder } from "../lib/cluster/order.ts";
 
 /** Timers that run when the test advances the clock. */
 class FakeClock {

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
-import { MAX_FRAME_BYTES, Outbox, SEND_AT_BYTES, type Sink, Turns } from "../lib/outbox.ts";
-import { utf8Length } from "../lib/protocol.ts";
+import {
+  MAX_FRAME_BYTES,
+  Outbox,
+  SEND_AT_BYTES,
+  type Sink,
+  Turns,
+} from "../lib/transport/outbox.ts";
+import { utf8Length } from "../lib/protocol/protocol.ts";
 
 /** Pushes an event with its real UTF-8 length, as the hub does (with its room, if broadcast). */
 function push(outbox: Outbox, event: string, room?: object): void {

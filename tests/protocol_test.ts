@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { encodeJson, encodeText } from "../lib/encode.ts";
-import { parseJson, parseText, utf8Length } from "../lib/protocol.ts";
-import type { ServerEvent } from "../lib/protocol.ts";
+import { encodeJson, encodeText } from "../lib/protocol/encode.ts";
+import { parseJson, parseText, utf8Length } from "../lib/protocol/protocol.ts";
+import type { ServerEvent } from "../lib/protocol/protocol.ts";
 
 Deno.test("utf8Length() counts what TextEncoder writes, short or long, lone surrogates included", () => {
   const pieces = ["a", "é", "€", "😀", "\ud800", "\udc00", "\ud800x", "x\udfff", "\n"];

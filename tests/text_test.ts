@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkName, checkRoom, nameKey, quote, sanitize } from "../lib/text.ts";
+import { checkName, checkRoom, nameKey, quote, sanitize } from "../lib/protocol/text.ts";
 
 Deno.test("sanitize() shows control characters as symbols and leaves ordinary text alone", () => {
   assert.equal(

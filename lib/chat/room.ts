@@ -1,0 +1,228 @@
+/**
+ * What the hub is made of: connections, members and rooms, who is in a room (here and on other
+ * hubs), and delivery: an event to a member or a room, each frame encoded at most once per view,
+ * held while a member's welcome is being read, never a message the welcome already carried.
+ */
+
+import type { TokenBucket } from "../base/limits.ts";
+import type { Metrics } from "../base/metrics.ts";
+import { RoomNames } from "./names.ts";
+import type { Peers } from "../cluster/peers.ts";
+import { CloseCode, type Format, type Ref, type ServerEvent } from "../protocol/protocol.ts";
+import { type Frame, frameOf } from "./replies.ts";
+import type { View } from "../protocol/views.ts";
+
+/** What the hub needs of a client connection. */
+export interface Connection {
+  /** Unique for the life of the process. */
+  readonly id: string;
+  readonly format: Format;
+  /** False once the connection is closing or closed; the hub then stops sending. */
+  readonly open: boolean;
+  /**
+   * Sends one event (one line), now or packed with others at the end of the turn. `bytes` is
+   * its UTF-8 length. `stream` is what the event was broadcast to (its room): connections that
+   * get a stream's events one after another can share the frames they are packed into. Without
+   * one, the event is this connection's alone. May throw; the hub then closes the connection.
+   */
+  send(event: string, bytes: number, stream?: object): void;
+  close(code: number, reason: string): void;
+}
+
+export interface Room {
+  readonly name: string;
+  /** Members in join order. */
+  readonly members: Set<Member>;
+  /** Who holds which name, and who waits for one (see lib/chat/names.ts). */
+  readonly names: RoomNames<Member>;
+  /**
+   * Joins (a local member, named as it is when the summary goes, or a name from another hub)
+   * and leaves not yet told, in a room above the big-room size (see lib/chat/presence.ts).
+   */
+  presence?: { joined: (Member | string)[]; left: string[] } | undefined;
+  /** Authors here waiting for the acknowledgement of a stored message, by its id. */
+  acks?: Map<number, { member: Member; ref: Ref | undefined }> | undefined;
+}
+
+/** An event for one member, kept until its welcome has gone out. */
+export interface Pending {
+  readonly frame: Frame;
+  readonly id: number | undefined;
+}
+
+export interface Member {
+  readonly conn: Connection;
+  /** What its format receives (lib/protocol/views.ts). */
+  readonly view: View;
+  name: string;
+  /** The name it asked for; `name` may carry a suffix where that one was taken. */
+  wanted: string;
+  /** Filed by its room's names while it waits for `wanted`. */
+  waitingFor?: string | undefined;
+  room: Room;
+  /** When its last `typing` was passed on. */
+  typedAt: number;
+  /** Messages up to this id came with its welcome; live ones start after it. */
+  floor: number;
+  /** Events that arrived while its welcome was being read from the store. */
+  pending: Pending[] | undefined;
+  /** Its history allowance in bytes, made on its first reply that carries any. */
+  replies?: TokenBucket | undefined;
+}
+
+/** Whether a member is still in `room` (it may have left or moved while the store was read). */
+export function isIn(member: Member, room: Room): boolean {
+  return member.room === room && room.members.has(member);
+}
+
+/** A room's members here and on other hubs. */
+export function countIn(room: Room, others: Peers): number {
+  return room.members.size + (others.size > 0 ? others.count(room.name) : 0);
+}
+
+/** Member names in join order (this hub's first, then other hubs'), at most `limit` of them. */
+export function namesIn(room: Room, others: Peers | undefined, limit = Infinity): string[] {
+  const list: string[] = [];
+  for (const member of room.members) {
+    if (list.length >= limit) return list;
+    list.push(member.name);
+  }
+  if (!others || others.size === 0) return list;
+  return list.concat(others.names(room.name, limit - list.length));
+}
+
+export function withRef<E extends ServerEvent>(event: E, ref: Ref | undefined): E {
+  return ref === undefined ? event : { ...event, ref };
+}
+
+/** Sends events to members, counting deliveries and bytes. */
+export class Delivery {
+  constructor(readonly metrics: Metrics) {}
+
+  /** Sends an event to everyone in a room but `skip`, encoding it at most once per view. */
+  toRoom(room: Room, event: ServerEvent, skip?: Member, id?: number): void {
+    // Two views: the last one used and its frame, and the other one's, encoded on first need.
+    let view: View | undefined;
+    let frame: Frame | null = null;
+    let otherView: View | undefined;
+    let otherFrame: Frame | null = null;
+    for (const member of room.members) {
+      if (member === skip) continue;
+      if (member.view !== view) {
+        if (member.view === otherView) {
+          [view, frame, otherView, otherFrame] = [otherView, otherFrame, view, frame];
+        } else {
+          [otherView, otherFrame] = [view, frame];
+          view = member.view;
+          frame = frameOf(view.encode(event));
+        }
+      }
+      if (frame) this.frame(member, frame, id, room);
+    }
+  }
+
+  /** Sends an event to one member. */
+  to(member: Member, event: ServerEvent, id?: number): void {
+    const frame = frameOf(member.view.encode(event));
+    if (frame) this.frame(member, frame, id);
+  }
+
+  /**
+   * Sends a frame, unless it is a message the member's welcome already carried. `room`: the room
+   * it is broadcast to (see {@link Connection.send}); a frame held for a welcome goes alone.
+   */
+  frame(member: Member, frame: Frame, id?: number, room?: Room): void {
+    if (member.pending) {
+      member.pending.push({ frame, id });
+      return;
+    }
+    if (!member.conn.open || (id !== undefined && id <= member.floor)) return;
+    const metrics = this.metrics;
+    metrics.deliveries++;
+    metrics.bytesOut += frame.bytes;
+    try {
+      member.conn.send(frame.data, frame.bytes, room);
+    } catch {
+      member.conn.close(CloseCode.internalError, "send failed");
+    }
+  }
+}
+
+/** What a hub's rooms tell the layers below when one opens or closes. */
+export interface RoomsHost {
+  /** Who is in which room on other hubs. */
+  readonly others: Peers;
+  /** The room has its first member here. */
+  opened(name: string): void;
+  /** Its last member here left. */
+  closed(name: string): void;
+}
+
+/** A hub's rooms: one per name while it has members here, made on the first join. */
+export class Rooms {
+  readonly #rooms = new Map<string, Room>();
+
+  constructor(readonly host: RoomsHost) {}
+
+  get size(): number {
+    return this.#rooms.size;
+  }
+
+  get(name: string): Room | undefined {
+    return this.#rooms.get(name);
+  }
+
+  /** Whether `room` is still the hub's (its last member may have left meanwhile). */
+  current(room: Room): boolean {
+    return this.#rooms.get(room.name) === room;
+  }
+
+  values(): IterableIterator<Room> {
+    return this.#rooms.values();
+  }
+
+  /** The room named, made if it has no member here yet. */
+  open(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      const others = this.host.others;
+      const names = new RoomNames<Member>((key) => others.has(name, key));
+      room = { name, members: new Set(), names };
+      this.#rooms.set(name, room);
+      this.host.opened(name);
+    }
+    return room;
+  }
+
+  /** Takes a member out of its room (the room goes with its last member); false if not in it. */
+  leave(member: Member): boolean {
+    const room = member.room;
+    if (!room.members.delete(member)) return false;
+    room.names.remove(member);
+    member.pending = undefined;
+    if (room.members.size === 0) {
+      this.#rooms.delete(room.name);
+      this.host.closed(room.name);
+    }
+    return true;
+  }
+
+  /** Rooms with members here or on other hubs, the busiest first (at most 100). */
+  list(): { room: string; members: number }[] {
+    const counts = this.host.others.rooms();
+    for (const room of this.#rooms.values()) {
+      counts.set(room.name, (counts.get(room.name) ?? 0) + room.members.size);
+    }
+    return [...counts]
+      .map(([room, members]) => ({ room, members }))
+      .sort((a, b) => b.members - a.members || a.room.localeCompare(b.room))
+      .slice(0, 100);
+  }
+
+  /** Each room's members' names here, for another hub's snapshot. */
+  snapshot(): Record<string, string[]> {
+    const rooms: Record<string, string[]> = {};
+    for (const room of this.#rooms.values()) rooms[room.name] = namesIn(room, undefined);
+    return rooms;
+  }
+}

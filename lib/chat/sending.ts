@@ -1,0 +1,151 @@
+/**
+ * The send contract (docs/PROTOCOL.md): every `say` gets exactly one answer. Its acknowledgement
+ * (its own message back, with its `ref`) means stored and delivered in id order; an error means
+ * nobody will receive it; `unknown` means the store did not say in time, and the message is
+ * published (and acknowledged) if the store answers after all. A store that moved to a new epoch
+ * (it lost its data, or went back in time) refused it: the hub rebases and it is stored once more.
+ *
+ * The hub gives this the few things it needs (lib/chat/hub.ts); the rules are tested through the hub
+ * with stores that refuse, stall or answer late (tests/hub_test.ts, tests/cluster_test.ts).
+ */
+
+import type { Envelope } from "../cluster/broker.ts";
+import {
+  type Draft,
+  type HistoryStore,
+  type Stored,
+  StoreReset,
+  Unconfirmed,
+  when,
+} from "../store/history.ts";
+import type { Ref, ServerEvent } from "../protocol/protocol.ts";
+import type { MessageEnvelope } from "../cluster/order.ts";
+import { asEvent, refField } from "./replies.ts";
+import { type Delivery, type Member, type Room, withRef } from "./room.ts";
+
+/** What sending needs of the hub, for authors of type `A`. */
+export interface SendHost<A> {
+  readonly store: HistoryStore;
+  readonly origin: string;
+  /** An author's connection id (envelopes name their actor by it). */
+  idOf(author: A): string;
+  /** Whether an author is still connected and in the room named. */
+  present(author: A, room: string): boolean;
+  /** Moves the hub to the store's epoch if it is not there yet. */
+  rebaseIfNeeded(): void;
+  /** Whether the hub delivered the room's message with this id already. */
+  delivered(room: string, id: number): boolean;
+  /** Acknowledges the author when the room's message with this id is delivered, however it comes. */
+  awaitAck(room: string, id: number, author: A, ref: Ref | undefined): void;
+  publish(envelope: Envelope): void;
+  /** Sends one event to the author, and whether it takes acknowledgements at all. */
+  tell(author: A, event: ServerEvent): void;
+  acks(author: A): boolean;
+}
+
+export class Sender<A> {
+  constructor(readonly host: SendHost<A>) {}
+
+  /** Stores a message from `author` in `room`, then publishes it; answers the author once. */
+  say(
+    author: A,
+    room: string,
+    draft: Draft,
+    ref: Ref | undefined,
+    key: string | undefined,
+    again = false,
+  ): void {
+    const host = this.host;
+    when(
+      () => host.store.append(room, draft, key),
+      (stored) => this.#stored(author, stored, ref),
+      (error) => {
+        if (error instanceof StoreReset && !again) {
+          // Nothing was stored: move to the store's new epoch, then store it once more.
+          return void when(() => host.store.refresh?.(), () => {
+            host.rebaseIfNeeded();
+            if (host.present(author, room)) this.say(author, room, draft, ref, key, true);
+          }, () => this.#notSent(author, error, ref));
+        }
+        host.rebaseIfNeeded();
+        if (error instanceof Unconfirmed) {
+          host.tell(author, {
+            type: "unknown",
+            message: `not sure your message was kept: ${error.message}; it is delivered if it ` +
+              `was${key === undefined ? "" : " (a resend with the same key will not show twice)"}`,
+            ...refField(ref),
+            ...(key === undefined ? {} : { key }),
+          });
+          error.later.then((stored) => this.#stored(author, stored, ref), () => {});
+          return;
+        }
+        this.#notSent(author, error, ref);
+      },
+    );
+  }
+
+  #notSent(author: A, error: unknown, ref: Ref | undefined): void {
+    const message = `your message was not sent: the server could not store it (${
+      (error as Error).message
+    })`;
+    this.host.tell(author, { type: "error", code: "unavailable", message, ...refField(ref) });
+  }
+
+  /**
+   * Publishes a stored message to every hub (each delivers a room's ids once, in order), and
+   * sees that its author gets one acknowledgement, whichever way the message reaches this hub
+   * first: its own envelope, a resend's, or the store filling a gap. One already delivered here
+   * (the resend of a kept key, a late answer after the store caught up) is acknowledged now.
+   */
+  #stored(author: A, stored: Stored, ref: Ref | undefined): void {
+    const host = this.host;
+    const { duplicate: _, mark, epoch, ...message } = stored;
+    const here = host.present(author, message.room);
+    const delivered = host.delivered(message.room, message.id);
+    if (here && !delivered) host.awaitAck(message.room, message.id, author, ref);
+    host.publish({
+      kind: "message",
+      origin: host.origin,
+      epoch: epoch ?? host.store.epoch,
+      message,
+      actor: host.idOf(author),
+      ...refField(ref),
+      ...(mark === undefined ? {} : { mark }),
+    });
+    if (here && delivered && host.acks(author)) {
+      host.tell(author, { ...asEvent(message), ...refField(ref) });
+    }
+  }
+}
+
+/**
+ * A stored message reaches its room (in order): everyone gets it, and its author (if on this hub)
+ * its copy with its `ref`, which is its acknowledgement: `author` as the envelope names it, or the
+ * one waiting in the room's acknowledgements (the message came through another envelope, or from
+ * the store).
+ */
+export function deliverStored(
+  send: Delivery,
+  room: Room,
+  envelope: MessageEnvelope,
+  author: Member | undefined,
+): void {
+  const event = asEvent(envelope.message);
+  const waiting = room.acks?.get(event.id);
+  if (waiting) room.acks!.delete(event.id);
+  let ref = envelope.ref;
+  if (waiting && (author === undefined || author === waiting.member)) {
+    author = waiting.member;
+    ref = waiting.ref;
+  }
+  send.toRoom(room, event, author, event.id);
+  // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
+  // An author who moved to another room while a shared store was storing it still learns
+  // that it was kept (the event names its room).
+  if (author?.view.acks) {
+    send.to(author, withRef(event, ref), author.room === room ? event.id : undefined);
+  }
+  if (waiting && waiting.member !== author && waiting.member.view.acks) {
+    send.to(waiting.member, withRef(event, waiting.ref));
+  }
+}

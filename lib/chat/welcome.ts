@@ -1,0 +1,77 @@
+/**
+ * A member's welcome: who is in the room, and (for a JSON client) the room's latest messages or
+ * all it missed since its `since`, read from the store by the history desk (lib/chat/desk.ts).
+ *
+ * Membership starts before the store answers, so events that come meanwhile wait in the member's
+ * pending queue and go out after the welcome, minus the messages the welcome already carried:
+ * nothing falls between what the history holds and what is live. A store that cannot answer gets
+ * a welcome without history and an `unavailable` error; live events still flow.
+ */
+
+import type { HistoryDesk } from "./desk.ts";
+import type { Feed } from "../cluster/feed.ts";
+import { when } from "../store/history.ts";
+import type { Ref } from "../protocol/protocol.ts";
+import { countIn, type Delivery, isIn, type Member, namesIn } from "./room.ts";
+
+export interface WelcomeOptions {
+  /** Sent in the welcome, e.g. "natter/0.1.0". */
+  server: string;
+  /** Names listed in a big room's welcome (the count says the rest). */
+  bigRoom: number;
+}
+
+export class Welcomer {
+  constructor(
+    readonly desk: HistoryDesk,
+    readonly feed: Feed,
+    readonly delivery: Delivery,
+    readonly options: WelcomeOptions,
+  ) {}
+
+  /** Welcomes a member to its room once the store has answered, then sends what came meanwhile. */
+  welcome(member: Member, ref: Ref | undefined, since: number | undefined): void {
+    const { desk, feed, delivery } = this;
+    const room = member.room;
+    member.pending ??= [];
+    // Who is here as membership starts: changes after this reach the member as events.
+    const listed = member.view.listed(this.options.bigRoom);
+    const present = { members: namesIn(room, feed.view, listed), count: countIn(room, feed.view) };
+    // A JSON welcome carries history: reserved from the member's allowance before the read.
+    const reserved = member.view.replays && desk.reserve(member) === 0;
+    const server = this.options.server;
+    const fields = () => ({ server, name: member.name, room: room.name, ...present });
+    const gone = () => {
+      if (isIn(member, room)) return false;
+      if (reserved) desk.settle(member, 0);
+      return true;
+    };
+    when(
+      () => desk.read(member, room.name, since, reserved),
+      (found) => {
+        if (gone()) return;
+        feed.startAt(room.name, found.head);
+        member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
+        const pending = member.pending ?? [];
+        member.pending = undefined;
+        delivery.frame(member, desk.welcome(member, fields(), found, reserved, ref));
+        for (const { frame, id } of pending) {
+          if (id === undefined || id > member.floor) delivery.frame(member, frame, id);
+        }
+      },
+      (error) => {
+        if (gone()) return;
+        const pending = member.pending ?? [];
+        member.pending = undefined;
+        if (reserved) desk.settle(member, 0);
+        delivery.frame(member, desk.welcome(member, fields(), { messages: [] }, false, ref));
+        delivery.to(member, {
+          type: "error",
+          code: "unavailable",
+          message: `history is not available right now (${(error as Error).message})`,
+        });
+        for (const { frame, id } of pending) delivery.frame(member, frame, id);
+      },
+    );
+  }
+}

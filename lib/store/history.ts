@@ -1,0 +1,141 @@
+/**
+ * Message history: the store interface and its retention rules. The stores: memory
+ * (lib/store/memory.ts), SQLite (lib/store/sqlite.ts) and Redis (lib/store/redis_store.ts); one shared test suite
+ * holds them all to the promises below.
+ *
+ * Promises every store keeps: ids in a room grow by one with each message and are never
+ * reused under one epoch (not after retention drops old ones, not after the memory store
+ * forgets an unused room, and for a file store not after a restart); a stored message never
+ * changes; reads return messages oldest first. A room's first id is 1 in a new store; a room
+ * the memory store forgot starts past every id it forgot.
+ */
+
+import { HISTORY_LIMIT } from "../base/defaults.ts";
+
+/** How long a message's key is remembered (see {@link HistoryStore.append}). */
+export const KEY_WINDOW_MS = 10 * 60 * 1000;
+
+/** A stored chat message. */
+export interface Message {
+  room: string;
+  id: number;
+  ts: number;
+  from: string;
+  text: string;
+  action?: true;
+}
+
+/** A message before the store gives it its id. */
+export type Draft = Omit<Message, "room" | "id">;
+
+/** What {@link HistoryStore.append} returns: the message, and what the store knows of it. */
+export interface Stored extends Message {
+  /** Its key was seen before: this is the message stored then, not a new one. */
+  duplicate?: true;
+  /** A shared store's write position, for noticing a store that went back in time. */
+  mark?: number;
+  /** The epoch it was stored under, where the store's epoch can change meanwhile. */
+  epoch?: string;
+}
+
+/**
+ * The store refused a message because it moved to a new epoch (it lost its data, or went back
+ * in time): nothing was stored, and the message may be stored again under the new epoch.
+ */
+export class StoreReset extends Error {
+  override name = "StoreReset";
+}
+
+/**
+ * The store did not answer in time: the message may or may not be kept. `later` settles when
+ * the store answers after all (with the message, if it was kept).
+ */
+export class Unconfirmed extends Error {
+  override name = "Unconfirmed";
+  constructor(message: string, readonly later: Promise<Stored>) {
+    super(message);
+  }
+}
+
+/** What a store keeps; the oldest go first. */
+export interface Retention {
+  /** Messages kept per room. */
+  maxCount: number;
+  /** Oldest message kept, in milliseconds of age; 0 keeps them regardless of age. */
+  maxAgeMs: number;
+  /** The clock, in milliseconds since the epoch. */
+  now?: () => number;
+}
+
+/** Messages after a point, and whether they are all that came after it. */
+export interface Recovery {
+  messages: Message[];
+  /** False when some messages after `since` are no longer kept, or `since` is not from this store. */
+  complete: boolean;
+}
+
+/** A value now, or later (a networked store answers later). */
+export type Maybe<T> = T | Promise<T>;
+
+/**
+ * Runs `next` on what `get` returns: at once when it is a plain value, when it settles when it
+ * is a promise. `failed` receives the error either way (thrown now or rejected later). A
+ * synchronous store thus keeps its callers synchronous, which keeps event order simple.
+ */
+export function when<T, R>(
+  get: () => Maybe<T>,
+  next: (value: T) => R,
+  failed?: (error: unknown) => R,
+): Maybe<R> {
+  let value: Maybe<T>;
+  try {
+    value = get();
+  } catch (error) {
+    if (failed) return failed(error);
+    throw error;
+  }
+  if (value instanceof Promise) return failed ? value.then(next, failed) : value.then(next);
+  return next(value);
+}
+
+/**
+ * Where messages live. A message is stored before anyone is told of it. The memory and
+ * SQLite stores answer at once; the Redis store answers with promises.
+ */
+export interface HistoryStore {
+  /**
+   * Names this store's id space. A client that saw ids under another epoch (say, before an
+   * in-memory server restarted) must not take them as positions here.
+   */
+  readonly epoch: string;
+  /**
+   * Stores a message under its room's next id. With a `key` seen in the room within
+   * {@link KEY_WINDOW_MS}, stores nothing and returns the message stored under it, marked
+   * `duplicate`. Throws {@link Unconfirmed} when it cannot tell whether the message was kept.
+   */
+  append(room: string, draft: Draft, key?: string): Maybe<Stored>;
+  /** Up to `limit` of the newest messages, or of those before id `before`. */
+  latest(room: string, limit: number, before?: number): Maybe<Message[]>;
+  /** Every kept message after id `since`. */
+  after(room: string, since: number): Maybe<Recovery>;
+  /** The last id given out in the room; 0 before its first message. */
+  head(room: string): Maybe<number>;
+  /**
+   * Re-reads what may have changed while the store was unreachable: a Redis that restarted
+   * without its data starts a new id space, under a new epoch.
+   */
+  refresh?(): Maybe<void>;
+  /** A shared store's write position that another instance was given (see {@link Stored.mark}). */
+  seen?(mark: number): void;
+  /**
+   * A hub has members in the room (`hold`), or no longer (`release`): a store that forgets
+   * rooms (the memory store) keeps a held room's place, so its ids stay contiguous.
+   */
+  hold?(room: string): void;
+  release?(room: string): void;
+  /** Flushes and releases the store. */
+  close(): Maybe<void>;
+}
+
+/** Defaults: a few thousand messages per room, kept regardless of age. */
+export const DEFAULT_RETENTION: Retention = { maxCount: HISTORY_LIMIT, maxAgeMs: 0 };

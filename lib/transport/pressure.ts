@@ -1,0 +1,115 @@
+/**
+ * The memory budget for the whole process (`--max-memory`). Once a second it reads the
+ * resident set size; above the budget natter is "over": it refuses new connections (503),
+ * drops the connections that hold the most unsent data, and says so in `/healthz` and
+ * `/metrics`, until it is back under 90 % of the budget.
+ *
+ * What it cannot do is take back what the runtime holds for a peer: Deno buffers an incoming
+ * message of up to 64 MiB before natter sees any of it, keeps reading after natter closes the
+ * connection, and frees it only when the peer leaves (tests/runtime_test.ts). Refusing new
+ * connections is what bounds that; docs/DEPLOY.md gives the formula.
+ */
+
+import type { Logger } from "../base/log.ts";
+
+/** A connection as the guard sees it. */
+export interface Shedable {
+  /** Open and not yet closing: a closing one is not dropped (or counted) again. */
+  readonly open: boolean;
+  /** Bytes it holds unsent (natter's queue and the socket's buffer). */
+  readonly unsent: number;
+  shed(): void;
+}
+
+export interface PressureOptions {
+  /** The budget, in bytes of resident memory. */
+  budget: number;
+  /** Connections that can be dropped, largest holders first. */
+  connections: () => Iterable<Shedable>;
+  /** Unsent bytes below which a connection is not worth dropping. */
+  floor: number;
+  log: Logger;
+  /** Resident set size in bytes; `Deno.memoryUsage().rss` by default. */
+  rss?: () => number;
+  intervalMs?: number;
+}
+
+/** Fraction of the budget natter must fall under before it takes new connections again. */
+const RESUME = 0.9;
+/** How often the same warning may be logged. */
+const LOG_EVERY_MS = 30_000;
+
+export class MemoryGuard {
+  readonly budget: number;
+  /** Over budget: new connections are refused. */
+  over = false;
+  /** The last reading, in bytes. */
+  rss = 0;
+  readonly #options: PressureOptions;
+  readonly #read: () => number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #logged = -Infinity;
+
+  constructor(options: PressureOptions) {
+    this.#options = options;
+    this.budget = options.budget;
+    this.#read = options.rss ?? (() => Deno.memoryUsage().rss);
+    this.rss = this.#read();
+  }
+
+  start(): void {
+    this.#timer ??= setInterval(() => this.check(), this.#options.intervalMs ?? 1000);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** One reading, and what follows from it. */
+  check(): void {
+    const rss = this.rss = this.#read();
+    if (!this.over && rss <= this.budget) return;
+    if (this.over && rss < this.budget * RESUME) {
+      this.over = false;
+      this.#options.log.warn("memory back under budget: taking new connections again", {
+        rssMiB: mib(rss),
+        budgetMiB: mib(this.budget),
+      });
+      return;
+    }
+    if (rss <= this.budget) return; // between the two marks: stay as we are
+    this.over = true;
+    const dropped = this.#shed(rss - this.budget);
+    const now = Date.now();
+    if (now - this.#logged >= LOG_EVERY_MS) {
+      this.#logged = now;
+      this.#options.log.warn("over the memory budget: refusing new connections", {
+        rssMiB: mib(rss),
+        budgetMiB: mib(this.budget),
+        dropped,
+      });
+    }
+  }
+
+  /** Drops the largest holders of unsent data until `excess` bytes are covered. */
+  #shed(excess: number): number {
+    const floor = this.#options.floor;
+    const heavy = [...this.#options.connections()].filter((c) => c.open && c.unsent > floor);
+    heavy.sort((a, b) => b.unsent - a.unsent);
+    let freed = 0;
+    let dropped = 0;
+    for (const conn of heavy) {
+      if (freed >= excess) break;
+      freed += conn.unsent;
+      conn.shed();
+      dropped++;
+    }
+    return dropped;
+  }
+}
+
+function mib(bytes: number): number {
+  return Math.round(bytes / 1048576);
+}
