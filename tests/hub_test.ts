@@ -764,3 +764,83 @@ Deno.test("Hub: a store that answers late gets the author 'unknown', then the ac
   await until(() => acks(alice, "x").length === 1, "the late acknowledgement");
   assert.equal(bob.events.filter((e) => e.type === "message").length, 1);
 });
+
+/** A store whose reads answer when the test says, or fail; writes go to memory at once. */
+class SlowReadStore implements HistoryStore {
+  readonly #inner = new MemoryStore();
+  readonly epoch = this.#inner.epoch;
+  holding = false;
+  fail = false;
+  #waiting: (() => void)[] = [];
+  append(room: string, draft: Draft, key?: string): Stored {
+    return this.#inner.append(room, draft, key);
+  }
+  #read<T>(read: () => T): T | Promise<T> {
+    if (this.fail) return Promise.reject(new Error("store unreachable"));
+    if (!this.holding) return read();
+    return new Promise<T>((resolve) => this.#waiting.push(() => resolve(read())));
+  }
+  release(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const answer of waiting) answer();
+  }
+  latest(room: string, limit: number, before?: number) {
+    return this.#read(() => this.#inner.latest(room, limit, before));
+  }
+  after(room: string, since: number) {
+    return this.#read(() => this.#inner.after(room, since));
+  }
+  head(room: string) {
+    return this.#read(() => this.#inner.head(room));
+  }
+  close(): void {}
+}
+
+Deno.test("Hub: a welcome that waits for the store comes first; what was said meanwhile follows it, once", async () => {
+  const store = new SlowReadStore();
+  const hub = new Hub({ now: clock, store });
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob" });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice" });
+  hub.receive(bob, JSON.stringify({ type: "say", text: "before the welcome" }));
+  assert.deepEqual(alice.frames, [], "nothing reaches alice before her welcome");
+  store.release();
+  await until(() => alice.frames.length > 0, "alice's welcome");
+  const [welcome, ...rest] = alice.events;
+  assert.equal(welcome!.type, "welcome");
+  const history = welcome!.history as { text: string }[];
+  assert.deepEqual(history.map((m) => m.text), ["before the welcome"], "the welcome carries it");
+  assert.equal(rest.filter((e) => e.type === "message").length, 0, "and it is not sent again");
+  store.holding = false;
+  hub.receive(bob, JSON.stringify({ type: "say", text: "after" }));
+  assert.deepEqual(alice.events.at(-1)?.text, "after", "live messages flow after the welcome");
+  hub.stop();
+});
+
+Deno.test("Hub: a store that cannot be read: a welcome without history, an error, presence at once, messages once it answers", async () => {
+  const store = new SlowReadStore();
+  const hub = new Hub({ now: clock, store, gapMs: 5 });
+  store.fail = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice" });
+  await until(() => alice.events.some((e) => e.type === "error"), "the unavailable error");
+  const [welcome, error] = alice.events;
+  assert.equal(welcome!.type, "welcome");
+  assert.deepEqual(welcome!.history, []);
+  assert.equal(error!.code, "unavailable");
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob" });
+  assert.ok(alice.events.some((e) => e.type === "joined" && e.name === "bob"), "presence flows");
+  // Where the room stands is unknown until the store answers: the message waits for it.
+  hub.receive(bob, JSON.stringify({ type: "say", text: "hello" }));
+  store.fail = false;
+  await until(
+    () => alice.events.some((e) => e.type === "message" && e.text === "hello"),
+    "the message, once the store answers",
+  );
+  assert.equal(alice.events.filter((e) => e.type === "message").length, 1);
+  hub.stop();
+});
