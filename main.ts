@@ -11,7 +11,7 @@ import { drainOnSignals, readCommand, start } from "./lib/entry.ts";
 import type { Logger } from "./lib/base/log.ts";
 import { VERSION } from "./lib/base/version.ts";
 
-function banner(addr: Deno.NetAddr, tls: boolean): string {
+function banner(addr: Deno.NetAddr, tls: boolean, token: boolean): string {
   const wildcard = addr.hostname === "::" || addr.hostname === "0.0.0.0";
   const host = wildcard
     ? "localhost"
@@ -19,8 +19,10 @@ function banner(addr: Deno.NetAddr, tls: boolean): string {
     ? `[${addr.hostname}]`
     : addr.hostname;
   const [http, ws] = tls ? ["https", "wss"] : ["http", "ws"];
+  // With a token, the URL's shape with a placeholder: a token in a start line ends up in logs.
+  const query = token ? "/?token=…" : "";
   return `natter ${VERSION} listening on ${http}://${host}:${addr.port}/ — open it in a browser, ` +
-    `or from a REPL: let ws = new WebSocket("${ws}://${host}:${addr.port}")`;
+    `or from a REPL: let ws = new WebSocket("${ws}://${host}:${addr.port}${query}")`;
 }
 
 /** A server that listens: where, and how to stop it. */
@@ -124,27 +126,34 @@ function listenTls(options: Options, app: App, log: Logger): Listening {
   };
 }
 
-/** Serves the app and prints the banner. */
-async function serve(options: Options, app: App, log: Logger): Promise<Listening> {
+/** Serves the app and prints the banner, and where its settings came from. */
+async function serve(
+  options: Options,
+  app: App,
+  log: Logger,
+  settings: string,
+): Promise<Listening> {
   const tls = options.cert !== undefined && options.key !== undefined;
   const listening = tls ? listenTls(options, app, log) : await listenPlain(options, app, log);
-  const line = banner(listening.addr, tls);
+  const line = banner(listening.addr, tls, options.token !== undefined);
   // The banner is for people and always shows; as JSON it is also a normal log line.
-  if (options.log === "json") {
-    console.log(JSON.stringify({ time: new Date().toISOString(), level: "info", msg: line }));
-  } else console.log(line);
+  for (const msg of [line, settings]) {
+    if (options.log === "json") {
+      console.log(JSON.stringify({ time: new Date().toISOString(), level: "info", msg }));
+    } else console.log(msg);
+  }
   return listening;
 }
 
 async function main(): Promise<number | undefined> {
   const command = readCommand(Deno.args);
   if ("exit" in command) return command.exit;
-  const { options, log } = command;
+  const { options, log, settings } = command;
   const app = await start(options, log);
   if ("exit" in app) return app.exit;
   let server: Listening;
   try {
-    server = await serve(options, app, log);
+    server = await serve(options, app, log, settings);
   } catch (error) {
     const port = options.port;
     const code = (error as { code?: string }).code;
@@ -159,7 +168,10 @@ async function main(): Promise<number | undefined> {
         `natter: no permission to listen on ${where}, port ${port}: grant it with --allow-net, ` +
           `or choose an allowed interface with --hostname (${(error as Error).message})`,
       );
-    } else console.error(`natter: cannot listen: ${(error as Error).message}`);
+    } else {
+      const where = options.hostname ?? "all interfaces";
+      console.error(`natter: cannot listen on ${where}, port ${port}: ${(error as Error).message}`);
+    }
     return 1;
   }
 

@@ -15,7 +15,7 @@ import { StoreError } from "./store/sqlite.ts";
 import { VERSION } from "./base/version.ts";
 
 /** Options and a logger to run with, or the exit status of a run that is already over. */
-export type Start = { options: Options; log: Logger } | { exit: number };
+export type Start = { options: Options; log: Logger; settings: string } | { exit: number };
 
 /** Reads flags and environment; prints help, the version, or what was wrong (status 2). */
 export function readCommand(args: string[]): Start {
@@ -29,8 +29,8 @@ export function readCommand(args: string[]): Start {
   }
   if (command.kind === "help") return console.log(usage()), { exit: 0 };
   if (command.kind === "version") return console.log(`natter ${VERSION}`), { exit: 0 };
-  const options = command.options;
-  return { options, log: createLogger({ format: options.log, quiet: options.quiet }) };
+  const { options, settings } = command;
+  return { options, settings, log: createLogger({ format: options.log, quiet: options.quiet }) };
 }
 
 /**

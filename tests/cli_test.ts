@@ -44,17 +44,17 @@ Deno.test("parseCommand() rejects unknown flags, stray arguments and bad values,
   assert.throws(() => parseCommand(["--prot", "1"], NO_ENV), {
     name: "ConfigError",
     message:
-      /^unknown option --prot; the options are --port, --hostname, --max-message, .*--help, --version$/,
+      /^unknown option --prot; did you mean --port\? the options are --port, --hostname, .*--version$/,
   });
   assert.throws(
     () => parseCommand(["serve"], NO_ENV),
     /unexpected argument "serve"; the options are --port/,
   );
   assert.throws(() => parseCommand(["--help=1"], NO_ENV), {
-    message: "--help takes no value; see --help",
+    message: "--help takes no value",
   });
   assert.throws(() => parseCommand(["--port"], NO_ENV), {
-    message: "--port needs a value; see --help",
+    message: "--port needs a value",
   });
   assert.throws(
     () => parseCommand(["--port", "-1"], NO_ENV),
@@ -187,4 +187,36 @@ Deno.test("usage() lists every flag with its default", () => {
     assert.ok(text.includes(flag), flag);
   }
   assert.match(text, /\[env PORT\]/);
+});
+
+Deno.test("parseCommand() refuses two flags for one setting; a flag beats its variable", () => {
+  assert.throws(() => parseCommand(["--token", "t", "--token-file", "/secret/token"], NO_ENV), {
+    name: "ConfigError",
+    message: "--token and --token-file both set the same thing; give one",
+  });
+  const env = (name: string) => name === "NATTER_TOKEN" ? "from-env" : undefined;
+  const command = parseCommand(["--token-file", "/secret/token"], { env, readFile });
+  assert.equal(command.kind === "serve" && command.options.token, "s3cret-token");
+});
+
+Deno.test("parseCommand() says where the settings came from and which variables it could not read", () => {
+  const env = (name: string) => name === "REDIS_URL" ? "redis://r:6379" : undefined;
+  const readable = parseCommand(["--port", "9000"], { env, readFile });
+  assert.equal(readable.kind === "serve" && readable.settings, "settings from --port, REDIS_URL");
+  const none = parseCommand([], { env, readFile, canReadEnv: () => false });
+  assert.equal(
+    none.kind === "serve" && none.settings,
+    "default settings; environment not read: run with --allow-env to use " +
+      "PORT, HOST, NATTER_PUBLIC_ORIGIN, NATTER_TOKEN, REDIS_URL",
+  );
+  assert.equal(none.kind === "serve" && none.options.redis, undefined);
+});
+
+Deno.test("parseCommand() suggests the flag a typo meant", () => {
+  assert.throws(() => parseCommand(["--max-conections", "5"], NO_ENV), {
+    message: /^unknown option --max-conections; did you mean --max-connections\?/,
+  });
+  assert.throws(() => parseCommand(["--zzz"], NO_ENV), {
+    message: /^unknown option --zzz; the options are/,
+  });
 });

@@ -248,6 +248,7 @@ Deno.test("Hub: /quit closes the connection normally; /help lists the commands",
   hub.receive(a, "/help");
   assert.match(a.frames.at(-1)!, /\/nick NAME[\s\S]*\/join ROOM[\s\S]*\/who[\s\S]*\/me ACTION/);
   hub.receive(a, "/quit");
+  assert.equal(a.frames.at(-1), "* bye", "a line before the close, so a REPL sees it worked");
   assert.deepEqual(a.closedWith, { code: 1000, reason: "bye" });
 });
 

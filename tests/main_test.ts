@@ -18,7 +18,7 @@ Deno.test("a bad flag or value says what was wrong and what is allowed, and exit
   assert.equal(unknown.code, 2);
   assert.match(
     unknown.stderr,
-    /unknown option --prot; the options are --port, --hostname, .*--help, --version/,
+    /unknown option --prot; did you mean --port\? the options are --port, --hostname, .*--version/,
   );
   const port = await run(["run", "--allow-net", MAIN, "--port", "70000"]);
   assert.equal(port.code, 2);
@@ -32,7 +32,12 @@ Deno.test("--port 0 picks a free port, prints where to open the page and how to 
     const port = await server.port();
     assert.match(server.stdout, new RegExp(`http://localhost:${port}/`));
     assert.match(server.stdout, new RegExp(`new WebSocket\\("ws://localhost:${port}"\\)`));
-    assert.equal(server.stdout.trim().split("\n").length, 1, "one line");
+    const lines = server.stdout.trim().split("\n");
+    assert.equal(lines.length, 2, "the banner, and where the settings came from");
+    assert.match(
+      lines[1]!,
+      /^settings from --port; environment not read: run with --allow-env to use HOST, /,
+    );
     const page = await fetch(`http://localhost:${port}/`);
     assert.equal(page.status, 200);
     await page.body?.cancel();
@@ -69,6 +74,10 @@ Deno.test("PORT and HOST are read with --allow-env, and ignored without it (no p
   try {
     await without.port();
     assert.match(without.stdout, /listening on http:\/\/localhost:/);
+    assert.match(
+      without.stdout,
+      /environment not read: run with --allow-env to use HOST, .*REDIS_URL/,
+    );
     assert.equal(without.stderr, "");
   } finally {
     await without.stop();
@@ -84,4 +93,35 @@ Deno.test("a port already in use is reported plainly, with exit status 1", async
   } finally {
     await first.stop();
   }
+});
+
+Deno.test("with --token the start line shows where the token goes, never the token", async () => {
+  const server = await ServerProcess.start(["--port", "0", "--token", "hunter2-secret"]);
+  try {
+    const port = await server.port();
+    assert.match(
+      server.stdout,
+      new RegExp(`new WebSocket\\("ws://localhost:${port}/\\?token=…"\\)`),
+    );
+    assert.doesNotMatch(server.stdout + server.stderr, /hunter2-secret/);
+    assert.match(server.stdout, /settings from --port, --token/);
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("two flags for one setting are refused; a missing value is explained once", async () => {
+  const both = await run(["run", "--allow-net", MAIN, "--token", "a", "--token-file", "/dev/null"]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /--token and --token-file both set the same thing; give one/);
+  const missing = await run(["run", "--allow-net", MAIN, "-p"]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /--port needs a value/);
+  assert.equal(missing.stderr.match(/--help/g)?.length, 1, `one hint: ${missing.stderr}`);
+});
+
+Deno.test("an address natter cannot listen on is named in the error", async () => {
+  const bad = await run(["run", "--allow-net", MAIN, "--hostname", "10.9.9.9", "--port", "0"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /cannot listen on 10\.9\.9\.9, port 0/);
 });

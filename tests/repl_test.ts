@@ -101,6 +101,24 @@ Deno.test("deno repl: the seed's guide works word for word", async () => {
   }
 });
 
+Deno.test("deno repl: the README's one-line form shows the welcome; /quit says bye", async () => {
+  const server = await ServerProcess.start(["--port", "0"]);
+  const port = await server.port();
+  const repl = new Repl(Deno.execPath(), ["repl", "-N"]);
+  try {
+    await repl.type(
+      `let ws = new WebSocket("ws://localhost:${port}"); ` +
+        "ws.onmessage = message => console.log(`${message.data}`)",
+    );
+    await repl.sees(printed("\\* you are guest-\\d+ in #lobby;.*"));
+    await repl.type('ws.send("/quit")');
+    await repl.sees(printed("\\* bye"));
+  } finally {
+    await repl.quit();
+    await server.stop();
+  }
+});
+
 Deno.test({
   name: "node repl: the same guide works from Node, and Node and Deno users see each other",
   ignore: !haveNode() && Deno.env.get("CI") !== "true",

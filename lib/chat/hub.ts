@@ -256,6 +256,8 @@ export class Hub {
       case "help":
         return this.#send.to(member, { type: "notice", text: HELP });
       case "quit":
+        // A line first, so a REPL shows that /quit did something; then the close.
+        this.#send.to(member, { type: "notice", text: member.view.notice("bye") });
         return conn.close(CloseCode.normal, "bye");
     }
   }

@@ -8,7 +8,12 @@ import { ConfigError, DEFAULTS, type Options, resolveOptions } from "./config.ts
 
 /** What the command line asks for. */
 export type Command =
-  | { kind: "serve"; options: Options }
+  | {
+    kind: "serve";
+    options: Options;
+    /** Where the settings came from, in one line for the start-up (see {@link settingsLine}). */
+    settings: string;
+  }
   | { kind: "help" }
   | { kind: "version" };
 
@@ -16,6 +21,8 @@ export type Command =
 export interface CliEnvironment {
   /** An environment variable, or undefined when unset or not readable without a prompt. */
   env(name: string): string | undefined;
+  /** Whether a variable may be read without a prompt; absent in tests (then: yes). */
+  canReadEnv?(name: string): boolean;
   /** A file's text; throws when it cannot be read. */
   readFile(path: string): string;
   /** Whether reading `path` is already allowed (so that no prompt appears); absent in tests. */
@@ -28,9 +35,10 @@ export interface CliEnvironment {
  */
 export const DENO_ENVIRONMENT: CliEnvironment = {
   env(name) {
-    const { state } = Deno.permissions.querySync({ name: "env", variable: name });
-    return state === "granted" ? Deno.env.get(name) : undefined;
+    return DENO_ENVIRONMENT.canReadEnv!(name) ? Deno.env.get(name) : undefined;
   },
+  canReadEnv: (name) =>
+    Deno.permissions.querySync({ name: "env", variable: name }).state === "granted",
   readFile: (path) => Deno.readTextFileSync(path),
   canRead: (path) => Deno.permissions.querySync({ name: "read", path }).state === "granted",
 };
@@ -44,6 +52,8 @@ interface Flag {
   value?: string;
   help: string;
   parse?: Parse;
+  /** The setting it shares with another flag (`--token-file` sets what `--token` does). */
+  sets?: string;
 }
 
 function number(raw: string, flag: string, what: string, pattern = /^\d+$/): number {
@@ -200,6 +210,7 @@ function flags(env: CliEnvironment): Record<string, Flag> {
       parse: (token) => ({ token }),
     },
     "token-file": {
+      sets: "token",
       value: "PATH",
       help: "read the token from a file (needs --allow-read)",
       parse: (path, flag) => ({ token: file(env, path, flag).trim() }),
@@ -307,23 +318,54 @@ export function parseCommand(args: string[], env: CliEnvironment): Command {
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
   const partial: Partial<Options> = { quiet: values.quiet === true };
-  /** Which flag or variable set each option, to name it in errors. */
+  /** Which flag or variable set each option, to name it in errors and in the settings line. */
   const sources: Record<string, string> = {};
+  const set = (raw: string, source: string, flag: Flag) => {
+    const parsed = flag.parse!(raw, source);
+    for (const key of Object.keys(parsed)) {
+      // Two flags for one setting (--token and --token-file): which one was meant is a guess.
+      if (sources[key] !== undefined) {
+        throw new ConfigError(`${sources[key]} and ${source} both set the same thing; give one`);
+      }
+      sources[key] = source;
+    }
+    Object.assign(partial, parsed);
+  };
+  // Two flags for one setting are refused before either is read (a file, say).
+  const givenFor = new Map<string, string>();
   for (const [name, flag] of Object.entries(table)) {
-    if (!flag.parse) continue;
+    if (!flag.parse || typeof values[name] !== "string") continue;
+    const setting = flag.sets ?? name;
+    const other = givenFor.get(setting);
+    if (other) throw new ConfigError(`${other} and --${name} both set the same thing; give one`);
+    givenFor.set(setting, `--${name}`);
+  }
+  // Flags first, then the environment for what no flag set.
+  for (const [name, flag] of Object.entries(table)) {
     const given = values[name];
-    const raw = typeof given === "string" ? given : flag.env ? env.env(flag.env) : undefined;
+    if (flag.parse && typeof given === "string") set(given, `--${name}`, flag);
+  }
+  const unread: string[] = [];
+  for (const [name, flag] of Object.entries(table)) {
+    if (!flag.parse || !flag.env || typeof values[name] === "string") continue;
+    if (env.canReadEnv && !env.canReadEnv(flag.env)) {
+      unread.push(flag.env);
+      continue;
+    }
+    const raw = env.env(flag.env);
     if (raw === undefined) continue;
-    const source = typeof given === "string" ? `--${name}` : flag.env!;
-    const parsed = flag.parse(raw, source);
-    for (const key of Object.keys(parsed)) sources[key] = source;
+    const parsed = flag.parse(raw, flag.env);
+    // A flag that sets the same thing (--token-file over NATTER_TOKEN) wins, as flags do.
+    if (Object.keys(parsed).some((key) => sources[key] !== undefined)) continue;
+    for (const key of Object.keys(parsed)) sources[key] = flag.env;
     Object.assign(partial, parsed);
   }
   if ((partial.cert === undefined) !== (partial.key === undefined)) {
     throw new ConfigError("--cert and --key go together: give both to serve TLS, or neither");
   }
   try {
-    return { kind: "serve", options: resolveOptions(partial) };
+    const options = resolveOptions(partial);
+    return { kind: "serve", options, settings: settingsLine(sources, unread) };
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     // Name the flag the user typed rather than the option behind it.
@@ -333,23 +375,74 @@ export function parseCommand(args: string[], env: CliEnvironment): Command {
   }
 }
 
+/**
+ * One line for the start-up: the flags and variables that set something (names only: a token's
+ * value never shows), and the variables that could not be read, with the permission that would.
+ */
+export function settingsLine(sources: Record<string, string>, unread: string[]): string {
+  const given = [...new Set(Object.values(sources))];
+  const parts = [given.length > 0 ? `settings from ${given.join(", ")}` : "default settings"];
+  if (unread.length > 0) {
+    parts.push(`environment not read: run with --allow-env to use ${unread.join(", ")}`);
+  }
+  return parts.join("; ");
+}
+
+/** The option nearest to a mistyped one, if one is near enough to be what was meant. */
+function nearest(typed: string, names: string[]): string | undefined {
+  const word = typed.replace(/^-+/, "").split("=")[0]!;
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const d = distance(word, name);
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return bestDistance <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+/** Edit distance (insertions, deletions, substitutions, swaps of two neighbours). */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  let before = row;
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(
+        row[j]! + 1,
+        next[j - 1]! + 1,
+        row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+      // Two letters swapped count as one slip.
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        next[j] = Math.min(next[j]!, before[j - 2]! + 1);
+      }
+    }
+    before = row;
+    row = next;
+  }
+  return row[b.length]!;
+}
+
 function describeArgsError(error: unknown, names: string): string {
   const code = (error as { code?: string }).code;
   const message = (error as Error).message;
   const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
   switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown option ${quoted}; the options are ${names}`;
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const meant = nearest(quoted, names.split(", ").map((name) => name.slice(2)));
+      const hint = meant ? `did you mean --${meant}? ` : "";
+      return `unknown option ${quoted}; ${hint}the options are ${names}`;
+    }
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `unexpected argument ${JSON.stringify(quoted)}; the options are ${names}`;
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
       const option = /(--[\w-]+)/.exec(message)?.[1] ?? "the option";
       if (message.includes("does not take an argument")) {
-        return `${option} takes no value; see --help`;
+        return `${option} takes no value`;
       }
       return message.includes("ambiguous")
         ? `${option} needs a value; to pass one that starts with '-', write ${option}=VALUE`
-        : `${option} needs a value; see --help`;
+        : `${option} needs a value`;
     }
     default:
       return message;

@@ -13,6 +13,13 @@ import { Outbox, type Turns } from "./outbox.ts";
 import { CloseCode, type Format, utf8Length } from "../protocol/protocol.ts";
 
 let counter = 0;
+/**
+ * Connection ids are unique within a process; the workers of `deno serve --parallel` each count
+ * from 1, so each adds a tag of its own (`c12.3fa9`) and their log lines never name one id twice.
+ */
+const PROCESS_TAG = `.${
+  crypto.getRandomValues(new Uint16Array(1))[0]!.toString(16).padStart(4, "0")
+}`;
 
 /** What every connection shares: the hub, the limits, where to count and log. */
 export interface SocketSettings {
@@ -68,7 +75,7 @@ export const OPEN_DEADLINE_MS = 10_000;
  * 1.5 KiB of heap per connection).
  */
 export class SocketConnection implements Connection {
-  readonly id = `c${++counter}`;
+  readonly id = `c${++counter}${PROCESS_TAG}`;
   readonly format: Format;
   readonly address: string;
   readonly #socket: WebSocket;
@@ -308,7 +315,9 @@ export class SocketConnection implements Connection {
     this.#outbox.discard();
     const { metrics, log, hub } = this.#settings;
     const closing = this.#closing;
-    const { code, reason } = closing ?? { code: event.code, reason: event.reason };
+    // A peer gone without a close frame (a killed REPL) reports code 0 here: 1006 is its name.
+    const { code, reason } = closing ??
+      { code: event.code === 0 ? 1006 : event.code, reason: event.reason };
     Metrics.bump(metrics.closes, closeReason(code, closing !== undefined));
     log.info("disconnected", {
       id: this.id,
