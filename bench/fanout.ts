@@ -6,10 +6,15 @@
  * got.
  *
  *     deno task bench            (or: deno run -A bench/fanout.ts --receivers 100,1000 --reps 3)
- *     deno run -A bench/fanout.ts --receivers 100 --window 16,64,256,1024   (a curve over depth)
+ *     deno run -A bench/fanout.ts --receivers 100 --window 16,64,256,1024   (other depths)
+ *     deno run -A bench/fanout.ts --deep         (the single deep point of older results)
  *
- * The sender keeps at most W messages in flight, paced by the first receiver: `--window` lists
- * the depths to measure; without it, W is max(4, 200000 / receivers) (deep queues).
+ * The sender keeps W messages in flight, paced by the first receiver, refilling at every
+ * arrival. By default each receiver count is swept over W (16, 64, 256, 1024 at 1000 receivers;
+ * 16, 64, 256, 2048 at 100), and a chart of throughput against p99 per receiver count is written
+ * (bench/chart.ts, `--charts DIR`). `--window` lists the depths for every receiver count instead;
+ * `--deep` runs the one point older results used: W = max(4, 200000 / receivers), refilled once
+ * half of it has arrived.
  *
  * The server runs pinned to core 0 and this load generator to core 1 (taskset, when present),
  * and the generator prints its own CPU time so that one can see it was not the bottleneck.
@@ -19,6 +24,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { CONNECTOR, openClients } from "./clients.ts";
 import { DelayHistogram, LineCounter } from "./counter.ts";
+import { type FanoutReport, writeFanoutCharts } from "./chart.ts";
 import { startProfile } from "./profile.ts";
 import { RawSender } from "./sender.ts";
 import {
@@ -43,22 +49,41 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/last-fanout.json" },
     only: { type: "string" },
     "no-bun": { type: "boolean", default: false },
+    // The old single deep point per receiver count (half-window refill), as in older results.
+    deep: { type: "boolean", default: false },
+    // Where the throughput/p99 charts go (fanout-N.svg); not written with --deep.
+    charts: { type: "string", default: "bench/" },
     // Profiles natter through the inspector on this port while it is measured (start it with
     // BENCH_SERVER_FLAGS=--inspect=127.0.0.1:PORT and --only natter); prints the top functions.
     profile: { type: "string" },
   },
 });
 const RECEIVER_COUNTS = values.receivers.split(",").map(Number);
-/** The windows to run for each receiver count; `undefined` is the default for that count. */
-const WINDOWS: (number | undefined)[] = values.window?.split(",").map(Number) ?? [undefined];
-if (WINDOWS.some((w) => w !== undefined && !(Number.isInteger(w) && w > 0))) {
+/** The windows `--window` asks for, at every receiver count. */
+const WINDOWS: number[] | undefined = values.window?.split(",").map(Number);
+if (WINDOWS?.some((w) => !(Number.isInteger(w) && w > 0))) {
   throw new Error(`--window takes positive integers, e.g. 16,64,256: got ${values.window}`);
 }
+const DEEP = values.deep;
+if (DEEP && WINDOWS) throw new Error("--deep is one window per receiver count: drop --window");
 const REPS = Number(values.reps);
 const SECONDS = Number(values.seconds);
 const PAYLOAD_BYTES = 64;
-/** Messages in flight: enough to keep the server busy, few enough that it never just queues. */
-const windowFor = (receivers: number) => Math.max(4, Math.round(200_000 / receivers));
+/** `--deep`'s window: deep queues, enough to keep the server busy (the default before sweeps). */
+const deepWindow = (receivers: number) => Math.max(4, Math.round(200_000 / receivers));
+/**
+ * The default sweep over messages in flight: from a shallow queue (latency) to a deep one
+ * (throughput). Up to 100 receivers it goes to 2048 (200k deliveries queued at 100), above that
+ * to 1024 (1M at 1000).
+ */
+const sweep = (receivers: number) => receivers <= 100 ? [16, 64, 256, 2048] : [16, 64, 256, 1024];
+/** The windows to run at a receiver count. */
+const windowsFor = (receivers: number) =>
+  WINDOWS ?? (DEEP ? [deepWindow(receivers)] : sweep(receivers));
+/** At or above this share of its core, the generator may be the limit: the point is flagged. */
+const GENERATOR_LIMIT = 0.9;
+/** The issue's bound on max/min deliveries/s across repetitions: above it, the spread is flagged. */
+const SPREAD_LIMIT = 1.15;
 // Bun's native publish joins the runs where Bun is installed (the issue's yardstick: Bun packs
 // ~35 frames into each write under load). `--no-bun` leaves it out.
 const SERVERS = [...ALL_SERVERS, ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : [])]
@@ -91,6 +116,8 @@ interface Run {
   deliveriesPerSecond: number;
   generatorCpu: number;
   serverCpu: number;
+  /** Server CPU seconds per million deliveries. */
+  cpuPerMillion: number;
   /** Delivery latency at the first receiver (send to WebSocket message event), milliseconds. */
   p50: number;
   p99: number;
@@ -133,11 +160,12 @@ async function measure(server: Server, receiverCount: number, window: number): P
     // which allocates nothing per message.
     const delays = new DelayHistogram();
     let recording = false;
-    // The first receiver paces the sender: at most `window` messages in flight. With --window,
-    // every arrival is refilled at once (always `window` in flight, as a curve over depth needs);
-    // the default runs refill once half of them have arrived, as they always have. Saturation is the most the server sustains; flooding it
-    // instead measures only how it queues. Only the sender's messages count: natter's welcome
-    // and join notices (one per receiver) had widened its window by the number of receivers.
+    // The first receiver paces the sender: at most `window` messages in flight. Every arrival
+    // is refilled at once (always `window` in flight, as a curve over depth needs); with --deep,
+    // once half of them have arrived, as the older results did. Saturation is the most the server
+    // sustains; flooding it instead measures only how it queues. Only the sender's messages
+    // count: natter's welcome and join notices (one per receiver) had widened its window by the
+    // number of receivers.
     let firstSeen = 0;
     let sent = 0;
     let wake: (() => void) | undefined;
@@ -147,7 +175,7 @@ async function measure(server: Server, receiverCount: number, window: number): P
       delivered += n;
       firstSeen += n;
       frames++;
-      if (wake && sent - firstSeen < (values.window ? window : window / 2)) wake();
+      if (wake && sent - firstSeen < (DEEP ? window / 2 : window)) wake();
     };
     // A raw sender (bench/sender.ts): the frames of a window refill go out in one write.
     const sender = await RawSender.open(port, path);
@@ -202,6 +230,7 @@ async function measure(server: Server, receiverCount: number, window: number): P
       deliveriesPerSecond: count / seconds,
       generatorCpu,
       serverCpu,
+      cpuPerMillion: serverCpu / (count / seconds / 1e6),
       p50: delays.percentile(0.5),
       p99: delays.percentile(0.99),
       latencySamples: delays.count,
@@ -220,45 +249,63 @@ await pinSelf();
 const names = SERVERS.map((server) => server.name)
   .sort((a, b) => Number(b === "natter") - Number(a === "natter"));
 const hasBun = names.includes("bun");
-const results: Record<string, unknown>[] = [];
+const results: FanoutReport["results"] = [];
 console.log(
   `fan-out, ${PAYLOAD_BYTES}-byte messages, ${SECONDS} s per run, ${REPS} reps, ` +
-    `taskset: ${haveTaskset}; medians over reps (generator CPU: the highest); ` +
-    `latency and frames at the first receiver; each cell lists ${names.join(" / ")}`,
+    `taskset: ${haveTaskset}; ${DEEP ? "deep (half-window refill)" : "every arrival refilled"}; ` +
+    `medians over reps (generator CPU: the highest; GEN: ≥ ${percent(GENERATOR_LIMIT)} of a ` +
+    `core); spread: max/min deliveries/s over reps (! above ${SPREAD_LIMIT}); CPU s/M: server ` +
+    `CPU seconds per million deliveries; latency and frames at the first receiver; each cell ` +
+    `lists ${names.join(" / ")}`,
 );
 
 /** Formats a number like 4,541,821. */
-const thousands = (value: number) => Math.round(value).toLocaleString("en");
-const percent = (value: number) => `${(value * 100).toFixed(0)}%`;
-/** A column of the table: its header, its cell from the medians by server, the cell's width. */
+function thousands(value: number) {
+  return Math.round(value).toLocaleString("en");
+}
+function percent(value: number) {
+  return `${(value * 100).toFixed(0)}%`;
+}
+/** A point's figures for one server: the medians, the generator's highest CPU, the spread. */
+interface Point extends Run {
+  /** Max over min of deliveries/s across the repetitions. */
+  spread: number;
+}
+/** A column of the table: its header, its cell from the points by server, the cell's width. */
 interface Column {
   header: string;
-  cell: (medians: Record<string, Run>) => string;
+  cell: (points: Record<string, Point>) => string;
   width: number;
 }
 /** A column with a value for each server, each padded to `width`. */
-const each = (header: string, width: number, value: (run: Run) => string): Column => ({
+const each = (header: string, width: number, value: (point: Point) => string): Column => ({
   header,
-  cell: (medians) => names.map((name) => value(medians[name]!).padStart(width)).join(" / "),
+  cell: (points) => names.map((name) => value(points[name]!).padStart(width)).join(" / "),
   width: Math.max(header.length, names.length * (width + 3) - 3),
 });
 /** natter's deliveries over another server's. */
 const ratio = (other: string): Column => ({
   header: `natter/${other.slice(0, 3)}`,
-  cell: (medians) =>
-    `${(medians.natter!.deliveriesPerSecond / medians[other]!.deliveriesPerSecond).toFixed(2)}x`,
+  cell: (points) =>
+    `${(points.natter!.deliveriesPerSecond / points[other]!.deliveriesPerSecond).toFixed(2)}x`,
   width: 10,
 });
 const columns: Column[] = [
-  each("deliveries/s", 10, (run) => thousands(run.deliveriesPerSecond)),
+  each("deliveries/s", 10, (point) => thousands(point.deliveriesPerSecond)),
   ...["reference", "bun"].filter((other) => names.includes(other) && names.includes("natter"))
     .map(ratio),
-  each("p50 ms", 6, (run) => run.p50.toFixed(2)),
-  each("p99 ms", 6, (run) => run.p99.toFixed(2)),
-  each("frames/s", 7, (run) => thousands(run.framesPerSecond)),
-  each("lines/frame", 5, (run) => run.linesPerFrame.toFixed(1)),
-  each("server CPU", 4, (run) => percent(run.serverCpu)),
-  each("generator CPU", 4, (run) => percent(run.generatorCpu)),
+  each("spread", 5, (p) => `${p.spread.toFixed(2)}${p.spread > SPREAD_LIMIT ? "!" : ""}`),
+  each("p50 ms", 6, (point) => point.p50.toFixed(2)),
+  each("p99 ms", 6, (point) => point.p99.toFixed(2)),
+  each("frames/s", 7, (point) => thousands(point.framesPerSecond)),
+  each("lines/frame", 5, (point) => point.linesPerFrame.toFixed(1)),
+  each("server CPU", 4, (point) => percent(point.serverCpu)),
+  each("CPU s/M", 5, (point) => point.cpuPerMillion.toPrecision(3)),
+  each(
+    "generator CPU",
+    8,
+    (point) => percent(point.generatorCpu) + (point.generatorCpu >= GENERATOR_LIMIT ? " GEN" : ""),
+  ),
 ];
 const widths = ["receivers".length, "window".length, ...columns.map((column) => column.width)];
 const printRow = (cells: string[]) =>
@@ -267,8 +314,7 @@ printRow(["receivers", "window", ...columns.map((column) => column.header)]);
 console.log(`|${widths.map((w) => `${"-".repeat(w + 1)}:`).join("|")}|`);
 
 for (const receivers of RECEIVER_COUNTS) {
-  for (const requested of WINDOWS) {
-    const window = requested ?? windowFor(receivers);
+  for (const window of windowsFor(receivers)) {
     const runs: Record<string, Run[]> = Object.fromEntries(names.map((name) => [name, []]));
     for (let rep = 0; rep < REPS; rep++) {
       for (const server of SERVERS) {
@@ -278,6 +324,7 @@ for (const receivers of RECEIVER_COUNTS) {
     const summary = medians(runs, [
       "deliveriesPerSecond",
       "serverCpu",
+      "cpuPerMillion",
       "p50",
       "p99",
       "latencySamples",
@@ -285,23 +332,31 @@ for (const receivers of RECEIVER_COUNTS) {
       "linesPerFrame",
     ]);
     // The generator's CPU is the highest of the reps: how close it came to being the limit.
-    const shown: Record<string, Run> = Object.fromEntries(names.map((name) => [name, {
-      ...summary[name]!,
-      generatorCpu: Math.max(...runs[name]!.map((run) => run.generatorCpu)),
-    }]));
+    const shown: Record<string, Point> = Object.fromEntries(names.map((name) => {
+      const rates = runs[name]!.map((run) => run.deliveriesPerSecond);
+      return [name, {
+        ...summary[name]!,
+        generatorCpu: Math.max(...runs[name]!.map((run) => run.generatorCpu)),
+        spread: Math.max(...rates) / Math.min(...rates),
+      }];
+    }));
     const deliveries = (name: string) => shown[name]?.deliveriesPerSecond ?? NaN;
     const natter = deliveries("natter");
-    const perServer = (key: keyof Run) =>
+    const perServer = (key: keyof Point) =>
       Object.fromEntries(names.map((name) => [name, shown[name]![key]]));
     results.push({
-      scenario: `fan-out, ${receivers} receivers` + (requested ? `, window ${window}` : ""),
+      scenario: `fan-out, ${receivers} receivers` + (DEEP ? "" : `, window ${window}`),
       receivers,
       window,
       reference: deliveries("reference"),
       natter,
       ratio: natter / deliveries("reference"),
       ...(hasBun ? { bun: deliveries("bun"), natterToBun: natter / deliveries("bun") } : {}),
+      deliveriesPerSecond: perServer("deliveriesPerSecond"),
+      spread: perServer("spread"),
+      cpuSecondsPerMillionDeliveries: perServer("cpuPerMillion"),
       generatorCpu: perServer("generatorCpu"),
+      generatorLimited: names.filter((name) => shown[name]!.generatorCpu >= GENERATOR_LIMIT),
       serverCpu: perServer("serverCpu"),
       latencyMs: Object.fromEntries(
         names.map((name) => [name, { p50: shown[name]!.p50, p99: shown[name]!.p99 }]),
@@ -317,20 +372,22 @@ for (const receivers of RECEIVER_COUNTS) {
     printRow([String(receivers), String(window), ...columns.map((column) => column.cell(shown))]);
   }
 }
-await Deno.writeTextFile(
-  values.out,
-  JSON.stringify(
-    {
-      date: new Date().toISOString(),
-      payloadBytes: PAYLOAD_BYTES,
-      seconds: SECONDS,
-      reps: REPS,
-      servers: names,
-      latencySampling: "every line at the first receiver, after the warm-up",
-      results,
-    },
-    null,
-    2,
-  ) + "\n",
-);
+const report: FanoutReport & Record<string, unknown> = {
+  date: new Date().toISOString(),
+  payloadBytes: PAYLOAD_BYTES,
+  seconds: SECONDS,
+  reps: REPS,
+  servers: names,
+  windows: DEEP
+    ? "deep: max(4, 200000 / receivers), refilled at half"
+    : "refilled at every arrival",
+  generatorLimit: GENERATOR_LIMIT,
+  latencySampling: "every line at the first receiver, after the warm-up",
+  results,
+};
+await Deno.writeTextFile(values.out, JSON.stringify(report, null, 2) + "\n");
 console.log(`wrote ${values.out}`);
+// One point per receiver count is no curve: --deep leaves the committed charts alone.
+if (!DEEP) {
+  for (const path of await writeFanoutCharts(report, values.charts)) console.log(`wrote ${path}`);
+}
