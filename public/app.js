@@ -10,8 +10,8 @@ const MAX_LOG_ITEMS = 1000;
 const NAME_KEY = "natter.name";
 const TOKEN_KEY = "natter.token";
 const TOKEN_PROTOCOL_PREFIX = "natter.token.";
-const COMMANDS =
-  "Commands: /nick NAME, /join ROOM, /who, /me ACTION, /quit; // sends a line starting with /.";
+const COMMANDS = "Commands: /nick NAME, /join ROOM, /who, /rooms, /me ACTION, /history [N], " +
+  "/help, /quit; // sends a line starting with /.";
 
 /**
  * @typedef {{ type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, ref?: string | number }} MessageEvent
@@ -167,10 +167,46 @@ function fillMessage(item, message) {
   const text = document.createElement("span");
   text.className = "text";
   text.dir = "auto";
-  text.textContent = message.text;
+  text.replaceChildren(...linked(message.text));
   item.classList.toggle("action", Boolean(message.action));
   item.classList.toggle("mine", message.from === state.name);
   item.replaceChildren(timeOf(message.ts), from, text);
+}
+
+/** Web addresses in a message: http and https only. */
+const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
+
+/**
+ * A message's text as nodes, with its web addresses as links: elements and text nodes, never
+ * HTML, so nothing a message says can become markup. Trailing punctuation stays outside a link.
+ * @param {string} text
+ * @returns {Node[]}
+ */
+function linked(text) {
+  /** @type {Node[]} */
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(LINK)) {
+    const address = match[0].replace(/[.,;:!?)\]]+$/, "");
+    let url;
+    try {
+      url = new URL(address);
+    } catch {
+      continue;
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") continue;
+    const start = match.index ?? 0;
+    if (start > at) nodes.push(document.createTextNode(text.slice(at, start)));
+    const link = document.createElement("a");
+    link.href = url.href;
+    link.textContent = address;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    nodes.push(link);
+    at = start + address.length;
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
 }
 
 /** @param {Extract<ServerEvent, { type: "message" }>} event */
@@ -227,6 +263,18 @@ function prependHistory(messages) {
   view.scrollTop = view.scrollHeight - fromBottom;
 }
 
+/** Keeps what is shown but forgets its ids: they belong to the server's previous id space. */
+function forgetIds() {
+  for (const item of ui.log.querySelectorAll("li[data-id]")) {
+    if (item instanceof HTMLElement) {
+      delete item.dataset.id;
+      item.classList.add("before");
+    }
+  }
+  state.shown.clear();
+  state.lastId = 0;
+}
+
 function clearLog() {
   ui.log.replaceChildren();
   state.shown.clear();
@@ -262,7 +310,8 @@ function stopTyping(name) {
 setInterval(renderTyping, 1000);
 
 function renderMembers() {
-  ui.count.textContent = `(${Math.max(state.count, state.members.length)})`;
+  const online = state.socket?.readyState === WebSocket.OPEN;
+  ui.count.textContent = online ? `(${Math.max(state.count, state.members.length)})` : "(offline)";
   ui.members.replaceChildren(...state.members.map((name) => {
     const item = document.createElement("li");
     item.textContent = name;
@@ -288,7 +337,8 @@ function showIdentity() {
   ui.name.value = state.name;
   ui.room.value = state.room;
   if (!state.room) return;
-  ui.text.placeholder = `Message #${state.room} — /me, /nick, /join and /who work too`;
+  // Short enough for a phone; /help lists the commands.
+  ui.text.placeholder = `Message #${state.room} (/help for commands)`;
   document.title = `#${state.room} · natter`;
   const url = new URL(location.href);
   if (url.searchParams.get("room") !== state.room) {
@@ -299,9 +349,26 @@ function showIdentity() {
 
 // ---- the connection --------------------------------------------------------------------
 
+/**
+ * This tab's session: random, kept across reloads of the tab (sessionStorage), so that a reload
+ * or a brief drop is not announced to the room as a leave and a join (the server's grace).
+ */
+const SESSION = (() => {
+  try {
+    const kept = sessionStorage.getItem("natter.session");
+    if (kept) return kept;
+    const made = crypto.randomUUID();
+    sessionStorage.setItem("natter.session", made);
+    return made;
+  } catch {
+    return crypto.randomUUID();
+  }
+})();
+
 function socketUrl() {
   const url = new URL("/ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("session", SESSION);
   if (state.room) url.searchParams.set("room", state.room);
   // Coming back to the room we were in: ask for exactly what we missed.
   if (state.lastId > 0 && state.room === state.joined) {
@@ -361,6 +428,12 @@ function connect() {
   socket.onclose = (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
+    // Who is here is unknown while away: the list says so rather than show the last one.
+    state.members = [];
+    state.count = 0;
+    state.typing.clear();
+    renderTyping();
+    renderMembers();
     // Pending messages wait for the next welcome: recovery may show they did arrive.
     if (event.code === 1000) {
       setStatus("closed", "Disconnected.");
@@ -389,8 +462,13 @@ function handle(event) {
     case "welcome": {
       const moved = state.everConnected && event.room !== state.joined;
       const restarted = Boolean(state.epoch && event.epoch && event.epoch !== state.epoch);
-      if (moved || restarted || event.recovered === false) clearLog();
-      if (event.recovered === false && !moved) {
+      if (restarted && !moved) {
+        // A server that restarted without its history (in memory): what is shown stays, set
+        // apart, and nothing claims messages were lost that nobody may have sent.
+        forgetIds();
+        note("The server restarted; the messages above are from before and are not kept there.");
+      } else if (moved || event.recovered === false) clearLog();
+      if (event.recovered === false && !moved && !restarted) {
         note("Some messages from while you were away are no longer kept; here are the latest.");
       }
       state.epoch = event.epoch ?? "";
@@ -421,7 +499,8 @@ function handle(event) {
           if (state.socket === socket && state.pending.get(ref) === item) send(message);
         }, 250 * resends++);
       }
-      ui.older.hidden = false;
+      // Earlier messages may exist only if the room's history reaches back past what came.
+      ui.older.hidden = history.length === 0 || (history[0]?.id ?? 1) <= 1;
       if (event.ref !== undefined && !moved) note(`You are already in #${event.room}.`);
       else if (state.everConnected && !moved) note(`Reconnected as ${event.name}.`);
       else note(`You are ${event.name} in #${event.room}.`);
@@ -447,6 +526,7 @@ function handle(event) {
       prependHistory(event.messages);
       ui.older.hidden = !event.more;
       ui.older.disabled = false;
+      if (event.messages.length === 0) note("No earlier messages in this room.");
       return;
     case "typing":
       state.typing.set(event.name, Date.now() + 5000);
@@ -577,6 +657,14 @@ function command(line) {
       return send({ type: "who" });
     case "rooms":
       return send({ type: "rooms" });
+    case "history": {
+      const limit = arg === "" ? 50 : Number(arg);
+      if (!Number.isInteger(limit) || limit < 1) {
+        note("Usage: /history [N], N a whole number: loads N earlier messages.", "error");
+        return false;
+      }
+      return loadEarlier(limit);
+    }
     case "me":
       return say(arg, true);
     case "quit":
@@ -630,14 +718,19 @@ ui.auth.addEventListener("submit", async (event) => {
   ui.text.focus();
 });
 
-ui.older.addEventListener("click", () => {
+/** Asks for `limit` messages before the oldest one shown (the button, and `/history N`). */
+function loadEarlier(limit = 50) {
   const before = oldestShown();
   ui.older.disabled = true;
   const request = before === Infinity
-    ? { type: "history", limit: 50 }
-    : { type: "history", before, limit: 50 };
-  if (!send(request)) ui.older.disabled = false;
-});
+    ? { type: "history", limit }
+    : { type: "history", before, limit };
+  const sent = send(request);
+  if (!sent) ui.older.disabled = false;
+  return sent;
+}
+
+ui.older.addEventListener("click", () => loadEarlier());
 
 ui.text.addEventListener("input", () => {
   const value = ui.text.value;

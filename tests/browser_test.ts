@@ -613,3 +613,78 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "page: links are links, /help and /history work, a reload is not announced, offline says so",
+  async () => {
+    const server = startServer();
+    let closed = false;
+    try {
+      await withBrowser(async (browser) => {
+        const alice = await join(browser, server, "links", "alice");
+        const bob = await join(browser, server, "links", "bob");
+        await waitForMembers(alice.page, ["alice", "bob"]);
+
+        // Web addresses become links (http and https only), as elements, with no opener.
+        const text = "see https://example.com/a?b=1, not javascript:alert(1), and http://x.test.";
+        await say(bob, text);
+        await waitForMessage(alice.page, "bob", text);
+        const links = await alice.page.evaluate(() =>
+          [...document.querySelectorAll("#log a")].map((element) => {
+            const a = element as unknown as { href: string; rel: string; target: string };
+            return { href: a.href, text: element.textContent, rel: a.rel, target: a.target };
+          })
+        );
+        const link = { rel: "noopener noreferrer", target: "_blank" };
+        assert.deepEqual(links, [
+          { href: "https://example.com/a?b=1", text: "https://example.com/a?b=1", ...link },
+          { href: "http://x.test/", text: "http://x.test", ...link },
+        ]);
+
+        // Every text command works in the page too.
+        await say(alice, "/help");
+        await alice.page.locator("#log > li", { hasText: "/history [N]" }).waitFor();
+        await say(alice, "/history 5");
+        await alice.page.locator("#log > li", { hasText: "No earlier messages in this room." })
+          .waitFor();
+        assert.equal(
+          await alice.page.locator("#log > li", { hasText: "Unknown command" }).count(),
+          0,
+        );
+
+        // Bob reloads: alice hears nothing of it, and bob is bob again.
+        const before = (await readLog(alice.page)).length;
+        await bob.page.reload();
+        await waitFor(
+          bob.page,
+          "online",
+          bob.page.locator('#status[data-state="online"]').waitFor(),
+        );
+        await waitForName(bob.page, "bob");
+        await say(bob, "back");
+        await waitForMessage(alice.page, "bob", "back");
+        const after = (await readLog(alice.page)).slice(before);
+        assert.deepEqual(
+          after.filter((item) => /bob (left|joined)/.test(item.text ?? "")),
+          [],
+          `no left or joined for a reload: ${JSON.stringify(after)}`,
+        );
+        await waitForMembers(alice.page, ["alice", "bob"]);
+
+        // The server goes away: the page says it is offline and shows no stale member list.
+        await server.close();
+        closed = true;
+        await waitFor(
+          alice.page,
+          "offline",
+          alice.page.locator('#status[data-state="offline"]').waitFor(),
+        );
+        assert.equal(await alice.page.locator("#count").textContent(), "(offline)");
+        assert.equal(await alice.page.locator("#members > li").count(), 0);
+        assertNoProblems(alice, bob);
+      });
+    } finally {
+      if (!closed) await server.close();
+    }
+  },
+);

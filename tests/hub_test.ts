@@ -845,3 +845,30 @@ Deno.test("Hub: a store that cannot be read: a welcome without history, an error
   assert.equal(alice.events.filter((e) => e.type === "message").length, 1);
   hub.stop();
 });
+
+Deno.test("Hub: a page that comes back within the grace is the same member, and nobody is told it left or came", async () => {
+  const hub = new Hub({ now: clock, graceMs: 60 });
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob" });
+  const page = new FakeConnection("json");
+  hub.connect(page, { name: "alice", session: "tab-0000001" });
+  bob.frames.length = 0;
+  hub.disconnect(page, true); // a reload: went away without a goodbye
+  const again = new FakeConnection("json");
+  hub.connect(again, { name: "alice", session: "tab-0000001" });
+  assert.equal(again.events[0]!.type, "welcome");
+  assert.equal(again.events[0]!.name, "alice", "the same name, not alice-2");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(bob.events.map((e) => e.type), [], "no left, no joined");
+  hub.receive(bob, JSON.stringify({ type: "say", text: "still there?" }));
+  assert.equal(again.events.at(-1)!.text, "still there?");
+  // Gone for good: told once the grace is over. A REPL (no session) is told at once.
+  hub.disconnect(again, true);
+  assert.deepEqual(bob.events.filter((e) => e.type === "left"), []);
+  await until(() => bob.events.some((e) => e.type === "left" && e.name === "alice"), "left");
+  const repl = new FakeConnection("text");
+  hub.connect(repl, { name: "carol" });
+  hub.disconnect(repl, true);
+  assert.ok(bob.events.some((e) => e.type === "left" && e.name === "carol"), "at once");
+  hub.stop();
+});

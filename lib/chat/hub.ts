@@ -1,8 +1,8 @@
 /**
  * The chat hub: rooms, members and their commands. It never touches a socket (it talks to
- * {@link Connection}s, so tests drive it with fakes and any transport fits) and never sees an
- * envelope: what happens in a room reaches it through the feed (lib/cluster/feed.ts) as room events,
- * from this hub or another, and what it does leaves through the feed.
+ * {@link Connection}s, so tests drive it with fakes and any transport fits). What happens in a
+ * room, on this hub or another, reaches it through the feed (lib/cluster/feed.ts) as room events
+ * (a stored message as its envelope, in order), and what it does leaves through the feed.
  */
 
 import { Metrics } from "../base/metrics.ts";
@@ -24,6 +24,7 @@ import type { HistoryStore } from "../store/history.ts";
 import { MemoryStore } from "../store/memory.ts";
 import { HistoryDesk } from "./desk.ts";
 import { checkJoin, type JoinRequest } from "./join.ts";
+import { GRACE_MS, Lingering, sessionOf } from "./linger.ts";
 import { Naming } from "./naming.ts";
 import { BIG_ROOM, RoomPresence } from "./presence.ts";
 import { type Connection, Delivery, type Member, namesIn, Rooms, withRef } from "./room.ts";
@@ -69,6 +70,8 @@ export interface HubOptions {
    */
   replyBurstBytes?: number;
   replyBytesPerSecond?: number;
+  /** How long a page's member stays after its socket went away without a goodbye. */
+  graceMs?: number;
 }
 
 /** Rooms of members, and the rules for who hears what. */
@@ -90,6 +93,8 @@ export class Hub {
   /** History replies, within each connection's allowance. */
   readonly #desk: HistoryDesk;
   readonly #welcomer: Welcomer;
+  /** Members whose page went away, kept for the reload grace. */
+  readonly #lingering: Lingering;
   /** Name changes: `/nick`, names given back, names yielded to another hub. */
   readonly #naming: Naming;
   /** The send contract: every message gets one answer (lib/chat/sending.ts). */
@@ -122,6 +127,7 @@ export class Hub {
       snapshot: () => this.#rooms.snapshot(),
     }, { now, heartbeatMs, peerTtlMs, gapMs });
     this.#naming = new Naming(feed, this.#send, now);
+    this.#lingering = new Lingering(options.graceMs ?? GRACE_MS);
     this.#rooms = new Rooms({
       others: feed.view,
       opened: (name) => {
@@ -193,7 +199,19 @@ export class Hub {
     if (this.#members.has(conn)) return;
     const fallbackName = `guest-${request.port ?? conn.id}`;
     const asked = checkJoin(request, this.#defaultRoom, fallbackName, this.#store.epoch);
+    const session = sessionOf(request.session);
+    const back = this.#lingering.take(session, asked.room);
+    if (back && back.view === VIEWS[conn.format]) {
+      // Its page came back within the grace: the same member, no notices, what it missed.
+      back.conn = conn;
+      this.#members.set(conn, back);
+      this.#byId.set(conn.id, back);
+      this.#welcomer.welcome(back, undefined, asked.since);
+      return;
+    }
+    if (back) this.#exit(back);
     const member: Member = {
+      session,
       conn,
       view: VIEWS[conn.format],
       name: asked.name,
@@ -209,13 +227,20 @@ export class Hub {
     for (const error of asked.errors) this.#send.to(member, { type: "error", ...error });
   }
 
-  /** Removes a connection (after it closed); its room gets a `left`. Unknown ones are ignored. */
-  disconnect(conn: Connection): void {
+  /**
+   * Removes a connection (after it closed); its room gets a `left`. Unknown ones are ignored.
+   * `linger`: it went away without a goodbye (a reload, a lost network); a page's member then
+   * stays for the grace (lib/chat/linger.ts), in case its page comes back.
+   */
+  disconnect(conn: Connection, linger = false): void {
     const member = this.#members.get(conn);
     if (!member) return;
     this.#members.delete(conn);
     this.#byId.delete(conn.id);
-    this.#exit(member);
+    if (linger && member.session !== undefined) {
+      member.pending = undefined;
+      this.#lingering.hold(member.session, member, () => this.#exit(member));
+    } else this.#exit(member);
   }
 
   /** Handles one text frame from a connection. */
@@ -283,6 +308,7 @@ export class Hub {
   /** Closes every connection with the given code (e.g. 1001 at shutdown). */
   closeAll(code: number, reason: string): void {
     this.#presence.stop();
+    this.#lingering.stop();
     this.#feed.clearTimers();
     for (const conn of [...this.#members.keys()]) conn.close(code, reason);
   }
@@ -293,6 +319,7 @@ export class Hub {
    */
   stop(): void {
     this.#presence.stop();
+    this.#lingering.stop();
     this.#feed.stop();
   }
 

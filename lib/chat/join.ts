@@ -14,6 +14,8 @@ export interface JoinRequest {
   since?: number | string | null;
   /** The epoch the client's `since` belongs to (`?epoch=`); another one makes `since` meaningless here. */
   epoch?: string | null;
+  /** The page's tab (`?session=`), for the reload grace (lib/chat/linger.ts). */
+  session?: string | null;
   port?: number;
 }
 

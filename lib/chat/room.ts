@@ -51,9 +51,12 @@ export interface Pending {
 }
 
 export interface Member {
-  readonly conn: Connection;
+  /** Its connection: another one when its page comes back within the grace (lib/chat/linger.ts). */
+  conn: Connection;
   /** What its format receives (lib/protocol/views.ts). */
   readonly view: View;
+  /** The page's tab, when it names one (for the reload grace). */
+  readonly session?: string | undefined;
   name: string;
   /** The name it asked for; `name` may carry a suffix where that one was taken. */
   wanted: string;

@@ -3,7 +3,7 @@
  * to this hub's own handler at once and carries it to every other hub (other workers, other
  * machines). Each envelope names its origin, so a broker drops its own echoes and no hub
  * hears an event twice. Three brokers, one interface: in-process, `BroadcastChannel`
- * (the workers of `deno serve --parallel`, or isolates on Deno Deploy), Redis (lib/store/redis_store.ts).
+ * (the workers of `deno serve --parallel`, or isolates on Deno Deploy), Redis (lib/cluster/redis_broker.ts).
  */
 
 import type { Message } from "../store/history.ts";

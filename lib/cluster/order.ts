@@ -9,7 +9,7 @@
  * no longer keeps is skipped. Ids already delivered are dropped: a resend, or the same message by
  * two ways (its envelope and the store).
  *
- * The hub owns one per room with members; everything it needs from outside (the store's reads,
+ * The feed (lib/cluster/feed.ts) owns one per room with members; all it needs from outside (the store's reads,
  * delivery, timers) comes through {@link OrderHost}, so the rules are tested in-process with a
  * fake store and a fake clock (tests/order_test.ts).
  */
@@ -19,7 +19,7 @@ import { type HistoryStore, when } from "../store/history.ts";
 
 export type MessageEnvelope = Extract<Envelope, { kind: "message" }>;
 
-/** What a room's order needs from the hub. */
+/** What a room's order needs from the feed. */
 export interface OrderHost {
   /** The store's reads: where a room stands, and what came after an id. */
   readonly store: Pick<HistoryStore, "head" | "after" | "epoch">;

@@ -326,7 +326,9 @@ export class SocketConnection implements Connection {
       reason: reason || undefined,
       seconds: Math.round((performance.now() - this.#opened) / 100) / 10,
     });
-    hub.disconnect(this);
+    // Gone without a goodbye (a reload says 1001, a lost network nothing): a page's member may
+    // stay for the reload grace. A close we started, or a clean one (/quit, ws.close()), may not.
+    hub.disconnect(this, closing === undefined && (code === 1001 || code === 1006));
     this.#release();
   }
 

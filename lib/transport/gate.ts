@@ -209,6 +209,7 @@ export class Gate {
         room: url.searchParams.get("room"),
         since: url.searchParams.get("since"),
         epoch: url.searchParams.get("epoch"),
+        session: url.searchParams.get("session"),
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
       },
     });

@@ -17,9 +17,10 @@ import { clearImmediate, setImmediate } from "node:timers";
 export const MAX_FRAME_BYTES = 64 * 1024;
 
 /**
- * A recipient's queue that reaches this many bytes leaves at once, not at the turn's end: a turn
- * that brings it more than that (thousands of messages in flight) hands the socket a frame now
- * and then rather than one big burst at the end, which the kernel took slowly (bench/RESULTS.md).
+ * A recipient's queue of two events or more that reaches this many bytes leaves at once, not at
+ * the turn's end: a turn that brings it more than that (thousands of messages in flight) hands the
+ * socket a frame now and then rather than one big burst at the end, which the kernel took slowly
+ * (bench/RESULTS.md, seventh session). A single event waits for the turn's end, however big.
  */
 export const SEND_AT_BYTES = 32 * 1024;
 
@@ -217,7 +218,7 @@ export class Outbox {
       this.#end = this.#start + 1;
       this.#runLog = shared;
       this.#bytes += bytes;
-      return turns.schedule(this);
+      return turns.schedule(this); // one event alone waits for the turn's end, however big
     }
     if (log.stream === this) {
       this.#end = logEntry(log, event, bytes) + 1; // its own log takes anything
