@@ -23,7 +23,7 @@ function fail(message: string, status: number): never {
 const command = readCommand(Deno.args);
 if ("exit" in command) Deno.exit(command.exit);
 const { options, log } = command;
-if (Deno.args.some((arg) => /^--(port|hostname|cert|key)\b/.test(arg))) {
+if (Deno.args.some((arg) => /^(--(port|hostname|cert|key)\b|-[pH]$)/.test(arg))) {
   fail("under deno serve, give --port, --host, --cert and --key to deno serve itself", 2);
 }
 // The workers share history and ids through the --data file (SQLite serialises their writes, so

@@ -337,8 +337,11 @@ function showIdentity() {
   ui.name.value = state.name;
   ui.room.value = state.room;
   if (!state.room) return;
-  // Short enough for a phone; /help lists the commands.
-  ui.text.placeholder = `Message #${state.room} (/help for commands)`;
+  // On a phone the hint would be cut off: the room alone; /help lists the commands anyway.
+  const narrow = matchMedia("(max-width: 640px)").matches;
+  ui.text.placeholder = narrow
+    ? `Message #${state.room}`
+    : `Message #${state.room} (/help for commands)`;
   document.title = `#${state.room} · natter`;
   const url = new URL(location.href);
   if (url.searchParams.get("room") !== state.room) {

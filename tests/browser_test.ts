@@ -688,3 +688,55 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "page: screenshots on desktop and phone, light and dark (docs/screenshots)",
+  async () => {
+    // NATTER_SCREENSHOTS=docs/screenshots refreshes the README's; otherwise they go to a temp dir.
+    const keep = Deno.env.get("NATTER_SCREENSHOTS");
+    const dir = keep ?? await Deno.makeTempDir();
+    const server = startServer();
+    try {
+      await withBrowser(async (browser) => {
+        const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
+        const views: [string, BrowserContextOptions][] = [
+          ["desktop-light", { viewport: { width: 1100, height: 640 }, colorScheme: "light" }],
+          ["desktop-dark", { viewport: { width: 1100, height: 640 }, colorScheme: "dark" }],
+          ["phone-light", { ...phone, colorScheme: "light" }],
+          ["phone-dark", { ...phone, colorScheme: "dark" }],
+        ];
+        const ada = await join(browser, server, "demo", "ada");
+        await say(ada, "Welcome to #demo! Notes are at https://example.com/notes");
+        await say(ada, "/me waves");
+        const backgrounds = new Set<string>();
+        for (const [view, options] of views) {
+          const person = await join(
+            browser,
+            server,
+            "demo",
+            `grace-${view}`,
+            options,
+          );
+          await say(person, `hello from the ${view.replace("-", " ")} page`);
+          await waitForMessage(
+            person.page,
+            person.name,
+            `hello from the ${view.replace("-", " ")} page`,
+          );
+          backgrounds.add(
+            String(await person.page.evaluate("getComputedStyle(document.body).backgroundColor")),
+          );
+          const path = `${dir}/${view}.png`;
+          await person.page.screenshot({ path });
+          assert.ok(Deno.statSync(path).size > 10_000, `${path} shows a page`);
+          assertNoProblems(person);
+          await person.page.context().close();
+        }
+        assert.equal(backgrounds.size, 2, "light and dark themes differ");
+      });
+    } finally {
+      await server.close();
+      if (!keep) await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -125,3 +125,14 @@ Deno.test("an address natter cannot listen on is named in the error", async () =
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /cannot listen on 10\.9\.9\.9, port 0/);
 });
+
+Deno.test("--data that cannot be opened says why, without asking again for granted permissions", async () => {
+  const args = ["run", "--allow-net", "--allow-read", "--allow-write", MAIN, "--port", "0"];
+  const missing = await run([...args, "--data", "/nonexistent-dir-natter/x.db"]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /check that the directory \/nonexistent-dir-natter exists/);
+  const guarded = await run([...args, "--data", "/proc/natter.db"]);
+  assert.equal(guarded.code, 1);
+  assert.match(guarded.stderr, /--allow-all/);
+  assert.doesNotMatch(guarded.stderr, /Run with --allow-read/, "read and write were given");
+});

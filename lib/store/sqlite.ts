@@ -96,6 +96,12 @@ function retryLocked<T>(work: () => T): T {
   }
 }
 
+/** The directory part of a path ("." for a bare file name). */
+function dirname(path: string): string {
+  const cut = path.lastIndexOf("/");
+  return cut < 0 ? "." : cut === 0 ? "/" : path.slice(0, cut);
+}
+
 function open(path: string): DatabaseSync {
   // Ask without prompting: a server should fail with a message, not wait at a prompt.
   for (const name of ["read", "write"] as const) {
@@ -104,10 +110,20 @@ function open(path: string): DatabaseSync {
   try {
     return new DatabaseSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-      throw noPermission(path);
+    if (error instanceof Deno.errors.NotCapable) {
+      // Granted read and write and still refused: a path Deno guards more (/proc, /dev, /sys
+      // want --allow-all). Say what Deno said rather than ask again for what was given.
+      throw new StoreError(`cannot open ${path}: ${(error as Error).message}; choose another path`);
     }
-    throw new StoreError(`cannot open ${path}: ${(error as Error).message}`);
+    // Deno's permissions are granted (asked above): what refused is the system, or a missing
+    // directory, which SQLite reports as "unable to open database file".
+    const dir = dirname(path);
+    const why = error instanceof Deno.errors.PermissionDenied
+      ? `the system does not let this user create or write it`
+      : /unable to open/i.test((error as Error).message)
+      ? `check that the directory ${dir} exists and that this user may write to it`
+      : (error as Error).message;
+    throw new StoreError(`cannot open ${path}: ${why} (${(error as Error).message})`);
   }
 }
 
