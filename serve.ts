@@ -13,6 +13,7 @@
 
 import { ChannelBroker } from "./lib/cluster/broker.ts";
 import { drainOnSignals, readCommand, start } from "./lib/entry.ts";
+import { VERSION } from "./lib/base/version.ts";
 
 /** Fails the worker with a message, the way main.ts fails the process. */
 function fail(message: string, status: number): never {
@@ -22,7 +23,7 @@ function fail(message: string, status: number): never {
 
 const command = readCommand(Deno.args);
 if ("exit" in command) Deno.exit(command.exit);
-const { options, log } = command;
+const { options, log, settings } = command;
 if (Deno.args.some((arg) => /^(--(port|hostname|cert|key)\b|-[pH]$)/.test(arg))) {
   fail("under deno serve, give --port, --host, --cert and --key to deno serve itself", 2);
 }
@@ -37,6 +38,8 @@ if (options.data === undefined && options.redis === undefined) {
 }
 const app = await start(options, log, new ChannelBroker());
 if ("exit" in app) Deno.exit(app.exit);
+// deno serve prints where it listens; each worker says it is ready, and with which settings.
+log.info(`natter ${VERSION} worker ready`, { settings });
 
 // Every worker hears the signal and drains its own clients.
 drainOnSignals(app, log);

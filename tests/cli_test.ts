@@ -164,7 +164,8 @@ Deno.test("parseCommand() explains unreadable files and bad origins", () => {
     },
   };
   assert.throws(() => parseCommand(["--cert", "/c.pem", "--key", "/k.pem"], denied), {
-    message: '--cert cannot read "/c.pem": run with --allow-read=/c.pem',
+    message: '--cert cannot read "/c.pem": run with --allow-read=/c.pem\n' +
+      'natter: --key cannot read "/k.pem": run with --allow-read=/k.pem',
   });
   assert.throws(
     () => parseCommand(["--allow-origin", "example.com"], NO_ENV),
@@ -219,4 +220,16 @@ Deno.test("parseCommand() suggests the flag a typo meant", () => {
   assert.throws(() => parseCommand(["--zzz"], NO_ENV), {
     message: /^unknown option --zzz; the options are/,
   });
+});
+
+Deno.test("parseCommand() reports every bad flag of a run at once", () => {
+  assert.throws(
+    () => parseCommand(["--cert", "/no/cert.crt", "--key", "/no/key.k", "--rate", "x"], NO_ENV),
+    (error: Error) => {
+      assert.match(error.message, /--rate must be a number/);
+      assert.match(error.message, /--cert cannot read "\/no\/cert\.crt"/);
+      assert.match(error.message, /--key cannot read "\/no\/key\.k"/);
+      return true;
+    },
+  );
 });

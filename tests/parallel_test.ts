@@ -47,6 +47,14 @@ Deno.test("deno serve --parallel: two workers share one chat, presence, history 
       20000,
     );
     assert.ok(!server.stderr.includes("history is per worker"), server.stderr);
+    // Each worker says it is ready, and with which settings.
+    await until(
+      () =>
+        (server.stdout.match(/natter \S+ worker ready settings="settings from --data/g) ?? [])
+          .length === 2,
+      "a ready line from each worker",
+      10000,
+    );
     // Each answer comes from one worker: its instance tag and its own connections.
     const seen = new Map<string, number>();
     const poll = async () => {

@@ -341,10 +341,20 @@ export function parseCommand(args: string[], env: CliEnvironment): Command {
     givenFor.set(setting, `--${name}`);
   }
   // Flags first, then the environment for what no flag set.
+  // Every flag is read before any problem is reported: a run says all that is wrong with its
+  // flags (a --cert and a --key that cannot be read), not one per run.
+  const problems: string[] = [];
   for (const [name, flag] of Object.entries(table)) {
     const given = values[name];
-    if (flag.parse && typeof given === "string") set(given, `--${name}`, flag);
+    if (!flag.parse || typeof given !== "string") continue;
+    try {
+      set(given, `--${name}`, flag);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(error.message);
+    }
   }
+  if (problems.length > 0) throw new ConfigError(problems.join("\nnatter: "));
   const unread: string[] = [];
   for (const [name, flag] of Object.entries(table)) {
     if (!flag.parse || !flag.env || typeof values[name] === "string") continue;
