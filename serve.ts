@@ -12,8 +12,9 @@
  */
 
 import { ChannelBroker } from "./lib/cluster/broker.ts";
-import { drainOnSignals, readCommand, start } from "./lib/entry.ts";
+import { readCommand, start } from "./lib/entry.ts";
 import { VERSION } from "./lib/base/version.ts";
+import { SHUTDOWN_GRACE_MS } from "./lib/base/defaults.ts";
 
 /** Fails the worker with a message, the way main.ts fails the process. */
 function fail(message: string, status: number): never {
@@ -41,7 +42,49 @@ if ("exit" in app) Deno.exit(app.exit);
 // deno serve prints where it listens; each worker says it is ready, and with which settings.
 log.info(`natter ${VERSION} worker ready`, { settings });
 
-// Every worker hears the signal and drains its own clients.
-drainOnSignals(app, log);
+// On a signal every worker drains its own clients. A signal may reach one worker only, and its
+// exit ends them all: so each asks the others to drain too (over a channel of their own), and
+// waits for them within the grace before it exits.
+const drains = new BroadcastChannel("natter.drain");
+const me = crypto.randomUUID();
+const workers = new Set<string>();
+const drained = new Set<string>();
+let draining: Promise<void> | undefined;
+const drainSelf = (why: Record<string, string>) =>
+  draining ??= (async () => {
+    log.info("shutting down", { ...why, connections: app.hub.connections });
+    const stuck = await app.shutdown(SHUTDOWN_GRACE_MS);
+    if (stuck > 0) log.warn("clients did not finish closing in time", { clients: stuck });
+    log.info("stopped");
+  })();
+drains.onmessage = async ({ data }: MessageEvent) => {
+  if (data.from === me) return;
+  if (data.kind === "hello") {
+    if (!workers.has(data.from) && !data.reply) {
+      drains.postMessage({ kind: "hello", from: me, reply: true });
+    }
+    workers.add(data.from);
+  } else if (data.kind === "drain") {
+    await drainSelf({ asked: "by another worker" });
+    drains.postMessage({ kind: "drained", from: me });
+  } else if (data.kind === "drained") drained.add(data.from);
+};
+drains.postMessage({ kind: "hello", from: me });
+let signals = 0;
+const onSignal = async (signal: Deno.Signal) => {
+  if (++signals > 1) {
+    log.warn("second signal: exiting now", { signal });
+    Deno.exit(130);
+  }
+  drains.postMessage({ kind: "drain", from: me });
+  await drainSelf({ signal });
+  const deadline = Date.now() + SHUTDOWN_GRACE_MS + 1000;
+  while ([...workers].some((worker) => !drained.has(worker)) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  Deno.exit(0);
+};
+Deno.addSignalListener("SIGINT", () => onSignal("SIGINT"));
+if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", () => onSignal("SIGTERM"));
 
 export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;

@@ -104,9 +104,14 @@ Deno.test("deno serve --parallel: two workers share one chat, presence, history 
     assert.deepEqual(welcome.history.map((m: { id: number }) => m.id), ALL_IDS);
     assert.equal(welcome.count, COUNT + 1);
   } finally {
-    for (const client of clients) await client.close();
+    // A signal reaches one worker; both drain their clients (on both workers: above) and say so.
     const status = await server.stop("SIGTERM");
     assert.equal(status.code, 0, server.stderr);
+    assert.equal((server.stdout.match(/INFO {2}stopped/g) ?? []).length, 2, server.stdout);
+    for (const client of clients) {
+      assert.equal((await client.closed).code, 1001, "closed by natter, not cut off");
+    }
+    for (const client of clients) await client.close();
     Deno.removeSync(dir, { recursive: true });
   }
 });
