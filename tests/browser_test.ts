@@ -740,3 +740,54 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "page: a server restarted without its history keeps the page's scrollback; a new room has nothing earlier to load",
+  async () => {
+    const first = startServer();
+    const port = first.port;
+    const stops: (() => Promise<void>)[] = [];
+    try {
+      await withBrowser(async (browser) => {
+        const alice = await join(browser, first, "fresh", "alice");
+        assert.equal(await alice.page.locator("#older").isHidden(), true, "nothing earlier");
+        await say(alice, "said before the restart");
+        await waitForMessage(alice.page, "alice", "said before the restart");
+        await first.close();
+        await waitFor(
+          alice.page,
+          "offline",
+          alice.page.locator('#status[data-state="offline"]').waitFor(),
+        );
+        // The same port, a new in-memory server: a new epoch, no history.
+        const app = createApp({});
+        const abort = new AbortController();
+        const second = Deno.serve(
+          { port, hostname: "127.0.0.1", signal: abort.signal, onListen() {} },
+          app.fetch,
+        );
+        stops.push(async () => {
+          await app.shutdown(1000);
+          abort.abort();
+          await second.finished;
+        });
+        await waitFor(
+          alice.page,
+          "online again",
+          alice.page.locator('#status[data-state="online"]').waitFor(),
+        );
+        await alice.page.locator("#log > li", { hasText: "The server restarted" }).waitFor();
+        const texts = await alice.page.locator("#log > li:not(.notice) .text").allTextContents();
+        assert.deepEqual(texts, ["said before the restart"], "what was shown stays");
+        const lost = alice.page.locator("#log > li", { hasText: "no longer kept" });
+        assert.equal(await lost.count(), 0, "no claim that messages were lost");
+        await say(alice, "after");
+        await waitForMessage(alice.page, "alice", "after");
+        assertNoProblems(alice);
+      });
+    } finally {
+      for (const stop of stops) await stop();
+      await first.close();
+    }
+  },
+);
