@@ -104,6 +104,10 @@ Deno.test("deno serve --parallel: two workers share one chat, presence, history 
     assert.deepEqual(welcome.history.map((m: { id: number }) => m.id), ALL_IDS);
     assert.equal(welcome.count, COUNT + 1);
   } finally {
+    // Connection ids never repeat across workers (each counts from 1, with a tag of its own).
+    const ids = [...server.stdout.matchAll(/connected id=(\S+)/g)].map((match) => match[1]);
+    assert.equal(ids.length, COUNT + 1);
+    assert.equal(new Set(ids).size, ids.length, `ids: ${ids}`);
     // A signal reaches one worker; both drain their clients (on both workers: above) and say so.
     const status = await server.stop("SIGTERM");
     assert.equal(status.code, 0, server.stderr);
