@@ -54,6 +54,7 @@ async function listenPlain(options: Options, app: App, log: Logger): Promise<Lis
     });
   let door;
   if (options.hostname !== undefined) door = await open(options.hostname);
+  else if (!netGranted("[::]", options.port)) door = await open("0.0.0.0"); // IPv4 allowed only
   else {
     try {
       door = await open("::"); // all interfaces, IPv6 and IPv4 alike
@@ -126,6 +127,21 @@ function listenTls(options: Options, app: App, log: Logger): Listening {
   };
 }
 
+/** Whether Deno lets natter listen on `host` (`[::1]`-style for IPv6), asked without a prompt. */
+function netGranted(host: string, port: number): boolean {
+  return Deno.permissions.querySync({ name: "net", host: `${host}:${port}` }).state === "granted";
+}
+
+/**
+ * Whether Deno lets natter listen where it is asked to: node:net's listen fails outside any
+ * handler without the permission (an uncaught error and a stack trace), so it is asked first.
+ */
+function mayListen(options: Options): boolean {
+  const { hostname, port } = options;
+  if (hostname === undefined) return netGranted("[::]", port) || netGranted("0.0.0.0", port);
+  return netGranted(hostname.includes(":") ? `[${hostname}]` : hostname, port);
+}
+
 /** Serves the app and prints the banner, and where its settings came from. */
 async function serve(
   options: Options,
@@ -151,6 +167,14 @@ async function main(): Promise<number | undefined> {
   const { options, log, settings } = command;
   const app = await start(options, log);
   if ("exit" in app) return app.exit;
+  if (!mayListen(options)) {
+    const where = options.hostname ?? "all interfaces";
+    console.error(
+      `natter: no permission to listen on ${where}, port ${options.port}: grant it with ` +
+        "--allow-net (before main.ts)",
+    );
+    return 1;
+  }
   let server: Listening;
   try {
     server = await serve(options, app, log, settings);
@@ -170,7 +194,13 @@ async function main(): Promise<number | undefined> {
       );
     } else {
       const where = options.hostname ?? "all interfaces";
-      console.error(`natter: cannot listen on ${where}, port ${port}: ${(error as Error).message}`);
+      // An address this machine does not have fails with EINVAL or EADDRNOTAVAIL.
+      const hint = code === "EINVAL" || code === "EADDRNOTAVAIL"
+        ? ` (is ${where} an address of this machine?)`
+        : "";
+      console.error(
+        `natter: cannot listen on ${where}, port ${port}: ${(error as Error).message}${hint}`,
+      );
     }
     return 1;
   }

@@ -12,7 +12,7 @@
  */
 
 import { ChannelBroker } from "./lib/cluster/broker.ts";
-import { readCommand, start } from "./lib/entry.ts";
+import { readCommand, SAME_PRESS_MS, start } from "./lib/entry.ts";
 import { VERSION } from "./lib/base/version.ts";
 import { SHUTDOWN_GRACE_MS } from "./lib/base/defaults.ts";
 
@@ -70,12 +70,14 @@ drains.onmessage = async ({ data }: MessageEvent) => {
   } else if (data.kind === "drained") drained.add(data.from);
 };
 drains.postMessage({ kind: "hello", from: me });
-let signals = 0;
+let firstSignal: number | undefined;
 const onSignal = async (signal: Deno.Signal) => {
-  if (++signals > 1) {
+  if (firstSignal !== undefined) {
+    if (performance.now() - firstSignal < SAME_PRESS_MS) return; // one Ctrl+C via deno task
     log.warn("second signal: exiting now", { signal });
     Deno.exit(130);
   }
+  firstSignal = performance.now();
   drains.postMessage({ kind: "drain", from: me });
   await drainSelf({ signal });
   const deadline = Date.now() + SHUTDOWN_GRACE_MS + 1000;

@@ -48,24 +48,30 @@ export async function start(
   } catch (error) {
     if (error instanceof StoreError) console.error(`natter: cannot use --data: ${error.message}`);
     else if (error instanceof RedisError) {
-      console.error(`natter: cannot use --redis: ${error.message}`);
+      console.error(`natter: cannot use Redis (--redis or REDIS_URL): ${error.message}`);
     } else throw error;
     return { exit: 1 };
   }
 }
+
+/** Signals this close together are one Ctrl+C (see {@link drainOnSignals}). */
+export const SAME_PRESS_MS = 1000;
 
 /**
  * On SIGINT or SIGTERM: tell the clients, close them with 1001, run `after` (stop listening),
  * exit 0. A second signal exits at once with 130.
  */
 export function drainOnSignals(app: App, log: Logger, after?: () => Promise<unknown>): void {
-  let stopping = false;
+  let stoppingAt: number | undefined;
   const stop = async (signal: Deno.Signal) => {
-    if (stopping) {
+    if (stoppingAt !== undefined) {
+      // `deno task` passes a terminal's Ctrl+C on to natter, which got it too: one press, two
+      // signals. A second one means "now" only when it comes later than that.
+      if (performance.now() - stoppingAt < SAME_PRESS_MS) return;
       log.warn("second signal: exiting now", { signal });
       Deno.exit(130);
     }
-    stopping = true;
+    stoppingAt = performance.now();
     log.info("shutting down", { signal, connections: app.hub.connections });
     const stuck = await app.shutdown(SHUTDOWN_GRACE_MS);
     if (stuck > 0) {

@@ -173,6 +173,29 @@ function fillMessage(item, message) {
   item.replaceChildren(timeOf(message.ts), from, text);
 }
 
+/**
+ * An address without the punctuation that ends the sentence around it: a closing bracket stays
+ * when the address opened one (`https://en.wikipedia.org/wiki/Deno_(software)`).
+ * @param {string} address
+ */
+function trimmed(address) {
+  let end = address.length;
+  for (;;) {
+    const last = address[end - 1];
+    if (last === undefined) break;
+    if (".,;:!?'\"".includes(last)) {
+      end--;
+      continue;
+    }
+    const open = last === ")" ? "(" : last === "]" ? "[" : undefined;
+    if (!open) break;
+    const body = address.slice(0, end);
+    if (body.split(open).length > body.split(last).length - 1) break; // balanced: keep it
+    end--;
+  }
+  return address.slice(0, end);
+}
+
 /** Web addresses in a message: http and https only. */
 const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
 
@@ -187,7 +210,7 @@ function linked(text) {
   const nodes = [];
   let at = 0;
   for (const match of text.matchAll(LINK)) {
-    const address = match[0].replace(/[.,;:!?)\]]+$/, "");
+    const address = trimmed(match[0]);
     let url;
     try {
       url = new URL(address);
@@ -475,6 +498,8 @@ function handle(event) {
         note("Some messages from while you were away are no longer kept; here are the latest.");
       }
       state.epoch = event.epoch ?? "";
+      // Before the history is shown: its messages from us are marked as ours by this name.
+      state.name = event.name;
       const history = event.history ?? [];
       state.recovering = event.recovered === true;
       history.forEach(showMessage);

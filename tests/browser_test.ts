@@ -626,7 +626,8 @@ browserTest(
         await waitForMembers(alice.page, ["alice", "bob"]);
 
         // Web addresses become links (http and https only), as elements, with no opener.
-        const text = "see https://example.com/a?b=1, not javascript:alert(1), and http://x.test.";
+        const text = "see https://example.com/a?b=1, not javascript:alert(1), and http://x.test. " +
+          "(also https://en.wikipedia.org/wiki/Deno_(software))";
         await say(bob, text);
         await waitForMessage(alice.page, "bob", text);
         const links = await alice.page.evaluate(() =>
@@ -639,6 +640,11 @@ browserTest(
         assert.deepEqual(links, [
           { href: "https://example.com/a?b=1", text: "https://example.com/a?b=1", ...link },
           { href: "http://x.test/", text: "http://x.test", ...link },
+          {
+            href: "https://en.wikipedia.org/wiki/Deno_(software)",
+            text: "https://en.wikipedia.org/wiki/Deno_(software)",
+            ...link,
+          },
         ]);
 
         // Every text command works in the page too.
@@ -661,6 +667,8 @@ browserTest(
           bob.page.locator('#status[data-state="online"]').waitFor(),
         );
         await waitForName(bob.page, "bob");
+        const mine = bob.page.locator("#log > li.mine", { hasText: "see https://example.com" });
+        assert.equal(await mine.count(), 1, "his own message, from history, is marked as his");
         await say(bob, "back");
         await waitForMessage(alice.page, "bob", "back");
         const after = (await readLog(alice.page)).slice(before);

@@ -207,7 +207,7 @@ Deno.test("parseCommand() says where the settings came from and which variables 
   const none = parseCommand([], { env, readFile, canReadEnv: () => false });
   assert.equal(
     none.kind === "serve" && none.settings,
-    "default settings; environment not read: run with --allow-env to use " +
+    "default settings; environment not read: give deno --allow-env (before the script) to use " +
       "PORT, HOST, NATTER_PUBLIC_ORIGIN, NATTER_TOKEN, REDIS_URL",
   );
   assert.equal(none.kind === "serve" && none.options.redis, undefined);

@@ -36,7 +36,7 @@ Deno.test("--port 0 picks a free port, prints where to open the page and how to 
     assert.equal(lines.length, 2, "the banner, and where the settings came from");
     assert.match(
       lines[1]!,
-      /^settings from --port; environment not read: run with --allow-env to use HOST, /,
+      /^settings from --port; environment not read: give deno --allow-env \(before the script\) to use HOST, /,
     );
     const page = await fetch(`http://localhost:${port}/`);
     assert.equal(page.status, 200);
@@ -76,7 +76,7 @@ Deno.test("PORT and HOST are read with --allow-env, and ignored without it (no p
     assert.match(without.stdout, /listening on http:\/\/localhost:/);
     assert.match(
       without.stdout,
-      /environment not read: run with --allow-env to use HOST, .*REDIS_URL/,
+      /environment not read: give deno --allow-env \(before the script\) to use HOST, .*REDIS_URL/,
     );
     assert.equal(without.stderr, "");
   } finally {
@@ -135,4 +135,14 @@ Deno.test("--data that cannot be opened says why, without asking again for grant
   assert.equal(guarded.code, 1);
   assert.match(guarded.stderr, /--allow-all/);
   assert.doesNotMatch(guarded.stderr, /Run with --allow-read/, "read and write were given");
+});
+
+Deno.test("without --allow-net natter says so in one line, not with a stack trace", async () => {
+  const denied = await run(["run", MAIN, "--port", "0"]);
+  assert.equal(denied.code, 1);
+  assert.match(
+    denied.stderr,
+    /no permission to listen on all interfaces, port 0: grant it with --allow-net/,
+  );
+  assert.doesNotMatch(denied.stderr, /Uncaught/);
 });

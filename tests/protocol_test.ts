@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { encodeJson, encodeText } from "../lib/protocol/encode.ts";
-import { parseJson, parseText, utf8Length } from "../lib/protocol/protocol.ts";
+import { parseJson, parseText, refIn, utf8Length } from "../lib/protocol/protocol.ts";
 import type { ServerEvent } from "../lib/protocol/protocol.ts";
 
 Deno.test("utf8Length() counts what TextEncoder writes, short or long, lone surrogates included", () => {
@@ -190,4 +190,22 @@ Deno.test("encodeJson() writes one JSON object with no newline in it", () => {
   const encoded = encodeJson(event);
   assert.equal(encoded.includes("\n"), false);
   assert.deepEqual(JSON.parse(encoded), event);
+});
+
+Deno.test("refIn() finds the ref of a frame refused unparsed, at its start or end, and nothing else", () => {
+  assert.equal(refIn('{"type":"say","text":"hi","ref":"7","key":"k"}'), "7");
+  assert.equal(refIn('{"ref":12,"type":"say","text":"hi"}'), 12);
+  const long = JSON.stringify({ type: "say", text: "x".repeat(20_000), ref: "r-9", key: "k" });
+  assert.equal(refIn(long), "r-9");
+  assert.equal(
+    refIn(JSON.stringify({ type: "say", text: `"ref":"inside" ${"y".repeat(2000)}` })),
+    undefined,
+  );
+  assert.equal(refIn('{"type":"say","text":"no ref"}'), undefined);
+  const tooLong = parseJson(long, 16384);
+  assert.deepEqual(
+    tooLong.ok ? undefined : tooLong.error.ref,
+    "r-9",
+    "a too-long message names its ref",
+  );
 });

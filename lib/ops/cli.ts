@@ -393,7 +393,9 @@ export function settingsLine(sources: Record<string, string>, unread: string[]):
   const given = [...new Set(Object.values(sources))];
   const parts = [given.length > 0 ? `settings from ${given.join(", ")}` : "default settings"];
   if (unread.length > 0) {
-    parts.push(`environment not read: run with --allow-env to use ${unread.join(", ")}`);
+    parts.push(
+      `environment not read: give deno --allow-env (before the script) to use ${unread.join(", ")}`,
+    );
   }
   return parts.join("; ");
 }

@@ -249,9 +249,31 @@ function field(obj: Record<string, unknown>, key: string, ref?: Ref): string | P
   return fail("bad_message", `'${obj.type}' needs a string field '${key}'`, ref);
 }
 
+/** A `"ref": …` at a frame's start or end, found without parsing the frame. */
+const REF_FIELD = /"ref"\s*:\s*("(?:[^"\\]|\\.){0,64}"|-?\d{1,15}(?:\.\d+)?)/;
+
+/**
+ * The `ref` of a JSON frame that is refused before it is parsed (too long, or over the rate
+ * limit), so that the client learns which of its messages was refused. Only the first and last
+ * 256 characters are looked at (where clients put it): bounded work for a frame that is refused.
+ */
+export function refIn(data: string): Ref | undefined {
+  const ends = data.length <= 512 ? data : `${data.slice(0, 256)}\n${data.slice(-256)}`;
+  const match = REF_FIELD.exec(ends);
+  if (!match) return undefined;
+  try {
+    const ref: unknown = JSON.parse(match[1]!);
+    return typeof ref === "number" || typeof ref === "string" ? ref : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Parses one `natter.v1` frame: a JSON object with a `type` and an optional `ref`. */
 export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Parsed {
-  if (tooLong(data, maxBytes)) return fail("too_long", `message is over ${maxBytes} bytes`);
+  if (tooLong(data, maxBytes)) {
+    return fail("too_long", `message is over ${maxBytes} bytes`, refIn(data));
+  }
   let value: unknown;
   try {
     value = JSON.parse(data);

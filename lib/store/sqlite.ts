@@ -108,6 +108,15 @@ function open(path: string): DatabaseSync {
     if (Deno.permissions.querySync({ name, path }).state !== "granted") throw noPermission(path);
   }
   try {
+    if (Deno.statSync(path).isDirectory) {
+      throw new StoreError(
+        `cannot open ${path}: it is a directory; give a file, e.g. ${path}/natter.db`,
+      );
+    }
+  } catch (error) {
+    if (error instanceof StoreError) throw error; // not there yet is fine: it is created
+  }
+  try {
     return new DatabaseSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) {

@@ -10,7 +10,7 @@ import { TokenBucket } from "../base/limits.ts";
 import type { Logger } from "../base/log.ts";
 import { Metrics } from "../base/metrics.ts";
 import { Outbox, type Turns } from "./outbox.ts";
-import { CloseCode, type Format, utf8Length } from "../protocol/protocol.ts";
+import { CloseCode, type Format, refIn, utf8Length } from "../protocol/protocol.ts";
 
 let counter = 0;
 /**
@@ -290,10 +290,13 @@ export class SocketConnection implements Connection {
       }
       if (now - this.#lastRefusal > TELL_MS) this.#firstRefusal = now;
       this.#lastRefusal = now;
+      // Which message was refused, for a client that numbers them (the page marks it).
+      const ref = this.format === "json" && typeof data === "string" ? refIn(data) : undefined;
       return settings.hub.reject(this, {
         code: "rate_limited",
         message:
           `slow down: at most ${settings.rateBurst} messages at once and ${settings.ratePerSecond} a second`,
+        ...(ref === undefined ? {} : { ref }),
       });
     }
     if (typeof data === "string") settings.hub.receive(this, data);
