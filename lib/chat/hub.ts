@@ -28,7 +28,7 @@ import { GRACE_MS, Lingering, sessionOf } from "./linger.ts";
 import { Naming } from "./naming.ts";
 import { BIG_ROOM, RoomPresence } from "./presence.ts";
 import { type Connection, Delivery, type Member, namesIn, Rooms, withRef } from "./room.ts";
-import { deliverStored, Sender } from "./sending.ts";
+import { deliverStored, memberSender, type Sender } from "./sending.ts";
 import { Welcomer } from "./welcome.ts";
 
 /** Hub settings; every field optional. */
@@ -145,22 +145,9 @@ export class Hub {
       defer: options.deferPresence,
       current: (room) => this.#rooms.current(room),
     });
-    this.#sender = new Sender<Member>({
-      store,
-      origin: feed.origin,
-      idOf: (member) => member.conn.id,
-      present: (member, room) =>
-        this.#members.get(member.conn) === member && member.room.name === room,
-      rebaseIfNeeded: () => feed.rebaseIfNeeded(),
-      delivered: (room, id) => feed.delivered(room, id),
-      awaitAck: (room, id, member, ref) => {
-        const here = this.#rooms.get(room);
-        if (here) (here.acks ??= new Map()).set(id, { member, ref });
-      },
-      publish: (envelope) => feed.publish(envelope),
-      tell: (member, event) => this.#send.to(member, event),
-      acks: (member) => member.view.acks,
-    });
+    const present = (member: Member, room: string) =>
+      this.#members.get(member.conn) === member && member.room.name === room;
+    this.#sender = memberSender(store, feed, this.#send, present, (n) => this.#rooms.get(n));
     this.#desk = new HistoryDesk(store, {
       historyOnJoin: options.historyOnJoin ?? HISTORY_ON_JOIN,
       defaultPage: { text: TEXT_HISTORY_PAGE, json: HISTORY_ON_JOIN },

@@ -22,6 +22,7 @@ import type { Ref, ServerEvent } from "../protocol/protocol.ts";
 import type { MessageEnvelope } from "../cluster/order.ts";
 import { asEvent, refField } from "./replies.ts";
 import { type Delivery, type Member, type Room, withRef } from "./room.ts";
+import type { Feed } from "../cluster/feed.ts";
 
 /** What sending needs of the hub, for authors of type `A`. */
 export interface SendHost<A> {
@@ -116,6 +117,34 @@ export class Sender<A> {
       host.tell(author, { ...asEvent(message), ...refField(ref) });
     }
   }
+}
+
+/**
+ * The sender of a hub's members: stored through `store`, published through the feed, answered
+ * through `send`; `present` says whether a member is still in a room, `roomOf` finds a room here.
+ */
+export function memberSender(
+  store: HistoryStore,
+  feed: Pick<Feed, "origin" | "rebaseIfNeeded" | "delivered" | "publish">,
+  send: Delivery,
+  present: (member: Member, room: string) => boolean,
+  roomOf: (name: string) => Room | undefined,
+): Sender<Member> {
+  return new Sender<Member>({
+    store,
+    origin: feed.origin,
+    idOf: (member) => member.conn.id,
+    present,
+    rebaseIfNeeded: () => feed.rebaseIfNeeded(),
+    delivered: (room, id) => feed.delivered(room, id),
+    awaitAck: (room, id, member, ref) => {
+      const here = roomOf(room);
+      if (here) (here.acks ??= new Map()).set(id, { member, ref });
+    },
+    publish: (envelope) => feed.publish(envelope),
+    tell: (member, event) => send.to(member, event),
+    acks: (member) => member.view.acks,
+  });
 }
 
 /**
