@@ -85,8 +85,11 @@ const state = {
   socket: null,
   /** The name the server gave us (it may carry a suffix where ours was taken). */
   name: "",
-  /** The name we ask for on every (re)connect: the one the person chose. */
-  wanted: store.get(NAME_KEY) ?? "",
+  /**
+   * The name we ask for on every (re)connect: the one the person chose, or the one a link gives
+   * (`?name=`, as a REPL's URL does), which wins over the remembered one.
+   */
+  wanted: new URLSearchParams(location.search).get("name") ?? store.get(NAME_KEY) ?? "",
   /** The room we ask for; empty until the welcome names it (the server knows its default). */
   room: new URLSearchParams(location.search).get("room") ?? "",
   /** The room of the last welcome: the one the log shows. */

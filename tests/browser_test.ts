@@ -799,3 +799,19 @@ browserTest(
     }
   },
 );
+
+browserTest("page: a link's ?name= is the name the page asks for", async () => {
+  const server = startServer();
+  try {
+    await withBrowser(async (browser) => {
+      const context = await browser.newContext();
+      context.setDefaultTimeout(TIMEOUT);
+      const page = await context.newPage();
+      await page.goto(server.http("/?room=linked&name=zed"));
+      await waitForName(page, "zed");
+      assert.equal(await page.inputValue("#name"), "zed");
+    });
+  } finally {
+    await server.close();
+  }
+});
