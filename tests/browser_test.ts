@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import type { Browser, BrowserContextOptions, Page } from "playwright-core";
 import { createApp } from "../lib/app.ts";
+import type { Options } from "../lib/ops/config.ts";
 import { Client, startServer } from "./helpers.ts";
 import type { TestServer } from "./helpers.ts";
 
@@ -233,6 +234,21 @@ async function say(person: Person, text: string, by: "enter" | "button" = "enter
   else await person.page.click("#compose button[type=submit]");
 }
 
+/** Starts a server on `port` again (a restart of the one there before); its stop joins `stops`. */
+function restartOn(port: number, options: Partial<Options>, stops: (() => Promise<void>)[]): void {
+  const app = createApp(options);
+  const abort = new AbortController();
+  const server = Deno.serve(
+    { port, hostname: "127.0.0.1", signal: abort.signal, onListen() {} },
+    app.fetch,
+  );
+  stops.push(async () => {
+    await app.shutdown(1000);
+    abort.abort();
+    await server.finished;
+  });
+}
+
 /** Saves a screenshot for a person to look at, when NATTER_SCREENSHOTS names a directory. */
 async function screenshot(page: Page, name: string): Promise<void> {
   const dir = Deno.env.get("NATTER_SCREENSHOTS");
@@ -389,17 +405,7 @@ browserTest("page: goes offline when the server stops and reconnects by itself",
       // Nothing listens now: the page keeps failing to reconnect and shows offline between tries.
       await waitFor(alice.page, "offline", offline.waitFor());
 
-      const app = createApp();
-      const abort = new AbortController();
-      const second = Deno.serve(
-        { port, hostname: "127.0.0.1", signal: abort.signal, onListen() {} },
-        app.fetch,
-      );
-      stops.push(async () => {
-        await app.shutdown(1000);
-        abort.abort();
-        await second.finished;
-      });
+      restartOn(port, {}, stops);
 
       await waitFor(alice.page, "online again", online.waitFor({ timeout: 10_000 }));
       // It came back under the same name and room, and says so.
@@ -527,19 +533,7 @@ browserTest(
         );
 
         // The same file, the same port: a restart. Someone speaks before the page is back.
-        const app = createApp({ data });
-        const abort = new AbortController();
-        const second = Deno.serve({
-          port,
-          hostname: "127.0.0.1",
-          signal: abort.signal,
-          onListen() {},
-        }, app.fetch);
-        stops.push(async () => {
-          await app.shutdown(1000);
-          abort.abort();
-          await second.finished;
-        });
+        restartOn(port, { data }, stops);
         const early = await Client.open(`ws://127.0.0.1:${port}/?room=r&name=early`);
         early.send("while you were away");
         await early.close();
@@ -768,17 +762,7 @@ browserTest(
           alice.page.locator('#status[data-state="offline"]').waitFor(),
         );
         // The same port, a new in-memory server: a new epoch, no history.
-        const app = createApp({});
-        const abort = new AbortController();
-        const second = Deno.serve(
-          { port, hostname: "127.0.0.1", signal: abort.signal, onListen() {} },
-          app.fetch,
-        );
-        stops.push(async () => {
-          await app.shutdown(1000);
-          abort.abort();
-          await second.finished;
-        });
+        restartOn(port, {}, stops);
         await waitFor(
           alice.page,
           "online again",

@@ -9,35 +9,7 @@ import type { Broker, BrokerStatus, Envelope } from "../lib/cluster/broker.ts";
 import { Feed, type RoomEvents } from "../lib/cluster/feed.ts";
 import type { HistoryStore, Message, Recovery } from "../lib/store/history.ts";
 import type { MessageEnvelope } from "../lib/cluster/order.ts";
-
-/** Timers that run when the test advances the clock. */
-class FakeClock {
-  now = 0;
-  #timers = new Map<number, { at: number; run: () => void }>();
-  #next = 1;
-
-  later(run: () => void, ms: number): number {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.now + ms, run });
-    return id;
-  }
-
-  cancel(id: unknown): void {
-    this.#timers.delete(id as number);
-  }
-
-  advance(ms: number): void {
-    const end = this.now + ms;
-    for (;;) {
-      const due = [...this.#timers].sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due || due[1].at > end) break;
-      this.#timers.delete(due[0]);
-      this.now = due[1].at;
-      due[1].run();
-    }
-    this.now = end;
-  }
-}
+import { FakeClock } from "./helpers.ts";
 
 /** A broker whose other hubs are the test: `deliver()` hands it their envelopes. */
 class FakeBroker implements Broker {

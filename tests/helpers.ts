@@ -441,3 +441,39 @@ export function rssMiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
 }
+
+/** A clock whose timers run only when a test advances it (tests of the order and the feed). */
+export class FakeClock {
+  now = 0;
+  #timers = new Map<number, { at: number; run: () => void }>();
+  #next = 1;
+
+  later(run: () => void, ms: number): number {
+    const id = this.#next++;
+    this.#timers.set(id, { at: this.now + ms, run });
+    return id;
+  }
+
+  cancel(id: unknown): void {
+    this.#timers.delete(id as number);
+  }
+
+  get pending(): number {
+    return this.#timers.size;
+  }
+
+  /** Moves time on by `ms`, running every timer that comes due, in order. */
+  advance(ms: number): void {
+    const end = this.now + ms;
+    while (true) {
+      const due = [...this.#timers].filter(([, t]) =>
+        t.at <= end
+      ).sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.#timers.delete(due[0]);
+      this.now = due[1].at;
+      due[1].run();
+    }
+    this.now = end;
+  }
+}

@@ -6,42 +6,7 @@
 import assert from "node:assert/strict";
 import type { Message, Recovery } from "../lib/store/history.ts";
 import { type MessageEnvelope, type OrderHost, RoomOrder } from "../lib/cluster/order.ts";
-
-/** Timers that run when the test advances the clock. */
-class FakeClock {
-  now = 0;
-  #timers = new Map<number, { at: number; run: () => void }>();
-  #next = 1;
-
-  later(run: () => void, ms: number): number {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.now + ms, run });
-    return id;
-  }
-
-  cancel(id: unknown): void {
-    this.#timers.delete(id as number);
-  }
-
-  get pending(): number {
-    return this.#timers.size;
-  }
-
-  /** Moves time on by `ms`, running every timer that comes due, in order. */
-  advance(ms: number): void {
-    const end = this.now + ms;
-    while (true) {
-      const due = [...this.#timers].filter(([, t]) =>
-        t.at <= end
-      ).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.now = due[1].at;
-      due[1].run();
-    }
-    this.now = end;
-  }
-}
+import { FakeClock } from "./helpers.ts";
 
 /** A store holding messages 1..head of one room, some of them no longer kept. */
 class FakeStore {
