@@ -3,7 +3,10 @@
  * the reference with none), and how much memory each idle connection costs it (server RSS from
  * /proc, before and after). Interleaved with the reference, several times; medians and ratios.
  *
- *     deno run -A bench/connections.ts [--clients 5000] [--more N] [--reps 5]
+ *     deno run -A bench/connections.ts [--clients 5000] [--more N] [--reps 5] [--probes]
+ *
+ * `--probes` adds two servers that chat like the reference over the listener natter's door
+ * uses (bench/probe-node-http.ts, bench/probe-node-net.ts): the floor under natter's connect rate.
  *
  * The server holds both crowds at once: 2 × 10,000 sockets need more than 20,000 open files
  * (`ulimit -n`); `--clients 10000 --more 5000` fits under that limit.
@@ -13,7 +16,16 @@ import { parseArgs } from "node:util";
 import process from "node:process";
 import { LineCounter } from "./counter.ts";
 import { CONNECTOR, openClients } from "./clients.ts";
-import { interleaved, medians, pinSelf, processCpuSeconds, type Server, start } from "./harness.ts";
+import {
+  ALL_SERVERS,
+  interleaved,
+  medians,
+  pinSelf,
+  PROBE_SERVERS,
+  processCpuSeconds,
+  type Server,
+  start,
+} from "./harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -22,6 +34,7 @@ const { values } = parseArgs({
     /** Clients opened after the first crowd (default: as many again); the server holds both. */
     more: { type: "string" },
     reps: { type: "string", default: "5" },
+    probes: { type: "boolean", default: false },
     out: { type: "string", default: "bench/last-connections.json" },
   },
 });
@@ -100,7 +113,8 @@ async function measure(server: Server) {
 
 await pinSelf();
 console.log(`connections: ${CLIENTS} clients into one room, batches of ${BATCH}, ${REPS} reps`);
-const runs = await interleaved(REPS, measure);
+const servers = values.probes ? [...ALL_SERVERS, ...PROBE_SERVERS] : ALL_SERVERS;
+const runs = await interleaved(REPS, measure, servers);
 const summary = medians(runs, [
   "connectsPerSecond",
   "bytesPerConnection",
@@ -134,6 +148,15 @@ console.log(
     (comparison.extraMarginalBytesPerConnection / 1024).toFixed(1)
   } KiB more for each further one`,
 );
+for (const probe of PROBE_SERVERS) {
+  const floor = summary[probe.name];
+  if (!floor) continue;
+  console.log(
+    `${probe.name}/reference connect rate ${
+      (floor.connectsPerSecond / ref.connectsPerSecond).toFixed(2)
+    }x; natter/${probe.name} ${(nat.connectsPerSecond / floor.connectsPerSecond).toFixed(2)}x`,
+  );
+}
 await Deno.writeTextFile(
   values.out,
   JSON.stringify(

@@ -68,6 +68,17 @@ export const ALL_SERVERS: Server[] = [
 ];
 
 /**
+ * Floors for the connect rate (bench/connections.ts `--probes`): the reference's chat over the
+ * listener natter's door uses (`node:http`, then the runtime's WebSocket over the node socket),
+ * and over a bare `node:net` socket with the request head split by hand. What a connect costs
+ * there, before any of natter's own work, is the runtime's price for seeing every connection.
+ */
+export const PROBE_SERVERS: Server[] = [
+  { name: "node-http", args: ["run", "-A", `${ROOT}bench/probe-node-http.ts`] },
+  { name: "node-net", args: ["run", "-A", `${ROOT}bench/probe-node-net.ts`] },
+];
+
+/**
  * The environment `deno task start` gives natter (the `VAR=value` words before `deno` in
  * deno.json), given to both servers: each runs with the same runtime settings, those that
  * natter's docs tell people to use.
@@ -146,12 +157,13 @@ export async function pinSelf(): Promise<void> {
 export async function interleaved<T>(
   reps: number,
   measure: (server: Server) => Promise<T>,
+  servers: Server[] = ALL_SERVERS,
 ): Promise<Record<string, T[]>> {
   const runs: Record<string, T[]> = Object.fromEntries(
-    ALL_SERVERS.map((server) => [server.name, []]),
+    servers.map((server) => [server.name, []]),
   );
   for (let rep = 0; rep < reps; rep++) {
-    for (const server of ALL_SERVERS) runs[server.name]!.push(await measure(server));
+    for (const server of servers) runs[server.name]!.push(await measure(server));
   }
   return runs;
 }
