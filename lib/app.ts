@@ -6,7 +6,9 @@
  */
 
 import { SHUTDOWN_GRACE_MS } from "./base/defaults.ts";
-import { resolveOptions } from "./ops/config.ts";
+import { ConfigError, resolveOptions } from "./ops/config.ts";
+import { Admission } from "./transport/admission.ts";
+import { Verifier } from "./transport/identity.ts";
 import type { Options } from "./ops/config.ts";
 import { type Broker, LocalBroker } from "./cluster/broker.ts";
 import type { SocketConnection } from "./transport/connection.ts";
@@ -26,6 +28,7 @@ import {
   authPage,
   type DoorStatus,
   health,
+  json,
   metricsPage,
   plain,
   type Readings,
@@ -51,7 +54,7 @@ export interface Upgraded {
 
 /** A running natter: hand `fetch` to a server, call `shutdown` before stopping it. */
 export interface App {
-  fetch(request: Request, info: Deno.ServeHandlerInfo): Response;
+  fetch(request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response>;
   /**
    * Upgrades a request that arrived on a `node:net` socket (the door, lib/door/door.ts): the 101 is
    * written on `socket`. Returns the refusal to write instead, when there is one.
@@ -61,7 +64,7 @@ export interface App {
     remote: Deno.NetAddr,
     socket: import("node:net").Socket,
     head: Uint8Array,
-  ): Response | Upgraded;
+  ): Response | Upgraded | Promise<Response | Upgraded>;
   /** Lets `/healthz` and `/metrics` report the listener in front (the door). */
   attachDoor(status: () => DoorStatus): void;
   /**
@@ -83,6 +86,17 @@ export interface AppDeps {
   store?: HistoryStore;
   /** Fan-out to other hubs; by default in-process only. */
   broker?: Broker;
+  /** Checks signed tokens; by default built from `jwtSecret` or `jwtPublicKey`, if set. */
+  verifier?: Verifier;
+}
+
+/** The token checker the options ask for, if any. */
+function verifierFor(options: Options): Verifier | undefined {
+  if (options.jwtSecret !== undefined) return new Verifier({ secret: options.jwtSecret });
+  if (options.jwtPublicKey !== undefined) {
+    return new Verifier({ publicKeyPem: options.jwtPublicKey });
+  }
+  return undefined;
 }
 
 /**
@@ -100,7 +114,10 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     (options.data === undefined
       ? new MemoryStore(retention)
       : new SqliteStore(options.data, retention));
+  const verifier = deps.verifier ?? verifierFor(options);
+  const admission = new Admission(options, verifier);
   const hub = new Hub({
+    ...(verifier ? { verify: (token: string) => verifier.verify(token) } : {}),
     server: `natter/${VERSION}`,
     defaultRoom: options.defaultRoom,
     maxMessageBytes: options.maxMessageBytes,
@@ -135,7 +152,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     door: door?.(),
   });
 
-  function fetch(request: Request, info: Deno.ServeHandlerInfo): Response {
+  function fetch(request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
     const isEndpoint = path === "/" || path === "/ws";
@@ -148,10 +165,19 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     const wantsSocket = request.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (isEndpoint && wantsSocket && method === "GET") {
       // Read the address once, before upgrading: each read is a call into the runtime.
-      return gate.upgrade(request, url, info.remoteAddr) as Response;
+      const remote = info.remoteAddr;
+      if (!admission.verifies) return gate.upgrade(request, url, remote) as Response;
+      return admission.admit(request, url).then((who) =>
+        who instanceof Response
+          ? who
+          : gate.upgrade(request, url, remote, undefined, who) as Response
+      );
     }
     if (path === "/healthz") return health(request, readings());
-    if (path === "/auth") return authPage(request, url, options.token);
+    if (path === "/auth") {
+      if (!admission.verifies) return authPage(request, url, options.token);
+      return admission.check(request, url).then((answer) => json(request, answer));
+    }
     if (path === "/metrics") return metricsPage(request, readings());
     if (path === "/ws") return webSocketHint();
     return serveAsset(request, path);
@@ -162,9 +188,17 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     remote: Deno.NetAddr,
     socket: import("node:net").Socket,
     head: Uint8Array,
-  ): Response | Upgraded {
+  ): Response | Upgraded | Promise<Response | Upgraded> {
     const url = new URL(request.url);
-    const outcome = gate.upgrade(request, url, remote, { socket, head });
+    if (!admission.verifies) return upgraded(gate.upgrade(request, url, remote, { socket, head }));
+    return admission.admit(request, url).then((who) =>
+      who instanceof Response
+        ? who
+        : upgraded(gate.upgrade(request, url, remote, { socket, head }, who))
+    );
+  }
+
+  function upgraded(outcome: Response | SocketConnection): Response | Upgraded {
     if (outcome instanceof Response) return outcome;
     return {
       whenGone(done) {
@@ -211,6 +245,16 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
  */
 export async function openApp(partial: Partial<Options> = {}, deps: AppDeps = {}): Promise<App> {
   const options = resolveOptions(partial);
+  const verifier = deps.verifier ?? verifierFor(options);
+  if (verifier) {
+    // A key that cannot be used is a bad flag: said before anything listens.
+    try {
+      await verifier.ready();
+    } catch (error) {
+      throw new ConfigError(`--jwt-public-key: ${(error as Error).message}`);
+    }
+    deps = { ...deps, verifier };
+  }
   if (options.redis === undefined || deps.broker || deps.store) return createApp(options, deps);
   const log = deps.log ?? SILENT;
   const link = await RedisLink.open(options.redis, log);

@@ -34,7 +34,8 @@ export function readCommand(args: string[]): Start {
 }
 
 /**
- * Opens the app, or says why it cannot (a `--data` file or a Redis it cannot use: status 1).
+ * Opens the app, or says why it cannot (a `--data` file or a Redis it cannot use: status 1; a
+ * key it cannot use: status 2, as for any bad flag).
  * `broker` carries chat between hubs where there is no Redis (the workers of `deno serve`).
  */
 export async function start(
@@ -46,6 +47,10 @@ export async function start(
     const shared = options.redis === undefined && broker ? { broker } : {};
     return await openApp(options, { log, ...shared });
   } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`natter: ${error.message}\nRun with --help for usage.`);
+      return { exit: 2 };
+    }
     if (error instanceof StoreError) console.error(`natter: cannot use --data: ${error.message}`);
     else if (error instanceof RedisError) {
       console.error(`natter: cannot use Redis (--redis or REDIS_URL): ${error.message}`);

@@ -80,6 +80,22 @@ const ui = {
   typing: byId("typing", HTMLParagraphElement),
 };
 
+/**
+ * A `?token=` in the page's address (a link someone was given, e.g. with a signed token): taken,
+ * remembered like a typed one, and removed from the address bar, where it would be bookmarked,
+ * shared or shown on screen.
+ * @returns {string | undefined}
+ */
+function tokenFromAddress() {
+  const url = new URL(location.href);
+  const token = url.searchParams.get("token");
+  if (token === null) return undefined;
+  url.searchParams.delete("token");
+  history.replaceState(null, "", url);
+  store.set(TOKEN_KEY, token);
+  return token;
+}
+
 const state = {
   /** @type {WebSocket | null} */
   socket: null,
@@ -116,7 +132,7 @@ const state = {
   typingSentAt: 0,
   /** Members in the room; in a big room more than `members` lists. */
   count: 0,
-  token: store.get(TOKEN_KEY) ?? "",
+  token: tokenFromAddress() ?? store.get(TOKEN_KEY) ?? "",
   tokenRequired: false,
 };
 

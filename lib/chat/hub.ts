@@ -23,7 +23,8 @@ import { VIEWS } from "../protocol/views.ts";
 import type { HistoryStore } from "../store/history.ts";
 import { MemoryStore } from "../store/memory.ts";
 import { HistoryDesk } from "./desk.ts";
-import { checkJoin, type JoinRequest } from "./join.ts";
+import { Credentials, type Verify } from "./credentials.ts";
+import { checkJoin, type JoinRequest, roomAllowed } from "./join.ts";
 import { GRACE_MS, Lingering, sessionOf } from "./linger.ts";
 import { Naming } from "./naming.ts";
 import { BIG_ROOM, RoomPresence } from "./presence.ts";
@@ -72,6 +73,8 @@ export interface HubOptions {
   replyBytesPerSecond?: number;
   /** How long a page's member stays after its socket went away without a goodbye. */
   graceMs?: number;
+  /** Checks a renewed signed token; absent where the server verifies none. */
+  verify?: Verify;
 }
 
 /** Rooms of members, and the rules for who hears what. */
@@ -99,6 +102,8 @@ export class Hub {
   readonly #naming: Naming;
   /** The send contract: every message gets one answer (lib/chat/sending.ts). */
   readonly #sender: Sender<Member>;
+  /** Verified members' token expiries and renewals. */
+  readonly #credentials: Credentials;
 
   constructor(options: HubOptions = {}) {
     const now = this.#now = options.now ?? Date.now;
@@ -127,6 +132,7 @@ export class Hub {
       snapshot: () => this.#rooms.snapshot(),
     }, { now, heartbeatMs, peerTtlMs, gapMs });
     this.#naming = new Naming(feed, this.#send, now);
+    this.#credentials = new Credentials(options.verify, this.#send, now);
     this.#lingering = new Lingering(options.graceMs ?? GRACE_MS);
     this.#rooms = new Rooms({
       others: feed.view,
@@ -191,8 +197,10 @@ export class Hub {
     if (back && back.view === VIEWS[conn.format]) {
       // Its page came back within the grace: the same member, no notices, what it missed.
       back.conn = conn;
+      back.identity = request.identity;
       this.#members.set(conn, back);
       this.#byId.set(conn.id, back);
+      this.#credentials.watch(back);
       this.#welcomer.welcome(back, undefined, asked.since);
       return;
     }
@@ -207,7 +215,10 @@ export class Hub {
       typedAt: -Infinity,
       floor: 0,
       pending: undefined,
+      identity: request.identity,
+      ...(request.guest ? { guest: true } : {}),
     };
+    this.#credentials.watch(member);
     this.#members.set(conn, member);
     this.#byId.set(conn.id, member);
     this.#enter(member, asked.name, undefined, asked.since);
@@ -224,6 +235,7 @@ export class Hub {
     if (!member) return;
     this.#members.delete(conn);
     this.#byId.delete(conn.id);
+    this.#credentials.forget(member);
     if (linger && member.session !== undefined) {
       member.pending = undefined;
       this.#lingering.hold(member.session, member, () => this.#exit(member));
@@ -265,6 +277,8 @@ export class Hub {
         return this.#send.to(member, withRef({ type: "rooms", rooms: this.roomList() }, msg.ref));
       case "typing":
         return this.#typing(member);
+      case "token":
+        return void this.#credentials.renew(member, msg.token, msg.ref);
       case "help":
         return this.#send.to(member, { type: "notice", text: HELP });
       case "quit":
@@ -296,6 +310,7 @@ export class Hub {
   closeAll(code: number, reason: string): void {
     this.#presence.stop();
     this.#lingering.stop();
+    this.#credentials.stop();
     this.#feed.clearTimers();
     for (const conn of [...this.#members.keys()]) conn.close(code, reason);
   }
@@ -307,6 +322,7 @@ export class Hub {
   stop(): void {
     this.#presence.stop();
     this.#lingering.stop();
+    this.#credentials.stop();
     this.#feed.stop();
   }
 
@@ -328,6 +344,10 @@ export class Hub {
       // Nothing to do, and nothing worth resending: a welcome carries the room's history.
       const text = member.view.notice(`already in #${roomName}`);
       return this.#send.to(member, withRef({ type: "notice", text }, ref));
+    }
+    if (!roomAllowed(member.identity, roomName)) {
+      const message = `your token does not allow #${roomName}`;
+      return this.#send.to(member, withRef({ type: "error", code: "forbidden", message }, ref));
     }
     this.#exit(member);
     member.room = this.#rooms.open(roomName);

@@ -8,6 +8,7 @@
 import type { Feed } from "../cluster/feed.ts";
 import type { Ref } from "../protocol/protocol.ts";
 import { quote } from "../protocol/text.ts";
+import { guestName } from "./join.ts";
 import { refField } from "./replies.ts";
 import { type Delivery, type Member, type Room, withRef } from "./room.ts";
 
@@ -19,8 +20,17 @@ export class Naming {
   ) {}
 
   /** `/nick NAME`: the member's wish from now on, and its name if the room has it free. */
-  rename(member: Member, name: string, ref: Ref | undefined): void {
+  rename(member: Member, asked: string, ref: Ref | undefined): void {
     const room = member.room;
+    if (member.identity && !member.identity.nick) {
+      return this.send.to(member, {
+        type: "error",
+        code: "forbidden",
+        message: "your name comes with your token; this server does not let you change it",
+        ...refField(ref),
+      });
+    }
+    const name = member.guest ? guestName(asked) : asked;
     if (room.names.holder(name) !== member && room.names.taken(name)) {
       return this.send.to(member, {
         type: "error",

@@ -4,6 +4,7 @@
  * held while a member's welcome is being read, never a message the welcome already carried.
  */
 
+import type { Identity } from "./join.ts";
 import type { TokenBucket } from "../base/limits.ts";
 import type { Metrics } from "../base/metrics.ts";
 import { RoomNames } from "./names.ts";
@@ -60,6 +61,10 @@ export interface Member {
   name: string;
   /** The name it asked for; `name` may carry a suffix where that one was taken. */
   wanted: string;
+  /** Who it is, when it connected with a verified token (lib/chat/join.ts). */
+  identity?: Identity | undefined;
+  /** It came without a token to a server that verifies identities: its names carry the mark. */
+  guest?: boolean;
   /** Filed by its room's names while it waits for `wanted`. */
   waitingFor?: string | undefined;
   room: Room;

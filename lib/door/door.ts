@@ -23,7 +23,7 @@
 import { canonical } from "../transport/address.ts";
 import http from "node:http";
 import type net from "node:net";
-import type { App, DoorStatus } from "../app.ts";
+import type { App, DoorStatus, Upgraded } from "../app.ts";
 
 export type { DoorStatus } from "../app.ts";
 import { DoorBudget, refuse, TRACKED, type Tracked, type TrackedSocket } from "./budget.ts";
@@ -131,7 +131,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     const state = socket[TRACKED];
     try {
       const head = arrived(request, socket, request.method ?? "GET");
-      answer = app.fetch(head.fetchRequest, {
+      answer = await app.fetch(head.fetchRequest, {
         remoteAddr: head.remote,
         completed: Promise.resolve(),
       });
@@ -175,6 +175,23 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     } catch {
       outcome = new Response("Bad WebSocket upgrade\n", { status: 400 });
     }
+    // Where tokens are verified, the answer comes a moment later.
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (settled) => settle(socket, state, handle, settled),
+        () =>
+          settle(socket, state, handle, new Response("Bad WebSocket upgrade\n", { status: 400 })),
+      );
+    } else settle(socket, state, handle, outcome);
+  }
+
+  /** Writes an upgrade's refusal, or follows its WebSocket until it is gone. */
+  function settle(
+    socket: TrackedSocket,
+    state: Tracked | undefined,
+    handle: NativeHandle | undefined,
+    outcome: Response | Upgraded,
+  ): void {
     if (outcome instanceof Response) return void writeRefusal(socket, outcome);
     // Upgraded: the socket now belongs to the WebSocket. It stops being pending; it stays
     // counted until the chat connection is gone (or its handshake failed).

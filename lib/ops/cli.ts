@@ -216,6 +216,34 @@ function flags(env: CliEnvironment): Record<string, Flag> {
       help: "read the token from a file (needs --allow-read)",
       parse: (path, flag) => ({ token: file(env, path, flag).trim() }),
     },
+    "jwt-secret": {
+      env: "NATTER_JWT_SECRET",
+      value: "SECRET",
+      help: "verify users' signed tokens (HS256 JSON Web Tokens) with this secret, 32+ bytes",
+      parse: (jwtSecret) => ({ jwtSecret }),
+    },
+    "jwt-secret-file": {
+      sets: "jwt-secret",
+      value: "PATH",
+      help: "read the JWT secret from a file (needs --allow-read)",
+      parse: (path, flag) => ({ jwtSecret: file(env, path, flag).trim() }),
+    },
+    "jwt-public-key": {
+      value: "PATH",
+      help: "verify users' signed tokens (ES256 or RS256) with this PEM public key",
+      parse: (path, flag) => ({ jwtPublicKey: file(env, path, flag) }),
+    },
+    guests: {
+      value: "yes|no",
+      help: "let people in without a signed token, their names marked ~ " +
+        "(default: yes without --jwt-*, no with it)",
+      parse: (raw, flag) => {
+        if (raw !== "yes" && raw !== "no") {
+          throw new ConfigError(`${flag} must be yes or no, got ${JSON.stringify(raw)}`);
+        }
+        return { guests: raw === "yes" };
+      },
+    },
     cert: {
       value: "PATH",
       help: "TLS certificate chain (PEM), to serve https and wss (needs --allow-read)",

@@ -42,6 +42,15 @@ export interface Options {
   publicOrigins: string[];
   /** Shared secret clients must present; undefined lets anyone in. */
   token: string | undefined;
+  /** HS256 secret that signs users' tokens (lib/transport/identity.ts); undefined: none. */
+  jwtSecret: string | undefined;
+  /** PEM public key (ES256 or RS256) that checks users' tokens; undefined: none. */
+  jwtPublicKey: string | undefined;
+  /**
+   * Whether people without a token may connect where tokens are verified (as marked guests);
+   * undefined: yes without --jwt-*, no with it.
+   */
+  guests: boolean | undefined;
   /** PEM certificate chain and private key: serve https/wss when both are set. */
   cert: string | undefined;
   key: string | undefined;
@@ -78,6 +87,9 @@ export const DEFAULTS: Readonly<Options> = {
   allowOrigins: [],
   publicOrigins: [],
   token: undefined,
+  jwtSecret: undefined,
+  jwtPublicKey: undefined,
+  guests: undefined,
   cert: undefined,
   key: undefined,
   log: "text",
@@ -157,6 +169,26 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   }
   if (options.token !== undefined && !TOKEN.test(options.token)) {
     throw new ConfigError(`'token' must be ${TOKEN_RULE} (got ${options.token.length} characters)`);
+  }
+  const verifies = options.jwtSecret !== undefined || options.jwtPublicKey !== undefined;
+  if (options.jwtSecret !== undefined && options.jwtPublicKey !== undefined) {
+    throw new ConfigError("'jwtSecret' and 'jwtPublicKey' are two keys for one job: give one");
+  }
+  if (options.jwtSecret !== undefined && new TextEncoder().encode(options.jwtSecret).length < 32) {
+    throw new ConfigError(
+      "'jwtSecret' must be at least 32 bytes (HS256 needs a key as long as its hash); " +
+        "make one with: openssl rand -base64 32",
+    );
+  }
+  if (verifies && options.token !== undefined) {
+    throw new ConfigError(
+      "'token' and signed tokens ('jwtSecret', 'jwtPublicKey') both decide who may connect: give one",
+    );
+  }
+  if (options.guests === false && !verifies) {
+    throw new ConfigError(
+      "'guests' off needs 'jwtSecret' or 'jwtPublicKey': without them everyone is a guest",
+    );
   }
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new ConfigError("'cert' and 'key' go together: give both to serve TLS, or neither");

@@ -91,6 +91,7 @@ export const HELP = [
   "*   /history [N] the last N messages here (default 20)",
   "*   /rooms       rooms with people in them",
   "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
+  "*   /token TOKEN renew your signed token before it expires (where the server uses them)",
   "*   /help        this list",
   "*   /quit        disconnect",
   "*   //text       send a line that starts with /",

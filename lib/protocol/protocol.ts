@@ -38,6 +38,7 @@ export type ClientMessage =
   | { type: "history"; limit?: number; before?: number; ref?: Ref }
   | { type: "rooms"; ref?: Ref }
   | { type: "typing" }
+  | { type: "token"; token: string; ref?: Ref }
   | { type: "help" }
   | { type: "quit" };
 
@@ -54,6 +55,8 @@ export type ErrorCode =
   | "bad_room"
   | "binary"
   | "rate_limited"
+  | "bad_token"
+  | "forbidden"
   | "unavailable";
 
 /** A refused request: sent to the requester as an `error` event. */
@@ -129,6 +132,8 @@ export const CloseCode = {
   tryAgainLater: 1013,
   /** The client stopped reading: its unsent data passed the cap. */
   tooSlow: 4001,
+  /** Its signed token expired and was not renewed (a `token` message) in time. */
+  tokenExpired: 4003,
 } as const;
 
 /** The outcome of parsing one frame. */
@@ -174,6 +179,15 @@ function nick(raw: string, ref?: Ref): Parsed {
   return {
     ok: true,
     msg: ref === undefined ? { type: "nick", name } : { type: "nick", name, ref },
+  };
+}
+
+/** A renewed signed token (verified by the hub's `verify`, lib/transport/identity.ts). */
+function renewal(token: string, ref?: Ref): Parsed {
+  if (token === "") return fail("bad_token", "a token is needed: /token TOKEN", ref);
+  return {
+    ok: true,
+    msg: ref === undefined ? { type: "token", token } : { type: "token", token, ref },
   };
 }
 
@@ -225,6 +239,8 @@ export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       return { ok: true, msg: { type: "help" } };
     case "quit":
       return { ok: true, msg: { type: "quit" } };
+    case "token":
+      return renewal(arg.trim());
     default:
       return fail(
         "unknown_command",
@@ -328,6 +344,10 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       return { ok: true, msg: ref === undefined ? { type: obj.type } : { type: obj.type, ref } };
     case "typing":
       return { ok: true, msg: { type: "typing" } };
+    case "token": {
+      const token = field(obj, "token", ref);
+      return typeof token === "string" ? renewal(token, ref) : token;
+    }
     case "history": {
       const msg: { type: "history"; limit?: number; before?: number; ref?: Ref } = {
         type: "history",

@@ -7,6 +7,7 @@
  */
 
 import { addressGroup } from "./address.ts";
+import type { Who } from "./admission.ts";
 import type { Options } from "../ops/config.ts";
 import { SocketConnection, type SocketSettings } from "./connection.ts";
 import type { Turns } from "./outbox.ts";
@@ -112,10 +113,17 @@ export class Gate {
 
   /**
    * The guarded upgrade. `over` is the socket the caller accepted itself (the door); without
-   * it the runtime's server (`Deno.serve`) writes the 101. Returns the response to send, or,
-   * over a socket, the connection.
+   * it the runtime's server (`Deno.serve`) writes the 101. `who` is the client as admitted
+   * (lib/transport/admission.ts): its verified identity, or that it is a guest. Returns the
+   * response to send, or, over a socket, the connection.
    */
-  upgrade(request: Request, url: URL, remote: Deno.Addr, over?: Over): Response | SocketConnection {
+  upgrade(
+    request: Request,
+    url: URL,
+    remote: Deno.Addr,
+    over?: Over,
+    who: Who = {},
+  ): Response | SocketConnection {
     const options = this.#options;
     const address = addressOf(remote);
     // RFC 6455 §4.2.1: refuse a malformed handshake before any socket exists.
@@ -211,6 +219,7 @@ export class Gate {
         epoch: url.searchParams.get("epoch"),
         session: url.searchParams.get("session"),
         ...(remote.transport === "tcp" ? { port: remote.port } : {}),
+        ...who,
       },
     });
     this.#live.add(conn);
