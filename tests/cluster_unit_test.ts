@@ -54,7 +54,9 @@ function hub(bus: Bus, origin: string, clock: { now: number }) {
     receive: (e) => {
       if (e.kind === "joined") cluster.change(e.origin, e.seq, e.room, e.name);
       else if (e.kind === "left") cluster.change(e.origin, e.seq, e.room, undefined, e.name);
-      else if (e.kind !== "message" && e.kind !== "renamed" && e.kind !== "typing") {
+      else if (
+        e.kind === "heartbeat" || e.kind === "hello" || e.kind === "snapshot" || e.kind === "bye"
+      ) {
         cluster.control(e);
       }
     },

@@ -88,6 +88,7 @@ function setup(origin = "h2") {
       heard.push(`${room} ${from}>${to}${actor ? ` by ${actor}` : ""}`),
     typing: (room, name) => heard.push(`${room} typing ${name}`),
     clash: (room, name) => heard.push(`${room} clash ${name}`),
+    community: (e) => heard.push(`community ${e.kind}`),
     rebased: () => heard.push("rebased"),
     snapshot: () => ({ r: ["me"] }),
   };

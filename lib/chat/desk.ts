@@ -52,6 +52,7 @@ export interface WelcomeFields {
   room: string;
   members: string[];
   count: number;
+  topic?: string;
 }
 
 export interface DeskOptions {

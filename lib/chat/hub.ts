@@ -23,6 +23,7 @@ import { VIEWS } from "../protocol/views.ts";
 import type { HistoryStore } from "../store/history.ts";
 import { MemoryStore } from "../store/memory.ts";
 import { HistoryDesk } from "./desk.ts";
+import { Community } from "./community.ts";
 import { Credentials, type Verify } from "./credentials.ts";
 import { checkJoin, type JoinRequest, roomAllowed } from "./join.ts";
 import { GRACE_MS, Lingering, sessionOf } from "./linger.ts";
@@ -104,6 +105,8 @@ export class Hub {
   readonly #sender: Sender<Member>;
   /** Verified members' token expiries and renewals. */
   readonly #credentials: Credentials;
+  /** Moderation, topics and private messages (lib/chat/community.ts). */
+  readonly #community: Community;
 
   constructor(options: HubOptions = {}) {
     const now = this.#now = options.now ?? Date.now;
@@ -128,11 +131,21 @@ export class Hub {
         const here = this.#rooms.get(room);
         if (here) this.#naming.yieldName(here, name);
       },
+      community: (envelope, own) => this.#community.received(envelope, own),
       rebased: () => this.#rebased(),
       snapshot: () => this.#rooms.snapshot(),
     }, { now, heartbeatMs, peerTtlMs, gapMs });
     this.#naming = new Naming(feed, this.#send, now);
     this.#credentials = new Credentials(options.verify, this.#send, now);
+    this.#community = new Community({
+      store,
+      feed,
+      send: this.#send,
+      now,
+      room: (name) => this.#rooms.get(name),
+      member: (id) => this.#byId.get(id),
+      everyone: () => this.#members.values(),
+    });
     this.#lingering = new Lingering(options.graceMs ?? GRACE_MS);
     this.#rooms = new Rooms({
       others: feed.view,
@@ -161,7 +174,11 @@ export class Hub {
       replyBytesPerSecond: options.replyBytesPerSecond ?? REPLY_BYTES_PER_SECOND,
     });
     const server = options.server ?? "natter";
-    this.#welcomer = new Welcomer(this.#desk, feed, this.#send, { server, bigRoom });
+    this.#welcomer = new Welcomer(this.#desk, feed, this.#send, {
+      server,
+      bigRoom,
+      topic: (room) => this.#community.topicOf(room),
+    });
   }
 
   /** Number of connections in the hub. */
@@ -205,6 +222,13 @@ export class Hub {
       return;
     }
     if (back) this.#exit(back);
+    const ban = this.#community.banned(asked.name, conn.address);
+    if (ban) {
+      const text = `you are banned${ban.until ? " for now" : ""}${
+        ban.reason ? `: ${ban.reason}` : ""
+      }`;
+      return conn.close(CloseCode.removed, text.slice(0, 120));
+    }
     const member: Member = {
       session,
       conn,
@@ -253,12 +277,18 @@ export class Hub {
     switch (msg.type) {
       case "say":
       case "me": {
+        if (this.#community.silenced(member, msg.ref)) return;
         const action = msg.type === "me" ? { action: true as const } : {};
         const draft = { ts: this.#now(), from: member.name, text: msg.text, ...action };
         return this.#sender.say(member, room.name, draft, msg.ref, msg.key);
       }
       case "nick":
+        if (this.#community.silenced(member, msg.ref)) return;
         return this.#naming.rename(member, msg.name, msg.ref);
+      case "moderate":
+      case "topic":
+      case "msg":
+        return this.#community.handle(member, msg);
       case "join":
         return this.#move(member, msg.room, msg.ref);
       case "who": {
@@ -299,6 +329,11 @@ export class Hub {
     for (const member of this.#members.values()) {
       this.#send.to(member, { type: "notice", text: member.view.notice(text) });
     }
+  }
+
+  /** Whether a client address is banned: its upgrade is refused (lib/transport/gate.ts). */
+  bannedAddress(address: string): boolean {
+    return this.#community.banned(undefined, address) !== undefined;
   }
 
   /** Rooms with members here or on other hubs, the busiest first (at most 100). */

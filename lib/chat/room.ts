@@ -5,6 +5,7 @@
  */
 
 import type { Identity } from "./join.ts";
+import type { Ruling } from "../store/history.ts";
 import type { TokenBucket } from "../base/limits.ts";
 import type { Metrics } from "../base/metrics.ts";
 import { RoomNames } from "./names.ts";
@@ -28,6 +29,8 @@ export interface Connection {
    */
   send(event: string, bytes: number, stream?: object): void;
   close(code: number, reason: string): void;
+  /** The client's address, where there is one (for bans by address). */
+  readonly address?: string;
 }
 
 export interface Room {
@@ -65,6 +68,8 @@ export interface Member {
   identity?: Identity | undefined;
   /** It came without a token to a server that verifies identities: its names carry the mark. */
   guest?: boolean;
+  /** A mute it got here, which holds under another name too (lib/chat/community.ts). */
+  muted?: Ruling | undefined;
   /** Filed by its room's names while it waits for `wanted`. */
   waitingFor?: string | undefined;
   room: Room;

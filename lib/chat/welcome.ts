@@ -19,6 +19,8 @@ export interface WelcomeOptions {
   server: string;
   /** Names listed in a big room's welcome (the count says the rest). */
   bigRoom: number;
+  /** The room's topic, if it has one. */
+  topic?: (room: string) => string | undefined;
 }
 
 export class Welcomer {
@@ -40,7 +42,14 @@ export class Welcomer {
     // A JSON welcome carries history: reserved from the member's allowance before the read.
     const reserved = member.view.replays && desk.reserve(member) === 0;
     const server = this.options.server;
-    const fields = () => ({ server, name: member.name, room: room.name, ...present });
+    const topic = this.options.topic?.(room.name);
+    const fields = () => ({
+      server,
+      name: member.name,
+      room: room.name,
+      ...present,
+      ...(topic ? { topic } : {}),
+    });
     const gone = () => {
       if (isIn(member, room)) return false;
       if (reserved) desk.settle(member, 0);

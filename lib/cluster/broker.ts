@@ -6,7 +6,7 @@
  * (the workers of `deno serve --parallel`, or isolates on Deno Deploy), Redis (lib/cluster/redis_broker.ts).
  */
 
-import type { Message } from "../store/history.ts";
+import type { Message, Ruling } from "../store/history.ts";
 import type { Ref } from "../protocol/protocol.ts";
 
 /** Presence changes carry a per-origin sequence number, so a gap shows a lost event. */
@@ -37,6 +37,7 @@ export type Envelope =
   | Presence & { kind: "left"; name: string }
   | Presence & { kind: "renamed"; from: string; to: string; actor?: string }
   | { kind: "typing"; origin: string; room: string; name: string; ts: number; actor?: string }
+  | CommunityEnvelope
   /** "I am alive, and my presence is at `seq`." */
   | { kind: "heartbeat"; origin: string; seq: number }
   /** "Tell me who you have" (to one hub, or to all when `to` is absent). */
@@ -45,6 +46,36 @@ export type Envelope =
   | { kind: "snapshot"; origin: string; seq: number; rooms: Record<string, string[]> }
   /** The hub is stopping: forget its members now rather than at expiry. */
   | { kind: "bye"; origin: string };
+
+/**
+ * What moderators and members of a community do across hubs (lib/chat/community.ts): a ruling
+ * made or lifted (every hub keeps them all), a member removed, a private message. `actor` (a
+ * connection id at `origin`) gets the answer with its `ref`.
+ */
+export type CommunityEnvelope =
+  | { kind: "ruling"; origin: string; ruling: Ruling; lifted?: true; actor?: string; ref?: Ref }
+  | {
+    kind: "kick";
+    origin: string;
+    room: string;
+    name: string;
+    by: string;
+    reason?: string;
+    ts: number;
+    actor?: string;
+    ref?: Ref;
+  }
+  | {
+    kind: "private";
+    origin: string;
+    room: string;
+    from: string;
+    to: string;
+    text: string;
+    ts: number;
+    actor?: string;
+    ref?: Ref;
+  };
 
 /** Whether a broker reaches the other hubs, and since when. */
 export interface BrokerStatus {

@@ -11,7 +11,7 @@
  * {@link Feed.view}; tests drive it with a fake broker, store and clock.
  */
 
-import type { Broker, Envelope } from "./broker.ts";
+import type { Broker, CommunityEnvelope, Envelope } from "./broker.ts";
 import { Cluster } from "./cluster.ts";
 import { GAP_MS } from "../base/defaults.ts";
 import { type HistoryStore, when } from "../store/history.ts";
@@ -28,6 +28,11 @@ export interface RoomEvents {
   typing(room: string, name: string, actor: string | undefined, ts: number): void;
   /** A member of another hub took `name` here, and this hub yields: its holder takes another. */
   clash(room: string, name: string): void;
+  /**
+   * A ruling, a removal or a private message (lib/chat/community.ts): rulings whatever the room,
+   * the others for rooms the hub has opened. `own`: this hub published it.
+   */
+  community(envelope: CommunityEnvelope, own: boolean): void;
   /** The store moved to a new id space; rooms' orders have started afresh. */
   rebased(): void;
   /** This hub's rooms and their members' names, for another hub's snapshot. */
@@ -51,6 +56,7 @@ export interface Timers {
 }
 
 type Timer = ReturnType<typeof setTimeout>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export class Feed {
   readonly #broker: Broker;
@@ -175,6 +181,11 @@ export class Feed {
     this.publish({ kind: "renamed", ...this.#change(room), from, to, actor });
   }
 
+  /** Tells every hub (this one included) what a moderator or member of a community did. */
+  community(envelope: DistributiveOmit<CommunityEnvelope, "origin">): void {
+    this.publish({ ...envelope, origin: this.origin } as CommunityEnvelope);
+  }
+
   typing(room: string, name: string, actor: string, ts: number): void {
     this.publish({ kind: "typing", origin: this.origin, room, name, ts, actor });
   }
@@ -223,6 +234,12 @@ export class Feed {
         events.renamed(room, from, to, own ? envelope.actor : undefined, envelope.ts);
         return this.#clash(room, to, origin);
       }
+      case "ruling":
+        return events.community(envelope, own);
+      case "kick":
+      case "private":
+        if (this.#orders.has(envelope.room)) events.community(envelope, own);
+        return;
       case "typing": {
         const { room, name, ts } = envelope;
         if (this.#orders.has(room)) events.typing(room, name, own ? envelope.actor : undefined, ts);

@@ -3,7 +3,7 @@
  * broadcast, never once per recipient.
  */
 
-import type { ChatMessage, ServerEvent } from "./protocol.ts";
+import type { Action, ChatMessage, ServerEvent } from "./protocol.ts";
 import { NAME_RULE } from "./text.ts";
 
 /** Encodes an event for `natter.v1` clients: one JSON object. */
@@ -40,7 +40,8 @@ export function encodeText(event: ServerEvent): string | null {
       const company = total === 0
         ? "nobody else is here yet"
         : `also here: ${nameList(others, total)}`;
-      return `* you are ${event.name} in #${event.room}; ${company}. Type /help for commands.`;
+      const topic = event.topic ? `\n* topic: ${event.topic}` : "";
+      return `* you are ${event.name} in #${event.room}; ${company}. Type /help for commands.${topic}`;
     }
     case "members":
       return `* ${event.members.length} in #${event.room}: ${nameList(event.members)}`;
@@ -60,6 +61,20 @@ export function encodeText(event: ServerEvent): string | null {
     }
     case "typing":
       return null; // too chatty for a terminal
+    case "moderated": {
+      const span = event.until === undefined ? "" : ` for ${spanOf(event.until - event.ts)}`;
+      const why = event.reason ? `: ${event.reason}` : "";
+      return `* ${event.by} ${VERBS[event.action]} ${event.name}${span}${why}`;
+    }
+    case "topic":
+      if (event.by !== undefined) {
+        return event.topic === ""
+          ? `* ${event.by} cleared the topic of #${event.room}`
+          : `* ${event.by} set the topic of #${event.room}: ${event.topic}`;
+      }
+      return `* topic of #${event.room}: ${event.topic === "" ? "(none)" : event.topic}`;
+    case "private":
+      return `[private] ${event.from} -> ${event.to}: ${event.text}`;
     case "presence": {
       const parts = [];
       if (event.joinedCount > 0) parts.push(`${event.joinedCount} joined`);
@@ -67,6 +82,26 @@ export function encodeText(event: ServerEvent): string | null {
       return `* ${parts.join(", ")}; ${event.count} here now`;
     }
   }
+}
+
+const VERBS: Record<Action, string> = {
+  kick: "removed",
+  mute: "muted",
+  unmute: "unmuted",
+  ban: "banned",
+  unban: "unbanned",
+};
+
+/** A span of time as people say it: `90s`, `10m`, `2h`, `7d` (rounded). */
+function spanOf(ms: number): string {
+  const s = Math.max(1, Math.round(ms / 1000));
+  for (const [unit, size] of [["d", 86_400], ["h", 3600], ["m", 60]] as const) {
+    if (s % size === 0) return `${s / size}${unit}`;
+  }
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172_800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86_400)}d`;
 }
 
 function clock(ts: number): string {
@@ -91,7 +126,11 @@ export const HELP = [
   "*   /history [N] the last N messages here (default 20)",
   "*   /rooms       rooms with people in them",
   "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
+  "*   /msg NAME TEXT  a private message to NAME in this room; also /tell",
+  "*   /topic [TEXT]   show the room's topic, or set it (moderators)",
   "*   /token TOKEN renew your signed token before it expires (where the server uses them)",
+  "* moderators: /kick NAME [reason], /mute NAME [10m] [reason], /unmute NAME;",
+  "*   admins also /ban NAME|ADDRESS [7d] [reason], /unban NAME|ADDRESS",
   "*   /help        this list",
   "*   /quit        disconnect",
   "*   //text       send a line that starts with /",

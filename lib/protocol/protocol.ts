@@ -19,8 +19,14 @@ export const JSON_PROTOCOL = "natter.v1";
 /** How a connection reads and writes. */
 export type Format = "text" | "json";
 
-/** A client's own reference for a request, echoed on the reply (the acknowledgement). */
-export type Ref = string | number;
+import {
+  type Action,
+  type CommunityMessage,
+  parseCommunityJson,
+  parseCommunityText,
+  type Ref,
+} from "./commands.ts";
+export type { Action, Ref } from "./commands.ts";
 
 /** Default cap on one incoming frame, in UTF-8 bytes. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024;
@@ -40,7 +46,8 @@ export type ClientMessage =
   | { type: "typing" }
   | { type: "token"; token: string; ref?: Ref }
   | { type: "help" }
-  | { type: "quit" };
+  | { type: "quit" }
+  | CommunityMessage;
 
 /** Why a request was refused. The connection stays open after each of these. */
 export type ErrorCode =
@@ -57,6 +64,8 @@ export type ErrorCode =
   | "rate_limited"
   | "bad_token"
   | "forbidden"
+  | "muted"
+  | "not_found"
   | "unavailable";
 
 /** A refused request: sent to the requester as an `error` event. */
@@ -86,6 +95,8 @@ export type ServerEvent =
     history?: ChatMessage[];
     /** Present when the client asked with `since`: whether `history` is all it missed. */
     recovered?: boolean;
+    /** The room's topic, when it has one. */
+    topic?: string;
     ref?: Ref;
   }
   | ChatMessage
@@ -114,7 +125,23 @@ export type ServerEvent =
    * author then gets the acknowledgement), or not at all. A resend with the same `key` is safe.
    */
   | { type: "unknown"; message: string; ref?: Ref; key?: string }
-  | { type: "notice"; text: string; ref?: Ref };
+  | { type: "notice"; text: string; ref?: Ref }
+  /** A moderator acted on someone in the room (`until`: when a mute or ban ends). */
+  | {
+    type: "moderated";
+    room: string;
+    action: Action;
+    name: string;
+    by: string;
+    reason?: string;
+    until?: number;
+    ts: number;
+    ref?: Ref;
+  }
+  /** The room's topic, as set (`by`) or as asked for; empty when it has none. */
+  | { type: "topic"; room: string; topic: string; by?: string; ts: number; ref?: Ref }
+  /** A private message: to its one recipient, and back to its sender with its `ref`. */
+  | { type: "private"; from: string; to: string; text: string; ts: number; ref?: Ref };
 
 /** WebSocket close codes natter uses, with their meaning. */
 export const CloseCode = {
@@ -134,6 +161,8 @@ export const CloseCode = {
   tooSlow: 4001,
   /** Its signed token expired and was not renewed (a `token` message) in time. */
   tokenExpired: 4003,
+  /** A moderator removed it (`/kick`), or an admin banned it (`/ban`). */
+  removed: 4004,
 } as const;
 
 /** The outcome of parsing one frame. */
@@ -241,13 +270,18 @@ export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       return { ok: true, msg: { type: "quit" } };
     case "token":
       return renewal(arg.trim());
-    default:
+    default: {
+      const community = parseCommunityText(command, arg, maxBytes);
+      if (community) {
+        return community.ok ? community : fail(community.code, community.message);
+      }
       return fail(
         "unknown_command",
         `unknown command ${
           quote("/" + command)
         }: type /help for the list, or // to send a line starting with /`,
       );
+    }
   }
 }
 
@@ -364,14 +398,19 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
       if (ref !== undefined) msg.ref = ref;
       return { ok: true, msg };
     }
-    default:
+    default: {
+      const community = parseCommunityJson(obj, ref, maxBytes);
+      if (community) {
+        return community.ok ? community : fail(community.code, community.message, ref);
+      }
       return fail(
         "unknown_type",
         `unknown type ${
           quote(obj.type)
-        }: expected say, me, nick, join, who, history, rooms or typing`,
+        }: expected say, me, nick, join, who, history, rooms, typing, token, msg, topic, kick, mute, unmute, ban or unban`,
         ref,
       );
+    }
   }
 }
 

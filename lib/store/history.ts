@@ -28,6 +28,34 @@ export interface Message {
 /** A message before the store gives it its id. */
 export type Draft = Omit<Message, "room" | "id">;
 
+/**
+ * A moderator's standing decision (lib/chat/community.ts): a mute, a ban or a room's topic, kept
+ * by the store so that it outlives a restart (with `--data` or `--redis`) and reaches every
+ * instance that starts later.
+ */
+export interface Ruling {
+  kind: "mute" | "ban" | "topic";
+  /** The room it holds in; `*` for every room (bans). */
+  room: string;
+  /** Whom: `name:<name key>` or `addr:<address group>`; empty for a topic. */
+  target: string;
+  /** The name or address as the moderator gave it, for people to read. */
+  shown: string;
+  /** When it ends, in milliseconds since the epoch; 0: until lifted. */
+  until: number;
+  /** Who decided, and when. */
+  by: string;
+  ts: number;
+  reason?: string;
+  /** A topic's text. */
+  text?: string;
+}
+
+/** A ruling's identity: a newer ruling of the same kind, room and target replaces it. */
+export function rulingId(ruling: Pick<Ruling, "kind" | "room" | "target">): string {
+  return `${ruling.kind}|${ruling.room}|${ruling.target}`;
+}
+
 /** What {@link HistoryStore.append} returns: the message, and what the store knows of it. */
 export interface Stored extends Message {
   /** Its key was seen before: this is the message stored then, not a new one. */
@@ -133,6 +161,12 @@ export interface HistoryStore {
    */
   hold?(room: string): void;
   release?(room: string): void;
+  /** Every ruling kept (some may have ended since; the reader checks `until`). */
+  rulings?(): Maybe<Ruling[]>;
+  /** Keeps a ruling, replacing one with the same {@link rulingId}. */
+  rule?(ruling: Ruling): Maybe<void>;
+  /** Forgets the ruling with this {@link rulingId}. */
+  lift?(id: string): Maybe<void>;
   /** Flushes and releases the store. */
   close(): Maybe<void>;
 }

@@ -12,6 +12,8 @@ import {
   type Message,
   type Recovery,
   type Retention,
+  type Ruling,
+  rulingId,
   type Stored,
 } from "./history.ts";
 import { RoomLog } from "./room_log.ts";
@@ -61,6 +63,8 @@ export class MemoryStore implements HistoryStore {
   /** The same keys in the order they came (a queue read from {@link #keyHead}), for expiry. */
   #keyQueue: { keyed: string; at: number }[] = [];
   #keyHead = 0;
+  /** Moderators' rulings, by {@link rulingId}. */
+  readonly #rulings = new Map<string, Ruling>();
 
   constructor(retention: Partial<Retention> = {}, budget = DEFAULT_MEMORY_BUDGET) {
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
@@ -151,6 +155,18 @@ export class MemoryStore implements HistoryStore {
 
   head(room: string): number {
     return (this.#rooms.get(room) ?? this.#idle.get(room))?.lastId ?? this.#forgotten;
+  }
+
+  rulings(): Ruling[] {
+    return [...this.#rulings.values()];
+  }
+
+  rule(ruling: Ruling): void {
+    this.#rulings.set(rulingId(ruling), ruling);
+  }
+
+  lift(id: string): void {
+    this.#rulings.delete(id);
   }
 
   close(): void {

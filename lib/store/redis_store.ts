@@ -19,6 +19,8 @@ import {
   type Message,
   type Recovery,
   type Retention,
+  type Ruling,
+  rulingId,
   type Stored,
   StoreReset,
   Unconfirmed,
@@ -27,6 +29,8 @@ import { RedisError, type RedisLink } from "./redis_link.ts";
 
 const EPOCH_KEY = "natter:epoch";
 const WRITES_KEY = "natter:writes";
+/** Moderators' rulings (mutes, bans, topics), by id: a hash, read whole at start. */
+const RULINGS_KEY = "natter:rulings";
 
 /**
  * Stores a message under the room's next id, only while natter's epoch key still holds the
@@ -249,6 +253,21 @@ export class RedisStore implements HistoryStore {
   async head(room: string): Promise<number> {
     const value = await this.#read(() => this.link.command.get(`natter:seq:${room}`));
     return value === null ? 0 : Number(value);
+  }
+
+  async rulings(): Promise<Ruling[]> {
+    const all = await this.#read(() => this.link.command.hGetAll(RULINGS_KEY));
+    return Object.values(all).map((body) => JSON.parse(body) as Ruling);
+  }
+
+  async rule(ruling: Ruling): Promise<void> {
+    await this.#read(() =>
+      this.link.command.hSet(RULINGS_KEY, rulingId(ruling), JSON.stringify(ruling))
+    );
+  }
+
+  async lift(id: string): Promise<void> {
+    await this.#read(() => this.link.command.hDel(RULINGS_KEY, id));
   }
 
   /** Nothing of its own to release: the link is closed with the broker. */

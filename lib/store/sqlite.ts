@@ -12,6 +12,8 @@ import {
   type Message,
   type Recovery,
   type Retention,
+  type Ruling,
+  rulingId,
   type Stored,
 } from "./history.ts";
 
@@ -45,6 +47,7 @@ const SCHEMA = `
     at INTEGER NOT NULL,
     PRIMARY KEY (room, key)
   ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS rulings (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 `;
 
 interface Row {
@@ -318,6 +321,24 @@ export class SqliteStore implements HistoryStore {
 
   head(room: string): number {
     return Number((this.#head.get(room) as { last_id: number } | undefined)?.last_id ?? 0);
+  }
+
+  rulings(): Ruling[] {
+    const rows = this.#db.prepare("SELECT body FROM rulings").all() as { body: string }[];
+    return rows.map((row) => JSON.parse(row.body) as Ruling);
+  }
+
+  rule(ruling: Ruling): void {
+    retryLocked(() =>
+      this.#db.prepare("INSERT OR REPLACE INTO rulings (id, body) VALUES (?, ?)").run(
+        rulingId(ruling),
+        JSON.stringify(ruling),
+      )
+    );
+  }
+
+  lift(id: string): void {
+    retryLocked(() => this.#db.prepare("DELETE FROM rulings WHERE id = ?").run(id));
   }
 
   close(): void {

@@ -161,6 +161,9 @@ export class Gate {
         ),
       );
     }
+    if (this.#settings.hub.bannedAddress(address)) {
+      return this.#refuse("banned", address, plain(403, "Forbidden: this address is banned"));
+    }
     if (this.#draining) {
       return this.#refuse(
         "shutting_down",

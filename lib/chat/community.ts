@@ -1,0 +1,360 @@
+/**
+ * A run community: moderators' actions, rooms' topics, private messages (issue 17).
+ *
+ * Who may do what comes from a member's signed token (lib/transport/identity.ts): moderators
+ * `/kick`, `/mute`, `/unmute` and set `/topic` in the room they are in; admins also `/ban` and
+ * `/unban`, everywhere. A mute, a ban and a topic are rulings: kept by the store (so they outlive
+ * a restart with `--data` or `--redis`) and sent to every hub, each of which keeps them all and
+ * applies them to its own members. A kick and a private message go to the hubs with the room
+ * open, and act on the member who holds the name there.
+ *
+ * Targets are names (their key: case and look-alikes folded) or, for bans, addresses. A verified
+ * user's name is its token's, so a mute or ban by name follows the person; a guest can come back
+ * under another name (its address can be banned).
+ */
+
+import type { CommunityEnvelope } from "../cluster/broker.ts";
+import type { Feed } from "../cluster/feed.ts";
+import type { Action, CommunityMessage } from "../protocol/commands.ts";
+import { CloseCode, type Ref, type ServerEvent } from "../protocol/protocol.ts";
+import { nameKey, quote } from "../protocol/text.ts";
+import { type HistoryStore, type Ruling, rulingId, when } from "../store/history.ts";
+import { refField } from "./replies.ts";
+import type { Delivery, Member, Room } from "./room.ts";
+
+/** What the community works with: the hub's rooms and members, and how to reach other hubs. */
+export interface CommunityParts {
+  store: HistoryStore;
+  feed: Feed;
+  send: Delivery;
+  now: () => number;
+  /** A room the hub has open. */
+  room(name: string): Room | undefined;
+  /** A member of this hub by connection id (an envelope's actor). */
+  member(id: string): Member | undefined;
+  /** Every member of this hub. */
+  everyone(): Iterable<Member>;
+}
+
+type Moderate = Extract<CommunityMessage, { type: "moderate" }>;
+
+const PAST: Record<Action, string> = {
+  kick: "removed",
+  mute: "muted",
+  unmute: "unmuted",
+  ban: "banned",
+  unban: "unbanned",
+};
+
+/** Whom a ruling is about: a name's key, or an address. */
+function targetOf(msg: Moderate): string {
+  return msg.address ? `addr:${msg.target}` : `name:${nameKey(msg.target)}`;
+}
+
+export class Community {
+  readonly #parts: CommunityParts;
+  /** Every ruling in force, by {@link rulingId}. */
+  readonly #rulings = new Map<string, Ruling>();
+
+  constructor(parts: CommunityParts) {
+    this.#parts = parts;
+    // Rulings made before this hub started (a restart, or another instance).
+    const { store } = parts;
+    if (store.rulings) {
+      when(() => store.rulings!(), (list) => {
+        for (const ruling of list) this.#rulings.set(rulingId(ruling), ruling);
+      }, () => {});
+    }
+  }
+
+  /** The room's topic, if it has one. */
+  topicOf(room: string): string | undefined {
+    return this.#active(rulingId({ kind: "topic", room, target: "" }))?.text;
+  }
+
+  /** A ban that keeps `name` (or, with `address`, that address) out, if any. */
+  banned(name: string | undefined, address: string | undefined): Ruling | undefined {
+    return (name === undefined
+      ? undefined
+      : this.#active(rulingId({ kind: "ban", room: "*", target: `name:${nameKey(name)}` }))) ??
+      (address === undefined
+        ? undefined
+        : this.#active(rulingId({ kind: "ban", room: "*", target: `addr:${address}` })));
+  }
+
+  /**
+   * Whether the member may not speak (say, act, send privately, or rename to get out of it):
+   * if muted, it is told why and until when, and the answer is true.
+   */
+  silenced(member: Member, ref: Ref | undefined): boolean {
+    const room = member.room.name;
+    const mute =
+      this.#active(rulingId({ kind: "mute", room, target: `name:${nameKey(member.name)}` })) ??
+        (member.muted && member.muted.room === room
+          ? this.#active(rulingId(member.muted))
+          : undefined);
+    if (!mute) return false;
+    const until = mute.until === 0
+      ? "until a moderator unmutes you"
+      : `until ${new Date(mute.until).toISOString().slice(11, 16)} UTC`;
+    this.#error(member, "muted", `you are muted in #${room} ${until}`, ref);
+    return true;
+  }
+
+  /** A member's moderation, topic or private message. */
+  handle(member: Member, msg: CommunityMessage): void {
+    switch (msg.type) {
+      case "msg":
+        return this.#private(member, msg.to, msg.text, msg.ref);
+      case "topic":
+        return this.#topic(member, msg.topic, msg.ref);
+      case "moderate":
+        return this.#moderate(member, msg);
+    }
+  }
+
+  /** What another hub (or this one) did: rulings kept, actions applied to members here. */
+  received(envelope: CommunityEnvelope, own: boolean): void {
+    const actor = own && envelope.actor !== undefined
+      ? this.#parts.member(envelope.actor)
+      : undefined;
+    switch (envelope.kind) {
+      case "ruling":
+        return this.#ruled(envelope.ruling, envelope.lifted === true, actor, envelope.ref);
+      case "kick": {
+        const room = this.#parts.room(envelope.room);
+        if (!room) return;
+        const event: ServerEvent = {
+          type: "moderated",
+          room: room.name,
+          action: "kick",
+          name: envelope.name,
+          by: envelope.by,
+          ...(envelope.reason ? { reason: envelope.reason } : {}),
+          ts: envelope.ts,
+        };
+        this.#tell(room, event, actor, envelope.ref);
+        const target = room.names.holder(envelope.name);
+        const why = envelope.reason ? `: ${envelope.reason}` : "";
+        target?.conn.close(CloseCode.removed, `removed by ${envelope.by}${why}`.slice(0, 120));
+        return;
+      }
+      case "private": {
+        const room = this.#parts.room(envelope.room);
+        const to = room?.names.holder(envelope.to);
+        const { from, text, ts } = envelope;
+        const event: ServerEvent = { type: "private", from, to: envelope.to, text, ts };
+        if (to && to !== actor) this.#parts.send.to(to, event);
+        if (actor) this.#parts.send.to(actor, { ...event, ...refField(envelope.ref) });
+        return;
+      }
+    }
+  }
+
+  #private(member: Member, to: string, text: string, ref: Ref | undefined): void {
+    if (this.silenced(member, ref)) return;
+    const room = member.room;
+    if (!room.names.taken(to)) {
+      return this.#error(member, "not_found", `no one named ${quote(to)} in #${room.name}`, ref);
+    }
+    this.#parts.feed.community({
+      kind: "private",
+      room: room.name,
+      from: member.name,
+      to,
+      text,
+      ts: this.#parts.now(),
+      actor: member.conn.id,
+      ...refField(ref),
+    });
+  }
+
+  #topic(member: Member, text: string | undefined, ref: Ref | undefined): void {
+    const room = member.room.name;
+    if (text === undefined) {
+      const topic = this.topicOf(room) ?? "";
+      return this.#parts.send.to(member, {
+        type: "topic",
+        room,
+        topic,
+        ts: this.#parts.now(),
+        ...refField(ref),
+      });
+    }
+    if (!this.#may(member, "moderator", "set the topic", ref)) return;
+    const ruling: Ruling = {
+      kind: "topic",
+      room,
+      target: "",
+      shown: "",
+      until: 0,
+      by: member.name,
+      ts: this.#parts.now(),
+      text,
+    };
+    this.#keep(member, ruling, text === "", ref);
+  }
+
+  #moderate(member: Member, msg: Moderate): void {
+    const { action, ref } = msg;
+    const admin = action === "ban" || action === "unban";
+    if (!this.#may(member, admin ? "admin" : "moderator", `${action} someone`, ref)) return;
+    const room = member.room;
+    const now = this.#parts.now();
+    if (action === "kick") {
+      if (!room.names.taken(msg.target)) {
+        return this.#error(
+          member,
+          "not_found",
+          `no one named ${quote(msg.target)} in #${room.name}`,
+          ref,
+        );
+      }
+      return this.#parts.feed.community({
+        kind: "kick",
+        room: room.name,
+        name: msg.target,
+        by: member.name,
+        ...(msg.reason ? { reason: msg.reason } : {}),
+        ts: now,
+        actor: member.conn.id,
+        ...refField(ref),
+      });
+    }
+    const kind = action === "mute" || action === "unmute" ? "mute" : "ban";
+    const ruling: Ruling = {
+      kind,
+      room: kind === "ban" ? "*" : room.name,
+      target: targetOf(msg),
+      shown: msg.target,
+      until: msg.durationMs === undefined ? 0 : now + msg.durationMs,
+      by: member.name,
+      ts: now,
+      ...(msg.reason ? { reason: msg.reason } : {}),
+    };
+    const lifting = action === "unmute" || action === "unban";
+    if (lifting && !this.#active(rulingId(ruling))) {
+      return this.#error(member, "not_found", `${quote(msg.target)} is not ${PAST[kind]}`, ref);
+    }
+    this.#keep(member, ruling, lifting, ref);
+  }
+
+  /** Stores a ruling (or its lifting), then tells every hub; an error if the store cannot. */
+  #keep(member: Member, ruling: Ruling, lifted: boolean, ref: Ref | undefined): void {
+    const { store, feed } = this.#parts;
+    const id = rulingId(ruling);
+    when(
+      () => lifted ? store.lift?.(id) : store.rule?.(ruling),
+      () =>
+        feed.community({
+          kind: "ruling",
+          ruling,
+          ...(lifted ? { lifted: true as const } : {}),
+          actor: member.conn.id,
+          ...refField(ref),
+        }),
+      (error) => this.#error(member, "unavailable", `not kept: ${(error as Error).message}`, ref),
+    );
+  }
+
+  /** A ruling made or lifted anywhere: kept, and applied to this hub's members. */
+  #ruled(ruling: Ruling, lifted: boolean, actor: Member | undefined, ref: Ref | undefined): void {
+    const id = rulingId(ruling);
+    if (lifted) this.#rulings.delete(id);
+    else this.#rulings.set(id, ruling);
+    const { ts, by } = ruling;
+    if (ruling.kind === "topic") {
+      const room = this.#parts.room(ruling.room);
+      const event: ServerEvent = {
+        type: "topic",
+        room: ruling.room,
+        topic: ruling.text ?? "",
+        by,
+        ts,
+      };
+      if (room) this.#tell(room, event, actor, ref);
+      return;
+    }
+    const action: Action = ruling.kind === "mute"
+      ? (lifted ? "unmute" : "mute")
+      : (lifted ? "unban" : "ban");
+    const event = (room: string): ServerEvent => ({
+      type: "moderated",
+      room,
+      action,
+      name: ruling.shown,
+      by,
+      ...(ruling.reason ? { reason: ruling.reason } : {}),
+      ...(ruling.until > 0 && !lifted ? { until: ruling.until } : {}),
+      ts,
+    });
+    if (ruling.kind === "mute") {
+      const room = this.#parts.room(ruling.room);
+      if (!room) return;
+      // The member muted here keeps its mute if it renames.
+      const holder = ruling.target.startsWith("name:")
+        ? room.names.holder(ruling.shown)
+        : undefined;
+      if (holder) holder.muted = lifted ? undefined : ruling;
+      return this.#tell(room, event(room.name), actor, ref);
+    }
+    // A ban: every member it covers leaves, and its rooms hear why.
+    if (lifted) {
+      if (actor) this.#parts.send.to(actor, { ...event(actor.room.name), ...refField(ref) });
+      return;
+    }
+    const out = [...this.#parts.everyone()].filter((m) =>
+      this.banned(m.name, m.conn.address) === ruling
+    );
+    const told = new Set<Room>();
+    for (const member of out) {
+      if (!told.has(member.room)) {
+        told.add(member.room);
+        this.#tell(member.room, event(member.room.name), actor, ref);
+      }
+      member.conn.close(CloseCode.removed, `banned by ${by}`);
+    }
+    if (actor && !told.has(actor.room)) {
+      this.#parts.send.to(actor, { ...event(actor.room.name), ...refField(ref) });
+    }
+  }
+
+  /** An event to a room's members here; the actor (if here) gets it with its `ref`. */
+  #tell(room: Room, event: ServerEvent, actor: Member | undefined, ref: Ref | undefined): void {
+    const inRoom = actor !== undefined && actor.room === room;
+    this.#parts.send.toRoom(room, event, inRoom ? actor : undefined);
+    if (actor) this.#parts.send.to(actor, { ...event, ...refField(ref) } as ServerEvent);
+  }
+
+  /** A ruling in force (one that has ended is dropped). */
+  #active(id: string): Ruling | undefined {
+    const ruling = this.#rulings.get(id);
+    if (ruling && ruling.until > 0 && ruling.until <= this.#parts.now()) {
+      this.#rulings.delete(id);
+      return undefined;
+    }
+    return ruling;
+  }
+
+  /** Whether the member's token gives it `role` (an admin may do what a moderator may). */
+  #may(member: Member, role: "moderator" | "admin", what: string, ref: Ref | undefined): boolean {
+    const has = member.identity?.role;
+    if (has === "admin" || (role === "moderator" && has === "moderator")) return true;
+    this.#error(
+      member,
+      "forbidden",
+      `only ${role}s may ${what}; your token does not say you are one`,
+      ref,
+    );
+    return false;
+  }
+
+  #error(
+    member: Member,
+    code: "muted" | "forbidden" | "not_found" | "unavailable",
+    message: string,
+    ref: Ref | undefined,
+  ): void {
+    this.#parts.send.to(member, { type: "error", code, message, ...refField(ref) });
+  }
+}

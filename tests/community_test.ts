@@ -1,0 +1,258 @@
+/**
+ * Moderation, topics and private messages (issue 17): roles from signed tokens, kick, mute,
+ * ban (by name and by address), topics in welcomes, `/msg` to one person only; rulings kept
+ * across a restart with `--data`, and everything across two instances through a real Redis.
+ */
+
+import assert from "node:assert/strict";
+import { SignJWT } from "jose";
+import {
+  Client,
+  MAIN,
+  rawExchange,
+  ServerProcess,
+  sleep,
+  startServer,
+  upgradeRequest,
+} from "./helpers.ts";
+import { haveRedis, RedisServer } from "./redis_server.ts";
+
+const SECRET = "0123456789abcdef0123456789abcdef-test-secret";
+
+async function token(name: string, role?: "moderator" | "admin"): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return await new SignJWT({ sub: `u-${name}`, name, exp: now + 3600, ...(role ? { role } : {}) })
+    .setProtectedHeader({ alg: "HS256" })
+    .sign(new TextEncoder().encode(SECRET));
+}
+
+const OPTIONS = { jwtSecret: SECRET, guests: true };
+
+Deno.test("a moderator removes someone (4004, the room is told why); others may not, and an absent name is an error", async () => {
+  const server = startServer(OPTIONS);
+  try {
+    const mod = await Client.open(server.ws(`/?token=${await token("alice", "moderator")}`));
+    const bob = await Client.open(server.ws("/?name=bob"));
+    const carol = await Client.open(server.ws(`/?token=${await token("carol")}`));
+    carol.send("/kick ~bob");
+    assert.match(await carol.next((l) => l.startsWith("!")), /only moderators may kick/);
+    bob.send("/kick alice");
+    assert.match(await bob.next((l) => l.startsWith("!")), /only moderators may kick/);
+    mod.send("/kick nobody");
+    assert.match(await mod.next((l) => l.startsWith("!")), /no one named "nobody" in #lobby/);
+    mod.send("/kick ~bob spamming links");
+    assert.equal(
+      await carol.next((l) => l.includes("removed")),
+      "* alice removed ~bob: spamming links",
+    );
+    const closed = await bob.closed;
+    assert.equal(closed.code, 4004);
+    assert.match(closed.reason, /removed by alice: spamming links/);
+    await mod.close();
+    await carol.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a mute silences someone (say, /me, /msg, /nick) until it ends or is lifted", async () => {
+  const server = startServer(OPTIONS);
+  try {
+    const mod = await Client.json(server.ws(`/?token=${await token("alice", "moderator")}`));
+    const bob = await Client.open(server.ws("/?name=bob"));
+    mod.send({ type: "mute", name: "~bob", duration: "10m", reason: "cool down", ref: 1 });
+    const done = await mod.event("moderated", (e) => e.ref === 1);
+    assert.equal(done.action, "mute");
+    assert.equal(done.name, "~bob");
+    assert.ok(Number(done.until) - Number(done.ts) === 600_000);
+    assert.match(
+      await bob.next((l) => l.includes("muted")),
+      /\* alice muted ~bob for 10m: cool down/,
+    );
+    for (const line of ["hello?", "/me waves", "/msg alice let me talk", "/nick robert"]) {
+      bob.send(line);
+      assert.match(
+        await bob.next((l) => l.startsWith("!")),
+        /you are muted in #lobby until \d\d:\d\d UTC/,
+        line,
+      );
+    }
+    assert.deepEqual(
+      (await mod.unread()).filter((l) => l.includes("hello?") || l.includes("waves")),
+      [],
+    );
+    mod.send({ type: "unmute", name: "~bob", ref: 2 });
+    await mod.event("moderated", (e) => e.ref === 2 && e.action === "unmute");
+    bob.send("thanks");
+    await mod.event("message", (e) => e.text === "thanks");
+    mod.send({ type: "unmute", name: "~bob", ref: 3 });
+    assert.equal((await mod.event("error", (e) => e.ref === 3)).code, "not_found");
+    await mod.close();
+    await bob.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("/msg reaches one person only, and its sender; an absent name is an error", async () => {
+  const server = startServer(OPTIONS);
+  try {
+    const alice = await Client.json(server.ws(`/?token=${await token("alice")}`));
+    const bob = await Client.open(server.ws("/?name=bob"));
+    const carol = await Client.open(server.ws("/?name=carol"));
+    alice.send({ type: "msg", to: "~bob", text: "psst", ref: "p" });
+    const echo = await alice.event("private", (e) => e.ref === "p");
+    assert.deepEqual([echo.from, echo.to, echo.text], ["alice", "~bob", "psst"]);
+    assert.equal(await bob.next((l) => l.includes("psst")), "[private] alice -> ~bob: psst");
+    assert.deepEqual((await carol.unread(300)).filter((l) => l.includes("psst")), []);
+    carol.send("/msg dave hello");
+    assert.match(await carol.next((l) => l.startsWith("!")), /no one named "dave" in #lobby/);
+    await Promise.all([alice, bob, carol].map((c) => c.close()));
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a topic is set by moderators, told to the room, and carried by every welcome", async () => {
+  const server = startServer(OPTIONS);
+  try {
+    const mod = await Client.open(server.ws(`/?token=${await token("alice", "moderator")}`));
+    const bob = await Client.open(server.ws("/?name=bob"));
+    bob.send("/topic mine now");
+    assert.match(await bob.next((l) => l.startsWith("!")), /only moderators may set the topic/);
+    mod.send("/topic Release day: be kind");
+    assert.equal(
+      await bob.next((l) => l.includes("topic")),
+      "* alice set the topic of #lobby: Release day: be kind",
+    );
+    const late = await Client.json(server.ws("/?name=late"));
+    assert.equal(JSON.parse(late.lines[0]!).topic, "Release day: be kind");
+    const text = await Client.open(server.ws("/?name=text"));
+    assert.equal(text.lines[1], "* topic: Release day: be kind");
+    text.send("/topic");
+    assert.equal(
+      await text.next((l) => l.includes("topic of")),
+      "* topic of #lobby: Release day: be kind",
+    );
+    await Promise.all([mod, bob, late, text].map((c) => c.close()));
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("an admin bans by name (the member leaves and cannot come back) and by address (403 before the upgrade)", async () => {
+  const server = startServer(OPTIONS);
+  try {
+    const admin = await Client.open(server.ws(`/?token=${await token("root", "admin")}`));
+    const mod = await Client.open(server.ws(`/?token=${await token("alice", "moderator")}`));
+    const bob = await Client.open(server.ws("/?name=bob"));
+    mod.send("/ban ~bob");
+    assert.match(await mod.next((l) => l.startsWith("!")), /only admins may ban/);
+    admin.send("/ban ~bob 1d flooding");
+    assert.equal(
+      await mod.next((l) => l.includes("banned")),
+      "* root banned ~bob for 1d: flooding",
+    );
+    assert.equal((await bob.closed).code, 4004);
+    const again = await Client.open(server.ws("/?name=bob"), undefined, { welcomed: false });
+    const closed = await again.closed;
+    assert.equal(closed.code, 4004);
+    assert.match(closed.reason, /you are banned/);
+    admin.send("/unban ~bob");
+    await admin.next((l) => l.includes("unbanned ~bob"));
+    const back = await Client.open(server.ws("/?name=bob"));
+    await back.close();
+    admin.send("/ban 127.0.0.1 10m");
+    await admin.next((l) => l.includes("banned 127.0.0.1"));
+    // Everyone here connects from 127.0.0.1: the ban closes them all, the admin too.
+    assert.equal((await admin.closed).code, 4004);
+    const refused = await rawExchange(server.port, upgradeRequest("/?name=x"));
+    assert.match(refused, /^HTTP\/1.1 403/);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("mutes, bans and topics outlive a restart with --data", async () => {
+  const dir = await Deno.makeTempDir();
+  const data = `${dir}/natter.db`;
+  const args = ["--port", "0", "--data", data, "--jwt-secret", SECRET, "--guests", "yes"];
+  const perms = ["--allow-net", `--allow-read=${dir}`, `--allow-write=${dir}`];
+  try {
+    const first = await ServerProcess.start(args, MAIN, perms);
+    const port = await first.port();
+    const mod = await Client.open(`ws://127.0.0.1:${port}/?token=${await token("alice", "admin")}`);
+    mod.send("/topic kept across restarts");
+    await mod.next((l) => l.includes("set the topic"));
+    mod.send("/mute ~bob");
+    await mod.next((l) => l.includes("muted ~bob"));
+    mod.send("/ban ~eve");
+    await mod.next((l) => l.includes("banned ~eve"));
+    await mod.close();
+    await first.stop();
+    const second = await ServerProcess.start(args, MAIN, perms);
+    const port2 = await second.port();
+    try {
+      await sleep(200); // the rulings are read as the hub starts
+      const bob = await Client.json(`ws://127.0.0.1:${port2}/?name=bob`);
+      assert.equal(JSON.parse(bob.lines[0]!).topic, "kept across restarts");
+      bob.send({ type: "say", text: "am I heard?", ref: 1 });
+      assert.equal((await bob.event("error", (e) => e.ref === 1)).code, "muted");
+      const eve = await Client.open(`ws://127.0.0.1:${port2}/?name=eve`, undefined, {
+        welcomed: false,
+      });
+      assert.equal((await eve.closed).code, 4004);
+      await bob.close();
+    } finally {
+      await second.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "across two instances through Redis: kick, mute, topic, ban and /msg reach members of the other",
+  ignore: !haveRedis(),
+  async fn() {
+    const redis = await RedisServer.start();
+    const args = ["--port", "0", "--redis", redis.url, "--jwt-secret", SECRET, "--guests", "yes"];
+    const a = await ServerProcess.start(args);
+    const b = await ServerProcess.start(args);
+    try {
+      const [pa, pb] = [await a.port(), await b.port()];
+      const mod = await Client.open(`ws://127.0.0.1:${pa}/?token=${await token("alice", "admin")}`);
+      const bob = await Client.json(`ws://127.0.0.1:${pb}/?name=bob`);
+      const carol = await Client.open(`ws://127.0.0.1:${pb}/?name=carol`);
+      await mod.next((l) => l.includes("~carol joined"), 5000);
+      mod.send("/msg ~bob over there");
+      const got = await bob.event("private");
+      assert.deepEqual([got.from, got.text], ["alice", "over there"]);
+      assert.deepEqual((await carol.unread(300)).filter((l) => l.includes("over there")), []);
+      mod.send("/mute ~bob");
+      await bob.event("moderated", (e) => e.action === "mute");
+      bob.send({ type: "say", text: "from b", ref: 1 });
+      assert.equal((await bob.event("error", (e) => e.ref === 1)).code, "muted");
+      mod.send("/topic shared topic");
+      await carol.next((l) => l.includes("set the topic of #lobby: shared topic"));
+      mod.send("/kick ~carol");
+      assert.equal((await carol.closed).code, 4004);
+      mod.send("/ban ~bob");
+      assert.equal((await bob.closed).code, 4004);
+      // A later member of instance B sees the topic; the banned name stays out there too.
+      const dave = await Client.json(`ws://127.0.0.1:${pb}/?name=dave`);
+      assert.equal(JSON.parse(dave.lines[0]!).topic, "shared topic");
+      const bobAgain = await Client.open(`ws://127.0.0.1:${pb}/?name=bob`, undefined, {
+        welcomed: false,
+      });
+      assert.equal((await bobAgain.closed).code, 4004);
+      await dave.close();
+      await mod.close();
+    } finally {
+      await a.stop();
+      await b.stop();
+      await redis.kill();
+    }
+  },
+});
