@@ -118,6 +118,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   const admission = new Admission(options, verifier);
   const hub = new Hub({
     ...(verifier ? { verify: (token: string) => verifier.verify(token) } : {}),
+    log,
     server: `natter/${VERSION}`,
     defaultRoom: options.defaultRoom,
     maxMessageBytes: options.maxMessageBytes,

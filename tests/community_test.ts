@@ -173,6 +173,44 @@ Deno.test("an admin bans by name (the member leaves and cannot come back) and by
   }
 });
 
+Deno.test("a moderator deletes a message: everyone is told, and history and recovery give its tombstone", async () => {
+  const server = startServer(OPTIONS);
+  try {
+    const mod = await Client.json(server.ws(`/?token=${await token("alice", "moderator")}`));
+    const bob = await Client.json(server.ws("/?name=bob"));
+    bob.send({ type: "say", text: "first", ref: 1 });
+    bob.send({ type: "say", text: "something awful", ref: 2 });
+    bob.send({ type: "say", text: "third", ref: 3 });
+    const awful = await bob.event("message", (e) => e.ref === 2);
+    await bob.event("message", (e) => e.ref === 3);
+    bob.send({ type: "delete", id: awful.id, ref: 4 });
+    assert.equal((await bob.event("error", (e) => e.ref === 4)).code, "forbidden");
+    mod.send({ type: "delete", id: 999, ref: 5 });
+    assert.equal((await mod.event("error", (e) => e.ref === 5)).code, "not_found");
+    mod.send({ type: "delete", id: awful.id, ref: 6 });
+    const told = await bob.event("deleted");
+    assert.deepEqual([told.id, told.by], [awful.id, "alice"]);
+    await mod.event("deleted", (e) => e.ref === 6);
+    // History, a fresh welcome, and recovery from before it: a tombstone, never the text.
+    bob.send({ type: "history", ref: 7 });
+    const page = await bob.event("history", (e) => e.ref === 7);
+    const texts = (page.messages as { text: string; deleted?: boolean }[]).map((m) =>
+      m.deleted ? "(deleted)" : m.text
+    );
+    assert.deepEqual(texts, ["first", "(deleted)", "third"]);
+    const late = await Client.json(server.ws(`/?name=late&since=${Number(awful.id) - 1}`));
+    const welcome = JSON.parse(late.lines[0]!);
+    assert.ok(!late.lines[0]!.includes("something awful"));
+    assert.equal(welcome.history.find((m: { id: number }) => m.id === awful.id).deleted, true);
+    const text = await Client.open(server.ws("/?name=reader"));
+    text.send("/history");
+    await text.next((l) => l.endsWith("bob: (deleted)"));
+    await Promise.all([mod, bob, late, text].map((c) => c.close()));
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("mutes, bans and topics outlive a restart with --data", async () => {
   const dir = await Deno.makeTempDir();
   const data = `${dir}/natter.db`;
@@ -188,6 +226,9 @@ Deno.test("mutes, bans and topics outlive a restart with --data", async () => {
     await mod.next((l) => l.includes("muted ~bob"));
     mod.send("/ban ~eve");
     await mod.next((l) => l.includes("banned ~eve"));
+    mod.send("a secret that must go");
+    mod.send("/delete 1");
+    await mod.next((l) => l.includes("deleted message 1"));
     await mod.close();
     await first.stop();
     const second = await ServerProcess.start(args, MAIN, perms);
@@ -195,7 +236,11 @@ Deno.test("mutes, bans and topics outlive a restart with --data", async () => {
     try {
       await sleep(200); // the rulings are read as the hub starts
       const bob = await Client.json(`ws://127.0.0.1:${port2}/?name=bob`);
-      assert.equal(JSON.parse(bob.lines[0]!).topic, "kept across restarts");
+      const welcome = JSON.parse(bob.lines[0]!);
+      assert.equal(welcome.topic, "kept across restarts");
+      assert.deepEqual(welcome.history.map((m: { deleted?: boolean }) => m.deleted), [true]);
+      const file = new TextDecoder().decode(await Deno.readFile(data));
+      assert.ok(!file.includes("a secret that must go"), "the deleted text left the file");
       bob.send({ type: "say", text: "am I heard?", ref: 1 });
       assert.equal((await bob.event("error", (e) => e.ref === 1)).code, "muted");
       const eve = await Client.open(`ws://127.0.0.1:${port2}/?name=eve`, undefined, {
@@ -234,6 +279,18 @@ Deno.test({
       await bob.event("moderated", (e) => e.action === "mute");
       bob.send({ type: "say", text: "from b", ref: 1 });
       assert.equal((await bob.event("error", (e) => e.ref === 1)).code, "muted");
+      mod.send("said on A, deleted from A");
+      const said = await bob.event("message", (e) => e.text === "said on A, deleted from A");
+      mod.send(`/delete ${said.id}`);
+      assert.equal((await bob.event("deleted")).id, said.id);
+      const page = await Client.json(`ws://127.0.0.1:${pb}/?name=pager`);
+      const kept = JSON.parse(page.lines[0]!).history as {
+        id: number;
+        deleted?: boolean;
+        text: string;
+      }[];
+      assert.deepEqual(kept.map((m) => [m.id, m.deleted, m.text]), [[said.id, true, ""]]);
+      await page.close();
       mod.send("/topic shared topic");
       await carol.next((l) => l.includes("set the topic of #lobby: shared topic"));
       mod.send("/kick ~carol");

@@ -19,6 +19,7 @@ import type { Action, CommunityMessage } from "../protocol/commands.ts";
 import { CloseCode, type Ref, type ServerEvent } from "../protocol/protocol.ts";
 import { nameKey, quote } from "../protocol/text.ts";
 import { type HistoryStore, type Ruling, rulingId, when } from "../store/history.ts";
+import type { Logger } from "../base/log.ts";
 import { refField } from "./replies.ts";
 import type { Delivery, Member, Room } from "./room.ts";
 
@@ -34,6 +35,10 @@ export interface CommunityParts {
   member(id: string): Member | undefined;
   /** Every member of this hub. */
   everyone(): Iterable<Member>;
+  /** A kept message changed (a deletion): encoded history must be encoded again. */
+  changed(): void;
+  /** Where moderators' actions are logged (who did what, where). */
+  log?: Logger | undefined;
 }
 
 type Moderate = Extract<CommunityMessage, { type: "moderate" }>;
@@ -110,6 +115,8 @@ export class Community {
         return this.#topic(member, msg.topic, msg.ref);
       case "moderate":
         return this.#moderate(member, msg);
+      case "delete":
+        return this.#delete(member, msg.id, msg.ref);
     }
   }
 
@@ -137,6 +144,15 @@ export class Community {
         const target = room.names.holder(envelope.name);
         const why = envelope.reason ? `: ${envelope.reason}` : "";
         target?.conn.close(CloseCode.removed, `removed by ${envelope.by}${why}`.slice(0, 120));
+        return;
+      }
+      case "delete": {
+        this.#parts.changed();
+        const room = this.#parts.room(envelope.room);
+        const { id, by, ts } = envelope;
+        if (room) {
+          this.#tell(room, { type: "deleted", room: room.name, id, by, ts }, actor, envelope.ref);
+        }
         return;
       }
       case "private": {
@@ -167,6 +183,39 @@ export class Community {
       actor: member.conn.id,
       ...refField(ref),
     });
+  }
+
+  #delete(member: Member, id: number, ref: Ref | undefined): void {
+    if (!this.#may(member, "moderator", "delete messages", ref)) return;
+    const { store, feed } = this.#parts;
+    const room = member.room.name;
+    if (!store.remove) return this.#error(member, "unavailable", "this store cannot delete", ref);
+    when(
+      () => store.remove!(room, id),
+      (gone) => {
+        if (!gone) {
+          return this.#error(member, "not_found", `no message ${id} is kept in #${room}`, ref);
+        }
+        this.#parts.log?.info("moderation", {
+          action: "delete",
+          by: member.name,
+          room,
+          id,
+          author: gone.from,
+        });
+        feed.community({
+          kind: "delete",
+          room,
+          id,
+          by: member.name,
+          ts: this.#parts.now(),
+          actor: member.conn.id,
+          ...refField(ref),
+        });
+      },
+      (error) =>
+        this.#error(member, "unavailable", `not deleted: ${(error as Error).message}`, ref),
+    );
   }
 
   #topic(member: Member, text: string | undefined, ref: Ref | undefined): void {
@@ -210,6 +259,13 @@ export class Community {
           ref,
         );
       }
+      this.#parts.log?.info("moderation", {
+        action,
+        by: member.name,
+        room: room.name,
+        target: msg.target,
+        ...(msg.reason ? { reason: msg.reason } : {}),
+      });
       return this.#parts.feed.community({
         kind: "kick",
         room: room.name,
@@ -245,14 +301,23 @@ export class Community {
     const id = rulingId(ruling);
     when(
       () => lifted ? store.lift?.(id) : store.rule?.(ruling),
-      () =>
+      () => {
+        this.#parts.log?.info("moderation", {
+          action: lifted ? `lift ${ruling.kind}` : ruling.kind,
+          by: member.name,
+          room: ruling.room,
+          ...(ruling.kind === "topic" ? {} : { target: ruling.shown }),
+          ...(ruling.until ? { until: new Date(ruling.until).toISOString() } : {}),
+          ...(ruling.reason ? { reason: ruling.reason } : {}),
+        });
         feed.community({
           kind: "ruling",
           ruling,
           ...(lifted ? { lifted: true as const } : {}),
           actor: member.conn.id,
           ...refField(ref),
-        }),
+        });
+      },
       (error) => this.#error(member, "unavailable", `not kept: ${(error as Error).message}`, ref),
     );
   }

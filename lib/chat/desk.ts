@@ -69,6 +69,11 @@ export class HistoryDesk {
 
   constructor(readonly store: HistoryStore, readonly options: DeskOptions) {}
 
+  /** Forgets every encoded page: a kept message changed (a moderator deleted it). */
+  forget(): void {
+    this.#pages.clear();
+  }
+
   /**
    * A `history` request: hands `send` the page's frame (with `ref`), or `refuse` an error (over
    * the allowance: `rate_limited` with the wait; a store that cannot answer: `unavailable`).

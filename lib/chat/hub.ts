@@ -5,6 +5,7 @@
  * (a stored message as its envelope, in order), and what it does leaves through the feed.
  */
 
+import type { Logger } from "../base/log.ts";
 import { Metrics } from "../base/metrics.ts";
 import {
   DEFAULT_ROOM,
@@ -76,6 +77,8 @@ export interface HubOptions {
   graceMs?: number;
   /** Checks a renewed signed token; absent where the server verifies none. */
   verify?: Verify;
+  /** Where moderators' actions are logged. */
+  log?: Logger;
 }
 
 /** Rooms of members, and the rules for who hears what. */
@@ -145,6 +148,8 @@ export class Hub {
       room: (name) => this.#rooms.get(name),
       member: (id) => this.#byId.get(id),
       everyone: () => this.#members.values(),
+      changed: () => this.#desk.forget(),
+      log: options.log,
     });
     this.#lingering = new Lingering(options.graceMs ?? GRACE_MS);
     this.#rooms = new Rooms({
@@ -288,6 +293,7 @@ export class Hub {
       case "moderate":
       case "topic":
       case "msg":
+      case "delete":
         return this.#community.handle(member, msg);
       case "join":
         return this.#move(member, msg.room, msg.ref);

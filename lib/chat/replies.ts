@@ -28,6 +28,11 @@ export class Pages {
   readonly #frames = new Map<string, Frame>();
   #bytes = 0;
 
+  clear(): void {
+    this.#frames.clear();
+    this.#bytes = 0;
+  }
+
   get(key: string, encode: () => string | null): Frame {
     let frame = this.#frames.get(key);
     if (frame) {

@@ -66,6 +66,16 @@ export type CommunityEnvelope =
     ref?: Ref;
   }
   | {
+    kind: "delete";
+    origin: string;
+    room: string;
+    id: number;
+    by: string;
+    ts: number;
+    actor?: string;
+    ref?: Ref;
+  }
+  | {
     kind: "private";
     origin: string;
     room: string;

@@ -236,6 +236,9 @@ export class Feed {
       }
       case "ruling":
         return events.community(envelope, own);
+      case "delete":
+        // Every hub forgets what it encoded of the room's history; the room's members are told.
+        return events.community(envelope, own);
       case "kick":
       case "private":
         if (this.#orders.has(envelope.room)) events.community(envelope, own);

@@ -33,7 +33,9 @@ export type CommunityMessage =
   }
   /** Sets the room's topic; without `topic`, asks for it. An empty topic clears it. */
   | { type: "topic"; topic?: string; ref?: Ref }
-  | { type: "msg"; to: string; text: string; ref?: Ref };
+  | { type: "msg"; to: string; text: string; ref?: Ref }
+  /** Deletes a message of the room by its id (moderators). */
+  | { type: "delete"; id: number; ref?: Ref };
 
 type Failure = {
   ok: false;
@@ -47,7 +49,7 @@ const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_
 /** An IPv4 address, or anything with a colon (IPv6): no name looks like either. */
 const ADDRESS = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$|:/;
 
-const USAGE: Record<Action | "topic" | "msg", string> = {
+const USAGE: Record<Action | "topic" | "msg" | "delete", string> = {
   kick: "/kick NAME [reason]",
   mute: "/mute NAME [DURATION such as 10m, 2h, 7d] [reason]",
   unmute: "/unmute NAME",
@@ -55,6 +57,7 @@ const USAGE: Record<Action | "topic" | "msg", string> = {
   unban: "/unban NAME|ADDRESS",
   topic: "/topic [TEXT] (an empty topic clears it)",
   msg: "/msg NAME TEXT",
+  delete: "/delete ID (a message's id, as the page and JSON clients see it)",
 };
 
 /** A member's name as others see it: a name, or a guest's (`~` and a name); null if neither. */
@@ -135,6 +138,14 @@ function privately(to: string, raw: string, maxBytes: number, ref: Ref | undefin
   return { ok: true, msg: withRef({ type: "msg" as const, to: name, text }, ref) };
 }
 
+function deletion(raw: unknown, ref: Ref | undefined): CommandParsed {
+  const id = typeof raw === "string" && /^\d{1,15}$/.test(raw.trim()) ? Number(raw.trim()) : raw;
+  if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 1) {
+    return fail("bad_message", `usage: ${USAGE.delete}`);
+  }
+  return { ok: true, msg: withRef({ type: "delete" as const, id }, ref) };
+}
+
 /** One of this module's text commands (`command` without its slash), or undefined. */
 export function parseCommunityText(
   command: string,
@@ -160,6 +171,7 @@ export function parseCommunityText(
     );
   }
   if (command === "topic") return topic(arg.trim() === "" ? undefined : arg, undefined);
+  if (command === "delete") return deletion(arg, undefined);
   if (command === "msg" || command === "query" || command === "tell") {
     const space = arg.trim().search(/\s/);
     if (space === -1) return fail("bad_message", `usage: ${USAGE.msg}`);
@@ -194,6 +206,7 @@ export function parseCommunityJson(
     if (obj.topic !== undefined && typeof obj.topic !== "string") return needs("topic");
     return topic(string("topic"), ref);
   }
+  if (type === "delete") return deletion(obj.id, ref);
   if (type === "msg") {
     const to = string("to");
     const text = string("text");

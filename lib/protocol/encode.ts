@@ -27,6 +27,7 @@ function nameList(names: string[], total = names.length): string {
 export function encodeText(event: ServerEvent): string | null {
   switch (event.type) {
     case "message":
+      if (event.deleted) return `${event.from}: (deleted)`;
       return event.action ? `~ ${event.from} ${event.text}` : `${event.from}: ${event.text}`;
     case "joined":
       return `* ${event.name} joined`;
@@ -73,6 +74,8 @@ export function encodeText(event: ServerEvent): string | null {
           : `* ${event.by} set the topic of #${event.room}: ${event.topic}`;
       }
       return `* topic of #${event.room}: ${event.topic === "" ? "(none)" : event.topic}`;
+    case "deleted":
+      return `* ${event.by} deleted message ${event.id}`;
     case "private":
       return `[private] ${event.from} -> ${event.to}: ${event.text}`;
     case "presence": {
@@ -112,7 +115,11 @@ function clock(ts: number): string {
 function historyLines(room: string, messages: ChatMessage[]): string {
   if (messages.length === 0) return `* no history in #${room} yet`;
   const lines = messages.map((m) =>
-    m.action ? `[${clock(m.ts)}Z] ~ ${m.from} ${m.text}` : `[${clock(m.ts)}Z] ${m.from}: ${m.text}`
+    m.deleted
+      ? `[${clock(m.ts)}Z] ${m.from}: (deleted)`
+      : m.action
+      ? `[${clock(m.ts)}Z] ~ ${m.from} ${m.text}`
+      : `[${clock(m.ts)}Z] ${m.from}: ${m.text}`
   );
   return [`* last ${messages.length} in #${room}:`, ...lines, "* end of history"].join("\n");
 }
@@ -129,7 +136,7 @@ export const HELP = [
   "*   /msg NAME TEXT  a private message to NAME in this room; also /tell",
   "*   /topic [TEXT]   show the room's topic, or set it (moderators)",
   "*   /token TOKEN renew your signed token before it expires (where the server uses them)",
-  "* moderators: /kick NAME [reason], /mute NAME [10m] [reason], /unmute NAME;",
+  "* moderators: /kick NAME [reason], /mute NAME [10m] [reason], /unmute NAME, /delete ID;",
   "*   admins also /ban NAME|ADDRESS [7d] [reason], /unban NAME|ADDRESS",
   "*   /help        this list",
   "*   /quit        disconnect",

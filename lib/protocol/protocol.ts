@@ -140,6 +140,8 @@ export type ServerEvent =
   }
   /** The room's topic, as set (`by`) or as asked for; empty when it has none. */
   | { type: "topic"; room: string; topic: string; by?: string; ts: number; ref?: Ref }
+  /** A moderator deleted message `id` of the room: clients show its tombstone. */
+  | { type: "deleted"; room: string; id: number; by: string; ts: number; ref?: Ref }
   /** A private message: to its one recipient, and back to its sender with its `ref`. */
   | { type: "private"; from: string; to: string; text: string; ts: number; ref?: Ref };
 
@@ -407,7 +409,7 @@ export function parseJson(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): P
         "unknown_type",
         `unknown type ${
           quote(obj.type)
-        }: expected say, me, nick, join, who, history, rooms, typing, token, msg, topic, kick, mute, unmute, ban or unban`,
+        }: expected say, me, nick, join, who, history, rooms, typing, token, msg, topic, kick, mute, unmute, ban, unban or delete`,
         ref,
       );
     }

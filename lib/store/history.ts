@@ -23,6 +23,20 @@ export interface Message {
   from: string;
   text: string;
   action?: true;
+  /** A moderator deleted it: a tombstone, its text gone (lib/chat/community.ts). */
+  deleted?: true;
+}
+
+/** What a deleted message leaves in history: its place, time and author, not its text. */
+export function tombstone(message: Message): Message {
+  return {
+    room: message.room,
+    id: message.id,
+    ts: message.ts,
+    from: message.from,
+    text: "",
+    deleted: true,
+  };
 }
 
 /** A message before the store gives it its id. */
@@ -161,6 +175,11 @@ export interface HistoryStore {
    */
   hold?(room: string): void;
   release?(room: string): void;
+  /**
+   * Deletes a kept message: from now on every read gives its {@link tombstone}, and its text
+   * is gone from the store. Returns the tombstone, or undefined when no such message is kept.
+   */
+  remove?(room: string, id: number): Maybe<Message | undefined>;
   /** Every ruling kept (some may have ended since; the reader checks `until`). */
   rulings?(): Maybe<Ruling[]>;
   /** Keeps a ruling, replacing one with the same {@link rulingId}. */

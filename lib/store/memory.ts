@@ -15,6 +15,7 @@ import {
   type Ruling,
   rulingId,
   type Stored,
+  tombstone,
 } from "./history.ts";
 import { RoomLog } from "./room_log.ts";
 
@@ -63,6 +64,8 @@ export class MemoryStore implements HistoryStore {
   /** The same keys in the order they came (a queue read from {@link #keyHead}), for expiry. */
   #keyQueue: { keyed: string; at: number }[] = [];
   #keyHead = 0;
+  /** Deleted messages' ids, by room (their texts stay in the room's log until it drops them). */
+  readonly #deleted = new Map<string, Set<number>>();
   /** Moderators' rulings, by {@link rulingId}. */
   readonly #rulings = new Map<string, Ruling>();
 
@@ -139,7 +142,7 @@ export class MemoryStore implements HistoryStore {
     const end = before === Infinity
       ? log.tail
       : Math.max(log.head, Math.min(log.tail, log.head + (before - log.idAt(log.head))));
-    return log.messages(room, Math.max(log.head, end - limit), end);
+    return this.#marked(room, log.messages(room, Math.max(log.head, end - limit), end));
   }
 
   after(room: string, since: number): Recovery {
@@ -150,7 +153,29 @@ export class MemoryStore implements HistoryStore {
     if (!log) return { messages: [], complete: since === 0 };
     const first = log.count > 0 ? log.idAt(log.head) : lastId + 1;
     const from = log.head + Math.max(0, since + 1 - first);
-    return { messages: log.messages(room, from, log.tail), complete: since + 1 >= first };
+    return {
+      messages: this.#marked(room, log.messages(room, from, log.tail)),
+      complete: since + 1 >= first,
+    };
+  }
+
+  remove(room: string, id: number): Message | undefined {
+    const log = this.#kept(room);
+    if (!log || log.count === 0) return undefined;
+    const first = log.idAt(log.head);
+    if (!Number.isSafeInteger(id) || id < first || id > log.lastId) return undefined;
+    const message = log.message(room, log.head + (id - first));
+    let deleted = this.#deleted.get(room);
+    if (!deleted) this.#deleted.set(room, deleted = new Set());
+    deleted.add(id);
+    return tombstone(message);
+  }
+
+  /** Messages with the deleted ones as tombstones. */
+  #marked(room: string, messages: Message[]): Message[] {
+    const deleted = this.#deleted.get(room);
+    if (!deleted) return messages;
+    return messages.map((message) => deleted.has(message.id) ? tombstone(message) : message);
   }
 
   head(room: string): number {
@@ -239,6 +264,7 @@ export class MemoryStore implements HistoryStore {
 
   #forget(room: string, log: RoomLog): void {
     this.#idle.delete(room);
+    this.#deleted.delete(room);
     if (log.lastId > this.#forgotten) this.#forgotten = log.lastId;
   }
 

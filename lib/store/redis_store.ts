@@ -23,6 +23,7 @@ import {
   rulingId,
   type Stored,
   StoreReset,
+  tombstone,
   Unconfirmed,
 } from "./history.ts";
 import { RedisError, type RedisLink } from "./redis_link.ts";
@@ -230,10 +231,56 @@ export class RedisStore implements HistoryStore {
   async latest(room: string, limit: number, before?: number): Promise<Message[]> {
     if (limit <= 0 || (before !== undefined && before <= 1)) return [];
     const end = before === undefined ? "+" : String(before - 1);
-    const entries = await this.#read(() =>
-      this.link.command.xRevRange(`natter:log:${room}`, end, "-", { COUNT: limit })
+    const [entries, gone, head] = await this.#read(() =>
+      Promise.all([
+        this.link.command.xRevRange(`natter:log:${room}`, end, "-", { COUNT: limit }),
+        this.link.command.hGetAll(`natter:gone:${room}`),
+        this.head(room),
+      ])
     );
-    return this.#fresh(room, entries).reverse();
+    const messages = this.#fresh(room, entries).reverse();
+    // Deleted ones are gone from the stream: their tombstones go back in their places.
+    const top = before === undefined ? head : before - 1;
+    const bottom = messages.length === limit
+      ? messages[0]!.id
+      : Math.max(1, head - this.#retention.maxCount + 1);
+    return this.#withGone(room, messages, gone, bottom, top).slice(-limit);
+  }
+
+  async remove(room: string, id: number): Promise<Message | undefined> {
+    const log = `natter:log:${room}`;
+    const [entry] = this.#fresh(
+      room,
+      await this.#read(() => this.link.command.xRange(log, `${id}-0`, `${id}-0`)),
+    );
+    if (!entry) return undefined;
+    const mark = JSON.stringify({ ts: entry.ts, from: entry.from });
+    await this.#read(() =>
+      this.link.command.multi().hSet(`natter:gone:${room}`, String(id), mark).xDel(log, `${id}-0`)
+        .exec()
+    );
+    return tombstone(entry);
+  }
+
+  /** `messages` (oldest first) with the tombstones of deleted ids from `bottom` to `top` put back. */
+  #withGone(
+    room: string,
+    messages: Message[],
+    gone: Record<string, string>,
+    bottom: number,
+    top: number,
+  ): Message[] {
+    const { maxAgeMs } = this.#retention;
+    const cutoff = maxAgeMs > 0 ? this.#now() - maxAgeMs : -Infinity;
+    const stones: Message[] = [];
+    for (const [key, value] of Object.entries(gone)) {
+      const id = Number(key);
+      if (!(id >= bottom && id <= top)) continue;
+      const { ts, from } = JSON.parse(value) as { ts: number; from: string };
+      if (ts >= cutoff) stones.push(tombstone({ room, id, ts, from, text: "" }));
+    }
+    if (stones.length === 0) return messages;
+    return [...messages, ...stones].sort((a, b) => a.id - b.id);
   }
 
   async after(room: string, since: number): Promise<Recovery> {
@@ -245,7 +292,9 @@ export class RedisStore implements HistoryStore {
       ])
     );
     if (since > head || since < 0) return { messages: [], complete: false };
-    const messages = this.#fresh(room, entries);
+    const gone = await this.#read(() => this.link.command.hGetAll(`natter:gone:${room}`));
+    const bottom = Math.max(since + 1, head - this.#retention.maxCount + 1);
+    const messages = this.#withGone(room, this.#fresh(room, entries), gone, bottom, head);
     // Complete when nothing came after `since`, or the first one kept is the very next id.
     return { messages, complete: since === head || messages[0]?.id === since + 1 };
   }

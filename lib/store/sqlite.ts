@@ -15,6 +15,7 @@ import {
   type Ruling,
   rulingId,
   type Stored,
+  tombstone,
 } from "./history.ts";
 
 /** `PRAGMA application_id` of a natter database: "natt". */
@@ -46,6 +47,11 @@ const SCHEMA = `
     id INTEGER NOT NULL,
     at INTEGER NOT NULL,
     PRIMARY KEY (room, key)
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS deleted (
+    room TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (room, id)
   ) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS rulings (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 `;
@@ -302,7 +308,7 @@ export class SqliteStore implements HistoryStore {
     const rows = before === undefined
       ? this.#latest.all(room, this.#cutoff(), limit)
       : this.#before.all(room, this.#cutoff(), before, limit);
-    return (rows as unknown as Row[]).map(toMessage);
+    return this.#marked(room, (rows as unknown as Row[]).map(toMessage));
   }
 
   after(room: string, since: number): Recovery {
@@ -316,7 +322,41 @@ export class SqliteStore implements HistoryStore {
     const messages = (this.#after.all(room, this.#cutoff(), since) as unknown as Row[]).map(
       toMessage,
     );
-    return { messages, complete: since + 1 >= first };
+    return { messages: this.#marked(room, messages), complete: since + 1 >= first };
+  }
+
+  remove(room: string, id: number): Message | undefined {
+    return retryLocked(() => {
+      const row = this.#one.get(room, id) as Row | undefined;
+      if (!row) return undefined;
+      const db = this.#db;
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        // The text leaves the file, not only the view.
+        db.prepare("UPDATE messages SET text = '' WHERE room = ? AND id = ?").run(room, id);
+        db.prepare("INSERT OR IGNORE INTO deleted (room, id) VALUES (?, ?)").run(room, id);
+        db.exec("COMMIT");
+      } catch (error) {
+        if (db.isTransaction) db.exec("ROLLBACK");
+        throw error;
+      }
+      return tombstone(toMessage(row));
+    });
+  }
+
+  /** Messages (in id order, either way) with the deleted ones as tombstones. */
+  #marked(room: string, messages: Message[]): Message[] {
+    if (messages.length === 0) return messages;
+    const rows = this.#db.prepare(
+      "SELECT id FROM deleted WHERE room = ? AND id BETWEEN ? AND ?",
+    ).all(
+      room,
+      Math.min(messages[0]!.id, messages.at(-1)!.id),
+      Math.max(messages[0]!.id, messages.at(-1)!.id),
+    ) as { id: number }[];
+    if (rows.length === 0) return messages;
+    const deleted = new Set(rows.map((row) => Number(row.id)));
+    return messages.map((message) => deleted.has(message.id) ? tombstone(message) : message);
   }
 
   head(room: string): number {
