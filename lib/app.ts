@@ -8,6 +8,7 @@
 import { SHUTDOWN_GRACE_MS } from "./base/defaults.ts";
 import { ConfigError, resolveOptions } from "./ops/config.ts";
 import { Admission } from "./transport/admission.ts";
+import { Api } from "./transport/api.ts";
 import { Verifier } from "./transport/identity.ts";
 import type { Options } from "./ops/config.ts";
 import { type Broker, LocalBroker } from "./cluster/broker.ts";
@@ -140,6 +141,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   guard.start();
   const turns = new Turns();
   const gate = new Gate(options, { hub, guard, live, metrics, log, turns });
+  const api = options.apiKey === undefined ? undefined : new Api(options, hub, store);
 
   /** What /healthz and /metrics report, as of now. */
   const readings = (): Readings => ({
@@ -156,6 +158,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   function fetch(request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
+    if (api && path.startsWith("/api/")) return api.handle(request, url);
     const isEndpoint = path === "/" || path === "/ws";
     const known = isEndpoint || isAsset(path) || ROUTES.has(path);
     if (!known) return plain(404, "Not Found");

@@ -208,7 +208,7 @@ Deno.test("parseCommand() says where the settings came from and which variables 
   assert.equal(
     none.kind === "serve" && none.settings,
     "default settings; environment not read: give deno --allow-env (before the script) to use " +
-      "PORT, HOST, NATTER_PUBLIC_ORIGIN, NATTER_TOKEN, NATTER_JWT_SECRET, REDIS_URL",
+      "PORT, HOST, NATTER_PUBLIC_ORIGIN, NATTER_TOKEN, NATTER_JWT_SECRET, NATTER_API_KEY, REDIS_URL",
   );
   assert.equal(none.kind === "serve" && none.options.redis, undefined);
 });

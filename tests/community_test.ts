@@ -262,7 +262,18 @@ Deno.test({
   ignore: !haveRedis(),
   async fn() {
     const redis = await RedisServer.start();
-    const args = ["--port", "0", "--redis", redis.url, "--jwt-secret", SECRET, "--guests", "yes"];
+    const args = [
+      "--port",
+      "0",
+      "--redis",
+      redis.url,
+      "--jwt-secret",
+      SECRET,
+      "--guests",
+      "yes",
+      "--api-key",
+      "api-key-0123456789abcdef",
+    ];
     const a = await ServerProcess.start(args);
     const b = await ServerProcess.start(args);
     try {
@@ -304,7 +315,15 @@ Deno.test({
         welcomed: false,
       });
       assert.equal((await bobAgain.closed).code, 4004);
-      await dave.close();
+      // The server API of instance A removes a member of instance B.
+      const answer = await fetch(`http://127.0.0.1:${pa}/api/disconnect`, {
+        method: "POST",
+        headers: { authorization: "Bearer api-key-0123456789abcdef" },
+        body: JSON.stringify({ name: "~dave" }),
+      });
+      assert.equal(answer.status, 200);
+      await answer.body?.cancel();
+      assert.equal((await dave.closed).code, 4004);
       await mod.close();
     } finally {
       await a.stop();

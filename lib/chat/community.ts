@@ -129,8 +129,9 @@ export class Community {
       case "ruling":
         return this.#ruled(envelope.ruling, envelope.lifted === true, actor, envelope.ref);
       case "kick": {
+        if (envelope.room === "*") return this.#removed(envelope.sub, envelope.name, envelope.by);
         const room = this.#parts.room(envelope.room);
-        if (!room) return;
+        if (!room || envelope.name === undefined) return;
         const event: ServerEvent = {
           type: "moderated",
           room: room.name,
@@ -141,7 +142,7 @@ export class Community {
           ts: envelope.ts,
         };
         this.#tell(room, event, actor, envelope.ref);
-        const target = room.names.holder(envelope.name);
+        const target = room.names.holder(envelope.name!);
         const why = envelope.reason ? `: ${envelope.reason}` : "";
         target?.conn.close(CloseCode.removed, `removed by ${envelope.by}${why}`.slice(0, 120));
         return;
@@ -164,6 +165,40 @@ export class Community {
         if (actor) this.#parts.send.to(actor, { ...event, ...refField(envelope.ref) });
         return;
       }
+    }
+  }
+
+  /** Closes every member of any room with this user id or name, on every hub (server API). */
+  removeEverywhere(who: { sub?: string; name?: string }, by: string): void {
+    this.#parts.log?.info("moderation", { action: "disconnect", by, ...who });
+    this.#parts.feed.community({ kind: "kick", room: "*", ...who, by, ts: this.#parts.now() });
+  }
+
+  /** Deletes a kept message as `by` (the server API); false when there is none. */
+  async deleteAs(room: string, id: number, by: string): Promise<boolean> {
+    const gone = await this.#parts.store.remove?.(room, id);
+    if (!gone) return false;
+    this.#parts.log?.info("moderation", { action: "delete", by, room, id, author: gone.from });
+    this.#parts.feed.community({ kind: "delete", room, id, by, ts: this.#parts.now() });
+    return true;
+  }
+
+  /** The members here with this user id or name leave, each room told. */
+  #removed(sub: string | undefined, name: string | undefined, by: string): void {
+    const key = name === undefined ? undefined : nameKey(name);
+    const ts = this.#parts.now();
+    for (const member of [...this.#parts.everyone()]) {
+      const matches = (sub !== undefined && member.identity?.sub === sub) ||
+        (key !== undefined && nameKey(member.name) === key);
+      if (!matches) continue;
+      const room = member.room;
+      this.#tell(
+        room,
+        { type: "moderated", room: room.name, action: "kick", name: member.name, by, ts },
+        undefined,
+        undefined,
+      );
+      member.conn.close(CloseCode.removed, `removed by ${by}`);
     }
   }
 

@@ -21,7 +21,7 @@ import type { MessageEnvelope } from "../cluster/order.ts";
 import { HELP } from "../protocol/encode.ts";
 import { CloseCode, parse, type ProtocolError, type Ref } from "../protocol/protocol.ts";
 import { VIEWS } from "../protocol/views.ts";
-import type { HistoryStore } from "../store/history.ts";
+import type { Draft, HistoryStore } from "../store/history.ts";
 import { MemoryStore } from "../store/memory.ts";
 import { HistoryDesk } from "./desk.ts";
 import { Community } from "./community.ts";
@@ -31,7 +31,7 @@ import { GRACE_MS, Lingering, sessionOf } from "./linger.ts";
 import { Naming } from "./naming.ts";
 import { BIG_ROOM, RoomPresence } from "./presence.ts";
 import { type Connection, Delivery, type Member, namesIn, Rooms, withRef } from "./room.ts";
-import { deliverStored, memberSender, type Sender } from "./sending.ts";
+import { callSender, deliverStored, memberSender, type Published, type Sender } from "./sending.ts";
 import { Welcomer } from "./welcome.ts";
 
 /** Hub settings; every field optional. */
@@ -110,6 +110,8 @@ export class Hub {
   readonly #credentials: Credentials;
   /** Moderation, topics and private messages (lib/chat/community.ts). */
   readonly #community: Community;
+  /** Publishes for the server API, under the same contract as members' messages. */
+  readonly #publish: (room: string, draft: Draft) => Promise<Published>;
 
   constructor(options: HubOptions = {}) {
     const now = this.#now = options.now ?? Date.now;
@@ -172,6 +174,7 @@ export class Hub {
     const present = (member: Member, room: string) =>
       this.#members.get(member.conn) === member && member.room.name === room;
     this.#sender = memberSender(store, feed, this.#send, present, (n) => this.#rooms.get(n));
+    this.#publish = callSender(store, feed);
     this.#desk = new HistoryDesk(store, {
       historyOnJoin: options.historyOnJoin ?? HISTORY_ON_JOIN,
       defaultPage: { text: TEXT_HISTORY_PAGE, json: HISTORY_ON_JOIN },
@@ -335,6 +338,30 @@ export class Hub {
     for (const member of this.#members.values()) {
       this.#send.to(member, { type: "notice", text: member.view.notice(text) });
     }
+  }
+
+  // --- For backends (the server API, lib/transport/api.ts) ---
+
+  /** Stores and delivers a message from a backend, as `name`; its id, or why not. */
+  publish(room: string, name: string, text: string): Promise<Published> {
+    return this.#publish(room, { ts: this.#now(), from: name, text });
+  }
+
+  /** Names in a room, here and on other hubs. */
+  membersOf(roomName: string): string[] {
+    const room = this.#rooms.get(roomName);
+    const here = room ? namesIn(room, undefined) : [];
+    return here.concat(this.#feed.view.size > 0 ? this.#feed.view.names(roomName) : []);
+  }
+
+  /** Closes (4004) every member with this user id or name, on every hub. */
+  disconnectEverywhere(who: { sub?: string; name?: string }, by: string): void {
+    this.#community.removeEverywhere(who, by);
+  }
+
+  /** Deletes a kept message as `by`; false when there is no such message. */
+  deleteMessage(room: string, id: number, by: string): Promise<boolean> {
+    return this.#community.deleteAs(room, id, by);
   }
 
   /** Whether a client address is banned: its upgrade is refused (lib/transport/gate.ts). */

@@ -178,3 +178,68 @@ export function deliverStored(
     send.to(waiting.member, withRef(event, waiting.ref));
   }
 }
+
+/** How a backend's publish (the server API, lib/transport/api.ts) ended. */
+export type Published =
+  | { ok: true; id: number; ts: number }
+  | { ok: false; code: "unavailable" | "unknown"; message: string };
+
+/** A publish waiting for its answer. */
+interface Call {
+  readonly id: string;
+  done(result: Published): void;
+}
+
+/**
+ * The sender of the server API's publishes: the same contract as a member's `say` (stored, then
+ * delivered in order; or an error; or "unknown"), answered to a promise instead of a socket.
+ */
+export function callSender(
+  store: HistoryStore,
+  feed: Pick<Feed, "origin" | "rebaseIfNeeded" | "delivered" | "publish">,
+): (room: string, draft: Draft) => Promise<Published> {
+  let next = 0;
+  const calls = new Map<string, Call>();
+  const sender = new Sender<Call>({
+    store,
+    origin: feed.origin,
+    idOf: (call) => call.id,
+    present: () => false,
+    rebaseIfNeeded: () => feed.rebaseIfNeeded(),
+    delivered: (room, id) => feed.delivered(room, id),
+    awaitAck: () => {},
+    publish: (envelope) => {
+      // Stored: the envelope carries the message's id, which is the answer.
+      if (envelope.kind === "message" && envelope.actor !== undefined) {
+        calls.get(envelope.actor)?.done({
+          ok: true,
+          id: envelope.message.id,
+          ts: envelope.message.ts,
+        });
+      }
+      feed.publish(envelope);
+    },
+    tell: (call, event) => {
+      if (event.type === "error") {
+        call.done({ ok: false, code: "unavailable", message: event.message });
+      }
+      if (event.type === "unknown") {
+        call.done({ ok: false, code: "unknown", message: event.message });
+      }
+    },
+    acks: () => false,
+  });
+  return (room, draft) =>
+    new Promise<Published>((resolve) => {
+      const id = `api-${++next}`;
+      const call: Call = {
+        id,
+        done(result) {
+          calls.delete(id);
+          resolve(result);
+        },
+      };
+      calls.set(id, call);
+      sender.say(call, room, draft, undefined, undefined);
+    });
+}

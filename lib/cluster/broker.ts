@@ -57,8 +57,10 @@ export type CommunityEnvelope =
   | {
     kind: "kick";
     origin: string;
+    /** The room; `*` for every room (the server API's disconnect, by name or by `sub`). */
     room: string;
-    name: string;
+    name?: string;
+    sub?: string;
     by: string;
     reason?: string;
     ts: number;

@@ -241,7 +241,9 @@ export class Feed {
         return events.community(envelope, own);
       case "kick":
       case "private":
-        if (this.#orders.has(envelope.room)) events.community(envelope, own);
+        if (envelope.room === "*" || this.#orders.has(envelope.room)) {
+          events.community(envelope, own);
+        }
         return;
       case "typing": {
         const { room, name, ts } = envelope;

@@ -27,7 +27,8 @@ import type { App, DoorStatus, Upgraded } from "../app.ts";
 
 export type { DoorStatus } from "../app.ts";
 import { DoorBudget, refuse, TRACKED, type Tracked, type TrackedSocket } from "./budget.ts";
-import { answerClientError, requestOf, writeRefusal } from "./http.ts";
+import { answerClientError, readBody, requestOf, writeRefusal } from "./http.ts";
+import { API_BODY_SLACK } from "../transport/api.ts";
 import { Listener } from "./listener.ts";
 import { DoorTrouble } from "./trouble.ts";
 import type { Logger } from "../base/log.ts";
@@ -129,24 +130,38 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     let answer: Response;
     // Read first: whatever happens below, the connection waits for its next head on a timer.
     const state = socket[TRACKED];
+    const method = request.method ?? "GET";
+    // The server API's requests carry a body (bounded, and timed like a head); no other does.
+    const withBody = app.options.apiKey !== undefined && method !== "GET" && method !== "HEAD" &&
+      (request.url ?? "").startsWith("/api/");
+    let bodyRead = false;
     try {
-      const head = arrived(request, socket, request.method ?? "GET");
-      answer = await app.fetch(head.fetchRequest, {
-        remoteAddr: head.remote,
-        completed: Promise.resolve(),
-      });
+      const head = arrived(request, socket, method);
+      let fetchRequest = head.fetchRequest;
+      let bytes: Uint8Array<ArrayBuffer> | undefined;
+      if (withBody) {
+        const limit = app.options.maxMessageBytes + API_BODY_SLACK;
+        bytes = await readBody(request, limit, headerTimeoutMs);
+        bodyRead = bytes !== undefined;
+        if (bytes) fetchRequest = new Request(fetchRequest, { body: bytes });
+      }
+      answer = withBody && !bytes
+        ? Response.json({
+          error: { code: "too_long", message: "the body is too long, or did not come in time" },
+        }, { status: 413 })
+        : await app.fetch(fetchRequest, { remoteAddr: head.remote, completed: Promise.resolve() });
     } catch {
       answer = new Response("Bad Request\n", { status: 400 });
     }
-    // Only GET and HEAD are served: a request with a body is answered and the connection
-    // closed, rather than reading a body nobody asked for.
+    // Only GET and HEAD (and the API's bodies, read whole) are served: another request with a
+    // body is answered and the connection closed, rather than reading a body nobody asked for.
     const body = request.method === "HEAD" || answer.body === null
       ? undefined
       : new Uint8Array(await answer.arrayBuffer());
     const headers: Record<string, string> = {};
     answer.headers.forEach((value, name) => headers[name] = value);
     if (body !== undefined) headers["content-length"] = String(body.length);
-    const keep = request.method === "GET" || request.method === "HEAD";
+    const keep = method === "GET" || method === "HEAD" || bodyRead;
     if (!keep) headers["connection"] = "close";
     response.writeHead(answer.status, headers);
     response.end(body);

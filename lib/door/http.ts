@@ -82,3 +82,46 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: net.Sock
   }
   Deno.unrefTimer(setTimeout(() => socket.destroy(), 1000));
 }
+
+/**
+ * A request's body, up to `limit` bytes within `ms`; undefined when it is longer (what was sent
+ * is left unread: the connection closes after the answer) or does not come in time.
+ */
+export function readBody(
+  request: http.IncomingMessage,
+  limit: number,
+  ms: number,
+): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  return new Promise((resolve) => {
+    const declared = Number(request.headers["content-length"] ?? NaN);
+    if (declared > limit) return resolve(undefined);
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const done = (result: Uint8Array<ArrayBuffer> | undefined) => {
+      clearTimeout(timer);
+      request.off("data", onData);
+      request.off("end", onEnd);
+      request.off("error", onError);
+      resolve(result);
+    };
+    const onError = () => done(undefined);
+    const timer = setTimeout(() => done(undefined), ms);
+    const onData = (chunk: Uint8Array) => {
+      size += chunk.length;
+      if (size > limit) return done(undefined);
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      const bytes = new Uint8Array(size);
+      let at = 0;
+      for (const chunk of chunks) {
+        bytes.set(chunk, at);
+        at += chunk.length;
+      }
+      done(bytes);
+    };
+    request.on("data", onData);
+    request.once("end", onEnd);
+    request.once("error", onError);
+  });
+}

@@ -244,6 +244,18 @@ function flags(env: CliEnvironment): Record<string, Flag> {
         return { guests: raw === "yes" };
       },
     },
+    "api-key": {
+      env: "NATTER_API_KEY",
+      value: "KEY",
+      help: "serve the server API at /api/ to backends that send Authorization: Bearer KEY",
+      parse: (apiKey) => ({ apiKey }),
+    },
+    "api-key-file": {
+      sets: "api-key",
+      value: "PATH",
+      help: "read the API key from a file (needs --allow-read)",
+      parse: (path, flag) => ({ apiKey: file(env, path, flag).trim() }),
+    },
     cert: {
       value: "PATH",
       help: "TLS certificate chain (PEM), to serve https and wss (needs --allow-read)",

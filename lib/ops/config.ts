@@ -51,6 +51,8 @@ export interface Options {
    * undefined: yes without --jwt-*, no with it.
    */
   guests: boolean | undefined;
+  /** Key for the server API (`/api/`, lib/transport/api.ts); undefined: no API. */
+  apiKey: string | undefined;
   /** PEM certificate chain and private key: serve https/wss when both are set. */
   cert: string | undefined;
   key: string | undefined;
@@ -90,6 +92,7 @@ export const DEFAULTS: Readonly<Options> = {
   jwtSecret: undefined,
   jwtPublicKey: undefined,
   guests: undefined,
+  apiKey: undefined,
   cert: undefined,
   key: undefined,
   log: "text",
@@ -188,6 +191,11 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   if (options.guests === false && !verifies) {
     throw new ConfigError(
       "'guests' off needs 'jwtSecret' or 'jwtPublicKey': without them everyone is a guest",
+    );
+  }
+  if (options.apiKey !== undefined && !/^[\x21-\x7e]{16,256}$/.test(options.apiKey)) {
+    throw new ConfigError(
+      "'apiKey' must be 16-256 visible ASCII characters; make one with: openssl rand -hex 24",
     );
   }
   if ((options.cert === undefined) !== (options.key === undefined)) {

@@ -1,0 +1,234 @@
+/**
+ * The server API for backends and bots (`--api-key KEY`, sent as `Authorization: Bearer KEY`):
+ *
+ *     POST   /api/publish                      {"room","text","name"} → {"id","ts"}
+ *     GET    /api/rooms                        → {"rooms":[{"room","members"}]}
+ *     GET    /api/rooms/ROOM/members           → {"room","members":[names]}
+ *     GET    /api/rooms/ROOM/history?since=&limit=&before=  → {"room","messages","complete"?}
+ *     POST   /api/disconnect                   {"sub"} or {"name"} → {"requested":true}
+ *     DELETE /api/rooms/ROOM/messages/ID       → {"deleted":ID}
+ *
+ * Answers are JSON; errors are `{"error":{"code","message"}}` with a status. A publish follows
+ * the send contract a client's `say` does (stored and delivered in order, or an error, or
+ * "unknown": 202, with a key to resend), the same size cap and the same rules for names and
+ * rooms, under one rate limit for the API as a connection's. Without `--api-key` there is no
+ * `/api/`: the paths answer 404 as before.
+ */
+
+import type { Hub } from "../chat/hub.ts";
+import type { Options } from "../ops/config.ts";
+import { MAX_HISTORY_PAGE, utf8Length } from "../protocol/protocol.ts";
+import { checkName, checkRoom, NAME_RULE, quote, ROOM_RULE, sanitize } from "../protocol/text.ts";
+import { TokenBucket } from "../base/limits.ts";
+import type { HistoryStore } from "../store/history.ts";
+import { json } from "./routes.ts";
+import { sameSecret } from "./token.ts";
+
+/** Largest request body the API reads, beyond a message's own cap. */
+export const API_BODY_SLACK = 4096;
+
+/** A JSON error answer. */
+function failure(request: Request, status: number, code: string, message: string, headers = {}) {
+  const response = json(request, { error: { code, message } }, status);
+  for (const [name, value] of Object.entries(headers)) {
+    response.headers.set(name, value as string);
+  }
+  return response;
+}
+
+/** Reads a JSON object body; a failure answer when it is not one. */
+async function body(
+  request: Request,
+  limit: number,
+): Promise<Record<string, unknown> | Response> {
+  let text: string;
+  try {
+    text = await request.text();
+  } catch {
+    return failure(request, 400, "bad_request", "the request body could not be read");
+  }
+  if (utf8Length(text) > limit) {
+    return failure(request, 413, "too_long", `the body is over ${limit} bytes`);
+  }
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+      return value as Record<string, unknown>;
+    }
+  } catch {
+    // answered below
+  }
+  return failure(request, 400, "bad_json", "the body must be a JSON object");
+}
+
+export class Api {
+  readonly #key: string;
+  readonly #hub: Hub;
+  readonly #store: HistoryStore;
+  readonly #maxMessageBytes: number;
+  readonly #rate: TokenBucket;
+
+  constructor(options: Options, hub: Hub, store: HistoryStore) {
+    this.#key = options.apiKey!;
+    this.#hub = hub;
+    this.#store = store;
+    this.#maxMessageBytes = options.maxMessageBytes;
+    this.#rate = new TokenBucket(options.rateBurst, options.ratePerSecond);
+  }
+
+  /** The largest body a request may carry. */
+  get bodyLimit(): number {
+    return this.#maxMessageBytes + API_BODY_SLACK;
+  }
+
+  /** Answers a request under `/api/`. */
+  async handle(request: Request, url: URL): Promise<Response> {
+    const header = request.headers.get("authorization") ?? "";
+    const given = /^bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+    if (given === undefined || !sameSecret(given, this.#key)) {
+      return failure(
+        request,
+        401,
+        "unauthorized",
+        "send the API key as Authorization: Bearer KEY",
+        {
+          "www-authenticate": 'Bearer realm="natter-api"',
+        },
+      );
+    }
+    const method = request.method;
+    const parts = url.pathname.split("/").slice(2).map(decodeURIComponent);
+    const route = `${method} ${parts[0] === "rooms" ? roomsShape(parts) : parts.join("/")}`;
+    switch (route) {
+      case "POST publish":
+        return await this.#publishing(request);
+      case "GET rooms":
+        return json(request, { rooms: this.#hub.roomList() });
+      case "GET rooms/:room/members":
+      case "GET rooms/:room/history":
+      case "DELETE rooms/:room/messages/:id": {
+        const room = checkRoom(parts[1]!);
+        if (room === null) {
+          return failure(
+            request,
+            400,
+            "bad_room",
+            `${quote(parts[1]!)} is not a room: ${ROOM_RULE}`,
+          );
+        }
+        if (route.endsWith("members")) {
+          return json(request, { room, members: this.#hub.membersOf(room) });
+        }
+        if (route.endsWith("history")) return await this.#history(request, url, room);
+        const id = /^\d{1,15}$/.test(parts[3]!) ? Number(parts[3]) : NaN;
+        if (!(id >= 1)) {
+          return failure(request, 400, "bad_id", `${quote(parts[3]!)} is not a message id`);
+        }
+        return await this.#deleting(request, room, id);
+      }
+      case "POST disconnect":
+        return await this.#disconnecting(request);
+    }
+    const known = ["publish", "rooms", "disconnect"].includes(parts[0] ?? "");
+    return known
+      ? failure(request, 405, "method_not_allowed", `${method} is not allowed on ${url.pathname}`)
+      : failure(request, 404, "not_found", `no API route ${url.pathname}`);
+  }
+
+  async #publishing(request: Request): Promise<Response> {
+    const value = await body(request, this.bodyLimit);
+    if (value instanceof Response) return value;
+    const room = typeof value.room === "string" ? checkRoom(value.room) : null;
+    if (room === null) return failure(request, 400, "bad_room", `'room' must be ${ROOM_RULE}`);
+    const name = typeof value.name === "string" ? checkName(value.name) : null;
+    if (name === null) return failure(request, 400, "bad_name", `'name' must be ${NAME_RULE}`);
+    if (typeof value.text !== "string" || value.text.trim() === "") {
+      return failure(request, 400, "empty", "'text' must be a non-empty string");
+    }
+    const text = sanitize(value.text);
+    if (utf8Length(text) > this.#maxMessageBytes) {
+      return failure(request, 413, "too_long", `'text' is over ${this.#maxMessageBytes} bytes`);
+    }
+    if (!this.#rate.take()) {
+      return failure(request, 429, "rate_limited", "the API is over its rate limit", {
+        "retry-after": "1",
+      });
+    }
+    const published = await this.#hub.publish(room, name, text);
+    if (published.ok) return json(request, { id: published.id, ts: published.ts, room });
+    if (published.code === "unknown") {
+      return failure(request, 202, "unknown", published.message);
+    }
+    return failure(request, 503, "unavailable", published.message, { "retry-after": "2" });
+  }
+
+  async #history(request: Request, url: URL, room: string): Promise<Response> {
+    const number = (key: string) => {
+      const raw = url.searchParams.get(key);
+      return raw === null ? undefined : /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+    };
+    const since = number("since");
+    const before = number("before");
+    const limit = number("limit") ?? 50;
+    if (
+      [since, before, limit].some((n) => Number.isNaN(n)) || limit < 1 || limit > MAX_HISTORY_PAGE
+    ) {
+      return failure(
+        request,
+        400,
+        "bad_query",
+        `since and before are message ids; limit is 1 to ${MAX_HISTORY_PAGE}`,
+      );
+    }
+    try {
+      if (since !== undefined) {
+        const { messages, complete } = await this.#store.after(room, since);
+        return json(request, {
+          room,
+          messages: messages.slice(0, limit),
+          complete,
+          more: messages.length > limit,
+        });
+      }
+      return json(request, { room, messages: await this.#store.latest(room, limit, before) });
+    } catch (error) {
+      return failure(
+        request,
+        503,
+        "unavailable",
+        `history is not available: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  async #deleting(request: Request, room: string, id: number): Promise<Response> {
+    try {
+      if (await this.#hub.deleteMessage(room, id, "api")) {
+        return json(request, { deleted: id, room });
+      }
+      return failure(request, 404, "not_found", `no message ${id} is kept in #${room}`);
+    } catch (error) {
+      return failure(request, 503, "unavailable", `not deleted: ${(error as Error).message}`);
+    }
+  }
+
+  async #disconnecting(request: Request): Promise<Response> {
+    const value = await body(request, this.bodyLimit);
+    if (value instanceof Response) return value;
+    const sub = typeof value.sub === "string" && value.sub !== "" ? value.sub : undefined;
+    const name = typeof value.name === "string" && value.name !== "" ? value.name : undefined;
+    if ((sub === undefined) === (name === undefined)) {
+      return failure(request, 400, "bad_request", "give one of 'sub' (a user id) or 'name'");
+    }
+    this.#hub.disconnectEverywhere(sub === undefined ? { name: name! } : { sub }, "api");
+    return json(request, { requested: true, ...(sub === undefined ? { name } : { sub }) });
+  }
+}
+
+/** `rooms`, `rooms/:room/members`… : a path's shape, its room and id left out. */
+function roomsShape(parts: string[]): string {
+  return parts.map((part, i) =>
+    i === 1 ? ":room" : i === 3 && parts[2] === "messages" ? ":id" : part
+  )
+    .join("/");
+}
