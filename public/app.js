@@ -11,11 +11,12 @@ const NAME_KEY = "natter.name";
 const TOKEN_KEY = "natter.token";
 const TOKEN_PROTOCOL_PREFIX = "natter.token.";
 const COMMANDS = "Commands: /nick NAME, /join ROOM, /who, /rooms, /me ACTION, /history [N], " +
-  "/help, /quit; // sends a line starting with /.";
+  "/msg NAME TEXT, /topic [TEXT], /help, /quit; // sends a line starting with /. " +
+  "Moderators: /kick NAME, /mute NAME [10m], /unmute NAME, /delete ID; admins: /ban, /unban.";
 
 /**
- * @typedef {{ type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, ref?: string | number }} MessageEvent
- * @typedef {{ type: "welcome", name: string, room: string, members: string[], count?: number, epoch?: string, history?: MessageEvent[], recovered?: boolean, ref?: string | number }
+ * @typedef {{ type: "message", room: string, id: number, ts: number, from: string, text: string, action?: true, deleted?: true, ref?: string | number }} MessageEvent
+ * @typedef {{ type: "welcome", name: string, room: string, members: string[], count?: number, epoch?: string, history?: MessageEvent[], recovered?: boolean, topic?: string, role?: "moderator" | "admin", ref?: string | number }
  *   | MessageEvent
  *   | { type: "history", room: string, messages: MessageEvent[], more: boolean, ref?: string | number }
  *   | { type: "typing", room: string, name: string, ts: number }
@@ -26,7 +27,11 @@ const COMMANDS = "Commands: /nick NAME, /join ROOM, /who, /rooms, /me ACTION, /h
  *   | { type: "members", room: string, members: string[], ref?: string | number }
  *   | { type: "error", code: string, message: string, ref?: string | number }
  *   | { type: "unknown", message: string, ref?: string | number, key?: string }
- *   | { type: "notice", text: string }} ServerEvent
+ *   | { type: "notice", text: string }
+ *   | { type: "topic", room: string, topic: string, by?: string, ts: number }
+ *   | { type: "moderated", room: string, action: "kick" | "mute" | "unmute" | "ban" | "unban", name: string, by: string, reason?: string, until?: number, ts: number }
+ *   | { type: "deleted", room: string, id: number, by: string, ts: number }
+ *   | { type: "private", from: string, to: string, text: string, ts: number }} ServerEvent
  */
 
 /**
@@ -65,6 +70,7 @@ const ui = {
   log: byId("log", HTMLOListElement),
   conversation: byId("conversation", HTMLElement),
   members: byId("members", HTMLUListElement),
+  topic: byId("topic", HTMLParagraphElement),
   count: byId("count", HTMLSpanElement),
   status: byId("status", HTMLParagraphElement),
   statusText: byId("status-text", HTMLSpanElement),
@@ -134,7 +140,16 @@ const state = {
   count: 0,
   token: tokenFromAddress() ?? store.get(TOKEN_KEY) ?? "",
   tokenRequired: false,
+  /** What our signed token lets us do: "" (a member), "moderator" or "admin". */
+  role: "",
+  /** The room's topic. */
+  topic: "",
 };
+
+/** Whether our token lets us moderate (delete, mute, remove). */
+function moderator() {
+  return state.role === "moderator" || state.role === "admin";
+}
 
 // ---- rendering -------------------------------------------------------------------------
 
@@ -176,7 +191,7 @@ function note(text, kind = "notice", ts = Date.now()) {
 /**
  * Fills a message item: time, author, text — all as text nodes.
  * @param {HTMLLIElement} item
- * @param {{ from: string, text: string, ts: number, action?: boolean }} message
+ * @param {{ from: string, text: string, ts: number, action?: boolean, deleted?: boolean, id?: number }} message
  */
 function fillMessage(item, message) {
   const from = document.createElement("span");
@@ -186,10 +201,84 @@ function fillMessage(item, message) {
   const text = document.createElement("span");
   text.className = "text";
   text.dir = "auto";
-  text.replaceChildren(...linked(message.text));
+  if (message.deleted) text.textContent = "message deleted";
+  else text.replaceChildren(...linked(message.text));
   item.classList.toggle("action", Boolean(message.action));
+  item.classList.toggle("deleted", Boolean(message.deleted));
   item.classList.toggle("mine", message.from === state.name);
   item.replaceChildren(timeOf(message.ts), from, text);
+  item.dataset.ts = String(message.ts);
+  if (moderator() && message.id !== undefined && !message.deleted) {
+    const id = message.id;
+    item.append(
+      tool(
+        "Delete",
+        `Delete this message by ${message.from}`,
+        () => send({ type: "delete", id, ref: String(state.nextRef++) }),
+      ),
+    );
+  }
+}
+
+/**
+ * A moderator's small button.
+ * @param {string} label
+ * @param {string} title
+ * @param {() => unknown} action
+ */
+function tool(label, title, action) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "tool";
+  button.textContent = label;
+  button.title = title;
+  button.addEventListener("click", () => void action());
+  return button;
+}
+
+/** A message shown as deleted (a moderator removed it). @param {number} id */
+function markDeleted(id) {
+  const item = ui.log.querySelector(`li[data-id="${id}"]`);
+  if (!(item instanceof HTMLLIElement)) return;
+  const from = item.querySelector(".from")?.textContent ?? "";
+  fillMessage(item, { from, text: "", ts: Number(item.dataset.ts ?? Date.now()), deleted: true });
+}
+
+/** A private message, to us or from us. @param {Extract<ServerEvent, { type: "private" }>} event */
+function showPrivate(event) {
+  const item = document.createElement("li");
+  item.className = "private";
+  const from = document.createElement("span");
+  from.className = "from";
+  from.dir = "auto";
+  from.textContent = event.from === state.name ? `to ${event.to}` : `from ${event.from}`;
+  const text = document.createElement("span");
+  text.className = "text";
+  text.dir = "auto";
+  text.replaceChildren(...linked(event.text));
+  item.append(timeOf(event.ts), from, text);
+  item.title = "private: only the two of you see this";
+  append(item);
+}
+
+function renderTopic() {
+  ui.topic.hidden = state.topic === "";
+  ui.topic.textContent = state.topic;
+  ui.topic.title = state.topic === "" ? "" : `Topic of #${state.joined}`;
+}
+
+/** What a moderator did, in words. @param {Extract<ServerEvent, { type: "moderated" }>} event */
+function moderation(event) {
+  const verb = {
+    kick: "removed",
+    mute: "muted",
+    unmute: "unmuted",
+    ban: "banned",
+    unban: "unbanned",
+  }[event.action];
+  const until = event.until ? ` until ${new Date(event.until).toLocaleTimeString()}` : "";
+  const why = event.reason ? `: ${event.reason}` : "";
+  return `${event.by} ${verb} ${event.name}${until}${why}`;
 }
 
 /**
@@ -357,9 +446,37 @@ function renderMembers() {
   ui.members.replaceChildren(...state.members.map((name) => {
     const item = document.createElement("li");
     item.textContent = name;
+    item.dataset.name = name;
     if (name === state.name) {
       item.className = "me";
       item.title = "you";
+    } else if (moderator()) {
+      // Text first, then the tools: the item reads as the name, its tools beside it.
+      const tools = document.createElement("span");
+      tools.className = "tools";
+      const ref = () => String(state.nextRef++);
+      tools.append(
+        tool(
+          "Mute",
+          `Mute ${name} for 10 minutes`,
+          () => send({ type: "mute", name, duration: "10m", ref: ref() }),
+        ),
+        tool(
+          "Remove",
+          `Remove ${name} from the room`,
+          () => send({ type: "kick", name, ref: ref() }),
+        ),
+      );
+      if (state.role === "admin") {
+        tools.append(
+          tool(
+            "Ban",
+            `Ban ${name} for a day`,
+            () => send({ type: "ban", name, duration: "1d", ref: ref() }),
+          ),
+        );
+      }
+      item.append(tools);
     }
     return item;
   }));
@@ -484,6 +601,16 @@ function connect() {
       setStatus("closed", "Disconnected.");
       return;
     }
+    if (event.code === 4004) {
+      // Removed or banned by a moderator: no reconnecting by itself.
+      note(event.reason || "A moderator removed you.", "error");
+      setStatus("closed", "Removed by a moderator.");
+      return;
+    }
+    if (event.code === 4003) {
+      note("Your sign-in expired: enter a new token.", "error");
+      return askForToken();
+    }
     if (!opened && state.tokenRequired) {
       // Refused before it opened: maybe the token changed, maybe the server is away. Ask which.
       checkToken().then((auth) => auth && !auth.accepted ? askForToken() : retryLater());
@@ -517,8 +644,11 @@ function handle(event) {
         note("Some messages from while you were away are no longer kept; here are the latest.");
       }
       state.epoch = event.epoch ?? "";
-      // Before the history is shown: its messages from us are marked as ours by this name.
+      // Before the history is shown: its messages from us are marked as ours by this name, and
+      // a moderator's get their tools.
       state.name = event.name;
+      state.role = event.role ?? "";
+      state.topic = event.topic ?? "";
       const history = event.history ?? [];
       state.recovering = event.recovered === true;
       history.forEach(showMessage);
@@ -563,6 +693,7 @@ function handle(event) {
       setStatus("online", "Connected");
       showIdentity();
       renderMembers();
+      renderTopic();
       return;
     }
     case "message":
@@ -646,6 +777,21 @@ function handle(event) {
     }
     case "notice":
       return note(event.text);
+    case "topic":
+      state.topic = event.topic;
+      renderTopic();
+      if (event.by === undefined) return note(event.topic ? `Topic: ${event.topic}` : "No topic.");
+      return note(
+        event.topic
+          ? `${event.by} set the topic: ${event.topic}`
+          : `${event.by} cleared the topic.`,
+      );
+    case "moderated":
+      return note(moderation(event));
+    case "deleted":
+      return markDeleted(event.id);
+    case "private":
+      return showPrivate(event);
   }
 }
 
@@ -720,6 +866,33 @@ function command(line) {
     case "help":
       note(COMMANDS);
       return true;
+    case "msg":
+    case "tell": {
+      const [to = "", ...words] = rest;
+      return send({ type: "msg", to, text: words.join(" "), ref: String(state.nextRef++) });
+    }
+    case "topic":
+      return send(arg === "" ? { type: "topic" } : { type: "topic", topic: arg });
+    case "kick":
+    case "mute":
+    case "unmute":
+    case "ban":
+    case "unban": {
+      const [target = "", ...words] = rest;
+      const duration = /^\d+[smhd]$/.test(words[0] ?? "") ? words.shift() : undefined;
+      // The server reads an address (1.2.3.4, or one with colons) in a ban's name as one.
+      return send({
+        type: word.toLowerCase(),
+        name: target,
+        ...(duration ? { duration } : {}),
+        ...(words.length ? { reason: words.join(" ") } : {}),
+        ref: String(state.nextRef++),
+      });
+    }
+    case "delete":
+      return send({ type: "delete", id: Number(arg), ref: String(state.nextRef++) });
+    case "token":
+      return send({ type: "token", token: arg, ref: String(state.nextRef++) });
     default:
       note(`Unknown command /${word}. ${COMMANDS}`, "error");
       return false;

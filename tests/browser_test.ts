@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { SignJWT } from "jose";
 import { chromium } from "playwright-core";
 import type { Browser, BrowserContextOptions, Page } from "playwright-core";
 import { createApp } from "../lib/app.ts";
@@ -189,7 +190,8 @@ async function waitForMembers(page: Page, names: string[]): Promise<void> {
     `members ${JSON.stringify(names)}`,
     page.waitForFunction(
       (expected) => {
-        const shown = [...document.querySelectorAll("#members > li")].map((li) => li.textContent);
+        // A moderator's list has tools beside each name: the name is the item's data-name.
+        const shown = [...document.querySelectorAll("#members > li")].map((li) => li.dataset.name);
         return shown.length === expected.length && expected.every((name) => shown.includes(name));
       },
       names,
@@ -799,3 +801,90 @@ browserTest("page: a link's ?name= is the name the page asks for", async () => {
     await server.close();
   }
 });
+
+browserTest(
+  "page: a moderator's tools (delete, mute, remove), the topic, a private message; a guest's page has no tools",
+  async () => {
+    const secret = "0123456789abcdef0123456789abcdef-test-secret";
+    const server = startServer({ jwtSecret: secret, guests: true });
+    const token = await new SignJWT({
+      sub: "u-mod",
+      name: "mod",
+      role: "moderator",
+      exp: Math.floor(Date.now() / 1000) + 600,
+    }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(secret));
+    try {
+      await withBrowser(async (browser) => {
+        const context = await browser.newContext();
+        context.setDefaultTimeout(TIMEOUT);
+        const page = await context.newPage();
+        const problems: string[] = [];
+        page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+        // A link with the token: the page takes it, and the address bar no longer shows it.
+        await page.goto(server.http(`/?room=mods&token=${token}`));
+        await waitForName(page, "mod");
+        assert.ok(!page.url().includes("token="), `the token left the address: ${page.url()}`);
+        const mod: Person = { name: "mod", page, problems };
+
+        const bob = await Client.open(server.ws("/?room=mods&name=bob"));
+        await waitForMembers(page, ["mod", "~bob"]);
+        bob.send("buy cheap watches");
+        await waitForMessage(page, "~bob", "buy cheap watches");
+
+        // Delete: the tool on the message; everyone sees the tombstone.
+        const spam = page.locator("#log > li", { hasText: "buy cheap watches" });
+        await spam.locator("button.tool", { hasText: "Delete" }).click();
+        await waitFor(page, "the tombstone", page.locator("#log > li.deleted").waitFor());
+        assert.equal(
+          await page.locator("#log > li.deleted .text").textContent(),
+          "message deleted",
+        );
+        await bob.next((line) => /^\* mod deleted message \d+$/.test(line));
+
+        // Mute: the tool beside the name.
+        await page.locator('#members li[data-name="~bob"] button', { hasText: "Mute" }).click();
+        await bob.next((line) => line === "* mod muted ~bob for 10m");
+        bob.send("let me talk");
+        assert.match(await bob.next((line) => line.startsWith("!")), /you are muted/);
+
+        // The topic and a private message, typed as commands.
+        await say(mod, "/topic Be kind here");
+        await waitFor(
+          page,
+          "the topic",
+          page.locator("#topic:not([hidden])", { hasText: "Be kind here" }).waitFor(),
+        );
+        await say(mod, "/msg ~bob a word in private");
+        await bob.next((line) => line === "[private] mod -> ~bob: a word in private");
+        await waitFor(
+          page,
+          "the private echo",
+          page.locator("#log > li.private", { hasText: "a word in private" }).waitFor(),
+        );
+
+        // A guest's page: the topic and the tombstone, and no tools.
+        const guestPage = await (await browser.newContext()).newPage();
+        const guest: Person = { name: "~carol", page: guestPage, problems: [] };
+        guestPage.on("pageerror", (error) => guest.problems.push(`uncaught: ${error.message}`));
+        await guestPage.goto(server.http("/?room=mods&name=carol"));
+        await waitForName(guestPage, "~carol");
+        await waitFor(
+          guest.page,
+          "the topic",
+          guest.page.locator("#topic", { hasText: "Be kind here" }).waitFor(),
+        );
+        assert.equal(await guest.page.locator("#log > li.deleted").count(), 1);
+        assert.equal(await guest.page.locator("button.tool").count(), 0, "a guest has no tools");
+
+        // Remove: bob's socket is closed, with the moderator's name in the reason.
+        await page.locator('#members li[data-name="~bob"] button', { hasText: "Remove" }).click();
+        const closed = await bob.closed;
+        assert.equal(closed.code, 4004);
+        await screenshot(page, "moderator.png");
+        assertNoProblems(mod, guest);
+      });
+    } finally {
+      await server.close();
+    }
+  },
+);

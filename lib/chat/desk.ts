@@ -53,6 +53,7 @@ export interface WelcomeFields {
   members: string[];
   count: number;
   topic?: string;
+  role?: "moderator" | "admin";
 }
 
 export interface DeskOptions {

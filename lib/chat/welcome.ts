@@ -49,6 +49,7 @@ export class Welcomer {
       room: room.name,
       ...present,
       ...(topic ? { topic } : {}),
+      ...(member.identity && member.identity.role !== "user" ? { role: member.identity.role } : {}),
     });
     const gone = () => {
       if (isIn(member, room)) return false;

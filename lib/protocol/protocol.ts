@@ -97,6 +97,8 @@ export type ServerEvent =
     recovered?: boolean;
     /** The room's topic, when it has one. */
     topic?: string;
+    /** What the member may do, from its signed token, when it is more than a member's. */
+    role?: "moderator" | "admin";
     ref?: Ref;
   }
   | ChatMessage
