@@ -345,3 +345,52 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "Redis: an instance subscribes to a room's channel while it has members there, and only then",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ redis, ports: [pa, pb] }) => {
+      /** `PUBSUB NUMSUB` of each room's channel: how many instances hear it. */
+      const listeners = async (...rooms: string[]) => {
+        const reply = await redis.command(
+          "PUBSUB",
+          "NUMSUB",
+          ...rooms.map((r) => `natter:room:${r}`),
+        );
+        const numbers = [...reply.matchAll(/^:(\d+)\r$/gm)].map((m) => Number(m[1]));
+        return Object.fromEntries(rooms.map((room, i) => [room, numbers[i]]));
+      };
+      const channels = async () =>
+        [...(await redis.command("PUBSUB", "CHANNELS", "natter:room:*")).matchAll(
+          /natter:room:(\S+)\r/g,
+        )]
+          .map((m) => m[1]).sort();
+      const until = async (check: () => Promise<boolean>, what: string) => {
+        const deadline = Date.now() + 5000;
+        while (!(await check())) {
+          if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+          await sleep(30);
+        }
+      };
+      const alphaA = await Client.json(`ws://127.0.0.1:${pa}/?room=alpha&name=a1`);
+      const betaB = await Client.json(`ws://127.0.0.1:${pb}/?room=beta&name=b1`);
+      await until(async () => (await channels()).join() === "alpha,beta", "one channel per room");
+      assert.deepEqual(await listeners("alpha", "beta"), { alpha: 1, beta: 1 });
+
+      // B's member comes to alpha: both instances hear it, and chat crosses.
+      const alphaB = await Client.json(`ws://127.0.0.1:${pb}/?room=alpha&name=b2`);
+      await until(async () => (await listeners("alpha")).alpha === 2, "two listeners of alpha");
+      alphaA.send({ type: "say", text: "to both instances", ref: 1 });
+      await alphaB.event("message", (e) => e.text === "to both instances");
+
+      // The last members leave: the channels go.
+      await alphaB.close();
+      await until(async () => (await listeners("alpha")).alpha === 1, "B stops hearing alpha");
+      await alphaA.close();
+      await betaB.close();
+      await until(async () => (await channels()).length === 0, "no room channels left");
+    });
+  },
+});

@@ -89,6 +89,27 @@ export type CommunityEnvelope =
     ref?: Ref;
   };
 
+/**
+ * The room whose channel carries an envelope, where the transport scopes by room: a room's
+ * messages, typing, removals, deletions and private messages. Presence (joined, left, renamed)
+ * and the cluster's control travel to every hub: each keeps a view of the others' members, with
+ * one sequence per hub to notice a lost change, and rulings hold in every room.
+ */
+export function scopedRoom(envelope: Envelope): string | undefined {
+  switch (envelope.kind) {
+    case "message":
+      return envelope.message.room;
+    case "typing":
+    case "private":
+    case "delete":
+      return envelope.room;
+    case "kick":
+      return envelope.room === "*" ? undefined : envelope.room;
+    default:
+      return undefined;
+  }
+}
+
 /** Whether a broker reaches the other hubs, and since when. */
 export interface BrokerStatus {
   /** True when events reach other hubs (always true for the in-process broker). */
@@ -113,6 +134,14 @@ export interface Broker {
   subscribe(handler: (envelope: Envelope) => void, onStatus?: (status: BrokerStatus) => void): void;
   /** Delivers to this hub now and to every other hub as soon as the transport can. */
   publish(envelope: Envelope): void;
+  /**
+   * A transport that scopes a room's traffic (lib/cluster/redis_broker.ts) hears a room's
+   * messages, typing and the like only while the hub follows the room: from its first local
+   * member to its last. Resolves once they are heard. Transports that carry everything to
+   * everyone have neither.
+   */
+  follow?(room: string): Promise<unknown>;
+  unfollow?(room: string): void;
   /** Stops delivering; resolves once the transport is released. */
   close(): Promise<void>;
 }

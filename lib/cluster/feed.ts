@@ -134,12 +134,19 @@ export class Feed {
         gapMs: this.#gapMs,
       }),
     );
+    // A transport that scopes rooms carries the room's messages from now on: what was stored
+    // while the subscription was on its way is fetched from the store once it is in place.
+    this.#broker.follow?.(room).then(() => {
+      const order = this.#orders.get(room);
+      if (order?.known) order.catchUp();
+    }, () => {});
   }
 
   /** The hub's last member left `room`. */
   close(room: string): void {
     this.#orders.get(room)?.stop();
     this.#orders.delete(room);
+    this.#broker.unfollow?.(room);
   }
 
   /** A welcome read the store's last id in `room`: delivery starts after it. */

@@ -1,13 +1,22 @@
 /**
- * The Redis broker: events travel between instances on the channel `natter:events` as JSON
- * envelopes, over the link's subscription connection (lib/store/redis_link.ts).
+ * The Redis broker: events travel between instances as JSON envelopes, over the link's
+ * subscription connection (lib/store/redis_link.ts). A room's traffic (its messages, typing,
+ * removals, deletions, private messages: see `scopedRoom`) goes on the room's own channel,
+ * `natter:room:ROOM`, which an instance subscribes to only while it has a member there; presence
+ * and the cluster's control go on `natter:events`, which every instance hears. An instance with
+ * no member in a busy room receives none of its messages.
  */
 
-import type { Broker, BrokerStatus, Envelope } from "./broker.ts";
+import { type Broker, type BrokerStatus, type Envelope, scopedRoom } from "./broker.ts";
 import type { RedisLink } from "../store/redis_link.ts";
 
-/** The channel every instance publishes its envelopes on. */
+/** The channel of presence and control, which every instance hears. */
 export const EVENTS_CHANNEL = "natter:events";
+
+/** A room's channel: its messages and the like, heard by the instances with members there. */
+export function roomChannel(room: string): string {
+  return `natter:room:${room}`;
+}
 
 /** Pub/sub between instances; each drops its own echoes. */
 export class RedisBroker implements Broker {
@@ -29,14 +38,28 @@ export class RedisBroker implements Broker {
   ): void {
     this.#handler = handler;
     if (onStatus) this.link.onStatus = onStatus;
-    this.#ready = this.link.subscriber.subscribe(EVENTS_CHANNEL, (data: string) => {
-      let envelope: Envelope;
-      try {
-        envelope = JSON.parse(data);
-      } catch {
-        return;
-      }
-      if (envelope?.origin !== this.origin) this.#handler?.(envelope);
+    this.#ready = this.link.subscriber.subscribe(EVENTS_CHANNEL, this.#listener);
+  }
+
+  /** Every channel's messages: envelopes from other instances, to the handler. */
+  readonly #listener = (data: string): void => {
+    let envelope: Envelope;
+    try {
+      envelope = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (envelope?.origin !== this.origin) this.#handler?.(envelope);
+  };
+
+  follow(room: string): Promise<unknown> {
+    return this.link.subscriber.subscribe(roomChannel(room), this.#listener);
+  }
+
+  unfollow(room: string): void {
+    if (!this.link.subscriber.isOpen) return;
+    this.link.subscriber.unsubscribe(roomChannel(room), this.#listener).catch(() => {
+      // The connection is gone, and the subscription with it.
     });
   }
 
@@ -48,7 +71,9 @@ export class RedisBroker implements Broker {
   publish(envelope: Envelope): void {
     this.#handler?.(envelope);
     if (!this.link.command.isReady) return;
-    this.link.command.publish(EVENTS_CHANNEL, JSON.stringify(envelope)).catch(() => {
+    const room = scopedRoom(envelope);
+    const channel = room === undefined ? EVENTS_CHANNEL : roomChannel(room);
+    this.link.command.publish(channel, JSON.stringify(envelope)).catch(() => {
       // Lost with the connection: the others resynchronise from heartbeats and the store.
     });
   }

@@ -1,0 +1,148 @@
+/**
+ * What a busy room costs an instance that has no member in it (issue 18): two natter instances
+ * share one Redis; on instance A a sender keeps a room busy for its receivers, while instance B
+ * holds members only in another room. B's CPU during the load, against B's CPU while idle and A's.
+ * With per-room channels B hears none of the busy room's messages.
+ *
+ *     deno run -A bench/scoping.ts [--rate 2000] [--seconds 5] [--receivers 20] [--root DIR]
+ *
+ * `--root` runs the natter checked out there (an older commit, say) for a before/after.
+ * Needs redis-server on PATH.
+ */
+
+import { parseArgs } from "node:util";
+import { LineCounter } from "./counter.ts";
+import { processCpuSeconds } from "./harness.ts";
+import { RawSender } from "./sender.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    rate: { type: "string", default: "2000" },
+    seconds: { type: "string", default: "5" },
+    receivers: { type: "string", default: "20" },
+    root: { type: "string", default: new URL("..", import.meta.url).pathname },
+  },
+});
+const RATE = Number(values.rate);
+const SECONDS = Number(values.seconds);
+const RECEIVERS = Number(values.receivers);
+const ROOT = values.root.endsWith("/") ? values.root : `${values.root}/`;
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Starts a process and waits for a line matching `ready` on its stdout. */
+async function launch(command: string, args: string[], ready: RegExp) {
+  const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${command} exited: ${text}`);
+    text += value;
+    const match = ready.exec(text);
+    if (match) {
+      (async () => {
+        while (!(await reader.read()).done);
+      })();
+      return { child, match };
+    }
+  }
+}
+
+try {
+  await new Deno.Command("redis-server", { args: ["--version"], stdout: "null" }).output();
+} catch {
+  console.warn("scoping: SKIPPED, redis-server is not on PATH (apt-get install redis-server)");
+  Deno.exit(0);
+}
+
+const redisPort = freePort();
+const redis = await launch(
+  "redis-server",
+  ["--port", String(redisPort), "--save", "", "--appendonly", "no"],
+  /Ready to accept connections/,
+);
+const natter = () =>
+  launch(Deno.execPath(), [
+    "run",
+    "-A",
+    `${ROOT}main.ts`,
+    "--port",
+    "0",
+    "--hostname",
+    "127.0.0.1",
+    "--quiet",
+    "--rate",
+    "1000000000",
+    "--rate-burst",
+    "1000000000",
+    "--redis",
+    `redis://127.0.0.1:${redisPort}`,
+  ], /listening on http:\/\/[^\s]+:(\d+)\//);
+const a = await natter();
+const b = await natter();
+const portA = Number(a.match[1]);
+const portB = Number(b.match[1]);
+try {
+  const receivers = await Promise.all(
+    Array.from({ length: RECEIVERS }, () => LineCounter.open(portA, "/?room=busy")),
+  );
+  const quiet = await Promise.all(
+    Array.from({ length: 100 }, () => LineCounter.open(portB, "/?room=quiet")),
+  );
+  const sender = await RawSender.open(portA, "/?room=busy&name=sender");
+  await new Promise((r) => setTimeout(r, 1000));
+
+  const cpu = () => [processCpuSeconds(a.child.pid), processCpuSeconds(b.child.pid)];
+  // B at rest, for as long as the load will run.
+  const [, idle0] = cpu();
+  await new Promise((r) => setTimeout(r, SECONDS * 1000));
+  const [, idle1] = cpu();
+
+  const [a0, b0] = cpu();
+  const lines0 = receivers.reduce((sum, r) => sum + r.lines, 0);
+  const started = performance.now();
+  let sent = 0;
+  while (performance.now() - started < SECONDS * 1000) {
+    const due = Math.floor(((performance.now() - started) / 1000) * RATE);
+    for (; sent < due; sent++) sender.send(`message ${sent} for the busy room`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const [a1, b1] = cpu();
+  const delivered = receivers.reduce((sum, r) => sum + r.lines, 0) - lines0;
+  const result = {
+    root: ROOT,
+    messagesPerSecond: RATE,
+    seconds: SECONDS,
+    deliveredPerSecond: Math.round(delivered / SECONDS),
+    aCpu: (a1! - a0!) / SECONDS,
+    bCpuUnderLoad: (b1! - b0!) / SECONDS,
+    bCpuIdle: (idle1! - idle0!) / SECONDS,
+  };
+  console.log(
+    `busy room on A: ${RATE} msg/s to ${RECEIVERS} receivers (${result.deliveredPerSecond} deliveries/s); ` +
+      `A's CPU ${(result.aCpu * 100).toFixed(1)}%; B (members only elsewhere): ` +
+      `${(result.bCpuUnderLoad * 100).toFixed(1)}% under load, ${
+        (result.bCpuIdle * 100).toFixed(1)
+      }% idle`,
+  );
+  console.log(JSON.stringify(result));
+  await sender.close();
+  for (const client of [...receivers, ...quiet]) client.close();
+} finally {
+  for (const child of [a.child, b.child, redis.child]) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // gone
+    }
+    await child.status;
+  }
+}
