@@ -85,6 +85,22 @@ const natter = () =>
     "--redis",
     `redis://127.0.0.1:${redisPort}`,
   ], /listening on http:\/\/[^\s]+:(\d+)\//);
+/** Redis's counters: calls per command, and bytes in and out (INFO commandstats, stats). */
+async function redisCounters(): Promise<{ calls: Record<string, number>; bytes: number }> {
+  const out = await new Deno.Command("redis-cli", {
+    args: ["-p", String(redisPort), "INFO", "all"],
+    stdout: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const calls: Record<string, number> = {};
+  for (const m of text.matchAll(/^cmdstat_(\S+):calls=(\d+)/gm)) calls[m[1]!] = Number(m[2]);
+  let bytes = 0;
+  for (const key of ["total_net_input_bytes", "total_net_output_bytes"]) {
+    bytes += Number(new RegExp(`^${key}:(\\d+)`, "m").exec(text)?.[1] ?? 0);
+  }
+  return { calls, bytes };
+}
+
 const a = await natter();
 const b = await natter();
 const portA = Number(a.match[1]);
@@ -106,6 +122,7 @@ try {
   const [, idle1] = cpu();
 
   const [a0, b0] = cpu();
+  const redis0 = await redisCounters();
   const lines0 = receivers.reduce((sum, r) => sum + r.lines, 0);
   const started = performance.now();
   let sent = 0;
@@ -116,7 +133,14 @@ try {
   }
   await new Promise((r) => setTimeout(r, 500));
   const [a1, b1] = cpu();
+  const redis1 = await redisCounters();
   const delivered = receivers.reduce((sum, r) => sum + r.lines, 0) - lines0;
+  // What each message cost Redis: commands by name, and bytes through it (both directions).
+  const perMessage: Record<string, number> = {};
+  for (const [name, calls] of Object.entries(redis1.calls)) {
+    const more = calls - (redis0.calls[name] ?? 0);
+    if (more > 0) perMessage[name] = Math.round((more / sent) * 100) / 100;
+  }
   const result = {
     root: ROOT,
     messagesPerSecond: RATE,
@@ -125,6 +149,8 @@ try {
     aCpu: (a1! - a0!) / SECONDS,
     bCpuUnderLoad: (b1! - b0!) / SECONDS,
     bCpuIdle: (idle1! - idle0!) / SECONDS,
+    redisCallsPerMessage: perMessage,
+    redisBytesPerMessage: Math.round((redis1.bytes - redis0.bytes) / sent),
   };
   console.log(
     `busy room on A: ${RATE} msg/s to ${RECEIVERS} receivers (${result.deliveredPerSecond} deliveries/s); ` +
@@ -132,6 +158,11 @@ try {
       `${(result.bCpuUnderLoad * 100).toFixed(1)}% under load, ${
         (result.bCpuIdle * 100).toFixed(1)
       }% idle`,
+  );
+  console.log(
+    `Redis per message: ${
+      Object.entries(perMessage).map(([name, n]) => `${n} ${name}`).join(", ")
+    }; ${result.redisBytesPerMessage} bytes in and out`,
   );
   console.log(JSON.stringify(result));
   await sender.close();

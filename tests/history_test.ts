@@ -73,6 +73,22 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.deepEqual(stored, { room: "a", id: 3, ts: 5, from: "bob", text: "waves", action: true });
   });
 
+  test("a removed message reads back as its tombstone, in latest and after; an unknown id is none", async (store) => {
+    for (const text of ["one", "two", "three"]) await store.append("a", draft(text));
+    const gone = await store.remove!("a", 2);
+    assert.deepEqual(gone, { room: "a", id: 2, ts: 1000, from: "alice", text: "", deleted: true });
+    assert.equal(await store.remove!("a", 9), undefined);
+    assert.equal(await store.remove!("nowhere", 1), undefined);
+    const strip = (messages: { id: number; text: string; deleted?: true }[]) =>
+      messages.map((m) => [m.id, m.text, m.deleted ?? false]);
+    const all = [[1, "one", false], [2, "", true], [3, "three", false]];
+    assert.deepEqual(strip(await store.latest("a", 10)), all);
+    assert.deepEqual(strip(await store.latest("a", 2)), all.slice(1));
+    assert.deepEqual(strip(await store.latest("a", 10, 3)), all.slice(0, 2));
+    assert.deepEqual(strip((await store.after("a", 1)).messages), all.slice(1));
+    assert.equal((await store.after("a", 1)).complete, true);
+  });
+
   test("a message sent again with its key is the one stored the first time, not a new one", async (store) => {
     const first = await store.append("a", draft("hello"), "key-1");
     await store.append("a", draft("other"));
@@ -160,6 +176,25 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.ok(store.epoch.length >= 8);
   });
 }
+
+Deno.test({
+  name:
+    "redis store: a Redis that lost its scripts (SCRIPT FLUSH, a restart) is sent the script again",
+  ignore: !redis,
+  async fn() {
+    await redis!.command("FLUSHALL");
+    const link = await RedisLink.open(redis!.url, SILENT);
+    try {
+      const store = await RedisStore.open(link);
+      assert.equal((await store.append("a", draft("1"))).id, 1);
+      await redis!.command("SCRIPT", "FLUSH");
+      assert.equal((await store.append("a", draft("2"))).id, 2);
+      assert.equal((await store.append("a", draft("3"))).id, 3);
+    } finally {
+      await link.close();
+    }
+  },
+});
 
 Deno.test("memory store: a new store is a new epoch", () => {
   assert.notEqual(new MemoryStore().epoch, new MemoryStore().epoch);
