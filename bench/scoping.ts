@@ -5,6 +5,10 @@
  * With per-room channels B hears none of the busy room's messages.
  *
  *     deno run -A bench/scoping.ts [--rate 2000] [--seconds 5] [--receivers 20] [--root DIR]
+ *                                  [--b-receivers N]
+ *
+ * `--b-receivers N` puts N receivers of the busy room on B too: then B's CPU is what following a
+ * room costs an instance (each message once from Redis, then its N deliveries).
  *
  * `--root` runs the natter checked out there (an older commit, say) for a before/after.
  * Needs redis-server on PATH.
@@ -21,12 +25,15 @@ const { values } = parseArgs({
     rate: { type: "string", default: "2000" },
     seconds: { type: "string", default: "5" },
     receivers: { type: "string", default: "20" },
+    /** Receivers of the busy room on B as well: what following a room costs an instance. */
+    "b-receivers": { type: "string", default: "0" },
     root: { type: "string", default: new URL("..", import.meta.url).pathname },
   },
 });
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
 const RECEIVERS = Number(values.receivers);
+const B_RECEIVERS = Number(values["b-receivers"]);
 const ROOT = values.root.endsWith("/") ? values.root : `${values.root}/`;
 
 function freePort(): number {
@@ -109,19 +116,26 @@ try {
   const receivers = await Promise.all(
     Array.from({ length: RECEIVERS }, () => LineCounter.open(portA, "/?room=busy")),
   );
+  const followers = await Promise.all(
+    Array.from({ length: B_RECEIVERS }, () => LineCounter.open(portB, "/?room=busy")),
+  );
   const quiet = await Promise.all(
     Array.from({ length: 100 }, () => LineCounter.open(portB, "/?room=quiet")),
   );
   const sender = await RawSender.open(portA, "/?room=busy&name=sender");
   await new Promise((r) => setTimeout(r, 1000));
 
-  const cpu = () => [processCpuSeconds(a.child.pid), processCpuSeconds(b.child.pid)];
+  const cpu = () => [
+    processCpuSeconds(a.child.pid),
+    processCpuSeconds(b.child.pid),
+    processCpuSeconds(redis.child.pid),
+  ];
   // B at rest, for as long as the load will run.
   const [, idle0] = cpu();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
   const [, idle1] = cpu();
 
-  const [a0, b0] = cpu();
+  const [a0, b0, r0] = cpu();
   const redis0 = await redisCounters();
   const lines0 = receivers.reduce((sum, r) => sum + r.lines, 0);
   const started = performance.now();
@@ -132,7 +146,7 @@ try {
     await new Promise((r) => setTimeout(r, 5));
   }
   await new Promise((r) => setTimeout(r, 500));
-  const [a1, b1] = cpu();
+  const [a1, b1, r1] = cpu();
   const redis1 = await redisCounters();
   const delivered = receivers.reduce((sum, r) => sum + r.lines, 0) - lines0;
   // What each message cost Redis: commands by name, and bytes through it (both directions).
@@ -149,24 +163,27 @@ try {
     aCpu: (a1! - a0!) / SECONDS,
     bCpuUnderLoad: (b1! - b0!) / SECONDS,
     bCpuIdle: (idle1! - idle0!) / SECONDS,
+    redisCpu: (r1! - r0!) / SECONDS,
     redisCallsPerMessage: perMessage,
     redisBytesPerMessage: Math.round((redis1.bytes - redis0.bytes) / sent),
   };
   console.log(
     `busy room on A: ${RATE} msg/s to ${RECEIVERS} receivers (${result.deliveredPerSecond} deliveries/s); ` +
-      `A's CPU ${(result.aCpu * 100).toFixed(1)}%; B (members only elsewhere): ` +
+      `A's CPU ${
+        (result.aCpu * 100).toFixed(1)
+      }%; B (${B_RECEIVERS} receivers of it, 100 elsewhere): ` +
       `${(result.bCpuUnderLoad * 100).toFixed(1)}% under load, ${
         (result.bCpuIdle * 100).toFixed(1)
       }% idle`,
   );
   console.log(
-    `Redis per message: ${
+    `Redis: ${(result.redisCpu * 100).toFixed(1)}% of a core; per message: ${
       Object.entries(perMessage).map(([name, n]) => `${n} ${name}`).join(", ")
     }; ${result.redisBytesPerMessage} bytes in and out`,
   );
   console.log(JSON.stringify(result));
   await sender.close();
-  for (const client of [...receivers, ...quiet]) client.close();
+  for (const client of [...receivers, ...followers, ...quiet]) client.close();
 } finally {
   for (const child of [a.child, b.child, redis.child]) {
     try {
