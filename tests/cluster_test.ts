@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { HEARTBEAT_MS, PEER_TTL_MS } from "../lib/cluster/cluster.ts";
-import { Client, ServerProcess, sleep } from "./helpers.ts";
+import { Client, MAIN, run, ServerProcess, sleep } from "./helpers.ts";
 import { haveRedis, RedisServer } from "./redis_server.ts";
 
 const enabled = haveRedis();
@@ -392,5 +392,30 @@ Deno.test({
       await betaB.close();
       await until(async () => (await channels()).length === 0, "no room channels left");
     });
+  },
+});
+
+Deno.test({
+  name: "Redis: a Redis Cluster node is refused at start, saying so (not supported yet)",
+  ignore: !enabled,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const node = await RedisServer.start(undefined, dir, [
+      "--cluster-enabled",
+      "yes",
+      "--cluster-config-file",
+      `${dir}/nodes.conf`,
+    ]);
+    try {
+      const result = await run(["run", "--allow-net", MAIN, "--port", "0", "--redis", node.url]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        /is a Redis Cluster node, and natter does not support Redis Cluster yet/,
+      );
+    } finally {
+      await node.kill();
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });

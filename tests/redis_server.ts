@@ -44,17 +44,21 @@ export class RedisServer {
   readonly dir: string | undefined;
   #child: Deno.ChildProcess | undefined;
 
-  private constructor(port: number, dir?: string) {
+  /** More redis-server arguments (e.g. `--cluster-enabled yes`). */
+  readonly #extra: string[];
+
+  private constructor(port: number, dir?: string, extra: string[] = []) {
     this.port = port;
     this.dir = dir;
+    this.#extra = extra;
   }
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  static async start(port = freePort(), dir?: string): Promise<RedisServer> {
-    const server = new RedisServer(port, dir);
+  static async start(port = freePort(), dir?: string, extra: string[] = []): Promise<RedisServer> {
+    const server = new RedisServer(port, dir, extra);
     await server.restart();
     return server;
   }
@@ -72,6 +76,7 @@ export class RedisServer {
         "--appendonly",
         "no",
         ...(this.dir ? ["--dir", this.dir, "--dbfilename", "dump.rdb"] : []),
+        ...this.#extra,
       ],
       stdin: "null",
       stdout: "null",

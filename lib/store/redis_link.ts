@@ -78,6 +78,16 @@ export class RedisLink {
       link.#destroy();
       throw new RedisError(`cannot reach Redis at ${redact(url)}: ${(error as Error).message}`);
     }
+    // A Redis Cluster node would take some of a room's keys and refuse the rest (CROSSSLOT,
+    // MOVED) message by message: said once, at start, instead.
+    const info = await link.command.info("cluster").catch(() => "");
+    if (/^cluster_enabled:1/m.test(info)) {
+      link.#destroy();
+      throw new RedisError(
+        `${redact(url)} is a Redis Cluster node, and natter does not support Redis Cluster yet ` +
+          "(docs/SCALING.md): give it a standalone Redis (or one primary with replicas)",
+      );
+    }
     link.#started = true;
     link.#update();
     link.#watch = setInterval(() => link.#check(), WATCH_MS);
