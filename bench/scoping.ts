@@ -18,6 +18,14 @@ import { parseArgs } from "node:util";
 import { LineCounter } from "./counter.ts";
 import { processCpuSeconds } from "./harness.ts";
 import { RawSender } from "./sender.ts";
+import {
+  haveRedisServer,
+  perMessage,
+  redisCounters,
+  startInstance,
+  startRedis,
+  stopAll,
+} from "./instances.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -36,82 +44,18 @@ const RECEIVERS = Number(values.receivers);
 const B_RECEIVERS = Number(values["b-receivers"]);
 const ROOT = values.root.endsWith("/") ? values.root : `${values.root}/`;
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Starts a process and waits for a line matching `ready` on its stdout. */
-async function launch(command: string, args: string[], ready: RegExp) {
-  const child = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${command} exited: ${text}`);
-    text += value;
-    const match = ready.exec(text);
-    if (match) {
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return { child, match };
-    }
-  }
-}
-
-try {
-  await new Deno.Command("redis-server", { args: ["--version"], stdout: "null" }).output();
-} catch {
+if (!(await haveRedisServer())) {
   console.warn("scoping: SKIPPED, redis-server is not on PATH (apt-get install redis-server)");
   Deno.exit(0);
 }
 
-const redisPort = freePort();
-const redis = await launch(
-  "redis-server",
-  ["--port", String(redisPort), "--save", "", "--appendonly", "no"],
-  /Ready to accept connections/,
-);
-const natter = () =>
-  launch(Deno.execPath(), [
-    "run",
-    "-A",
-    `${ROOT}main.ts`,
-    "--port",
-    "0",
-    "--hostname",
-    "127.0.0.1",
-    "--quiet",
-    "--rate",
-    "1000000000",
-    "--rate-burst",
-    "1000000000",
-    "--redis",
-    `redis://127.0.0.1:${redisPort}`,
-  ], /listening on http:\/\/[^\s]+:(\d+)\//);
-/** Redis's counters: calls per command, and bytes in and out (INFO commandstats, stats). */
-async function redisCounters(): Promise<{ calls: Record<string, number>; bytes: number }> {
-  const out = await new Deno.Command("redis-cli", {
-    args: ["-p", String(redisPort), "INFO", "all"],
-    stdout: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  const calls: Record<string, number> = {};
-  for (const m of text.matchAll(/^cmdstat_(\S+):calls=(\d+)/gm)) calls[m[1]!] = Number(m[2]);
-  let bytes = 0;
-  for (const key of ["total_net_input_bytes", "total_net_output_bytes"]) {
-    bytes += Number(new RegExp(`^${key}:(\\d+)`, "m").exec(text)?.[1] ?? 0);
-  }
-  return { calls, bytes };
-}
-
+const redis = await startRedis();
+const redisPort = redis.port;
+const natter = () => startInstance(ROOT, redis.url);
 const a = await natter();
 const b = await natter();
-const portA = Number(a.match[1]);
-const portB = Number(b.match[1]);
+const portA = a.port;
+const portB = b.port;
 try {
   const receivers = await Promise.all(
     Array.from({ length: RECEIVERS }, () => LineCounter.open(portA, "/?room=busy")),
@@ -136,7 +80,7 @@ try {
   const [, idle1] = cpu();
 
   const [a0, b0, r0] = cpu();
-  const redis0 = await redisCounters();
+  const redis0 = await redisCounters(redisPort);
   const lines0 = receivers.reduce((sum, r) => sum + r.lines, 0);
   const started = performance.now();
   let sent = 0;
@@ -147,14 +91,10 @@ try {
   }
   await new Promise((r) => setTimeout(r, 500));
   const [a1, b1, r1] = cpu();
-  const redis1 = await redisCounters();
+  const redis1 = await redisCounters(redisPort);
   const delivered = receivers.reduce((sum, r) => sum + r.lines, 0) - lines0;
   // What each message cost Redis: commands by name, and bytes through it (both directions).
-  const perMessage: Record<string, number> = {};
-  for (const [name, calls] of Object.entries(redis1.calls)) {
-    const more = calls - (redis0.calls[name] ?? 0);
-    if (more > 0) perMessage[name] = Math.round((more / sent) * 100) / 100;
-  }
+  const perMsg = perMessage(redis0.calls, redis1.calls, sent);
   const result = {
     root: ROOT,
     messagesPerSecond: RATE,
@@ -164,7 +104,7 @@ try {
     bCpuUnderLoad: (b1! - b0!) / SECONDS,
     bCpuIdle: (idle1! - idle0!) / SECONDS,
     redisCpu: (r1! - r0!) / SECONDS,
-    redisCallsPerMessage: perMessage,
+    redisCallsPerMessage: perMsg,
     redisBytesPerMessage: Math.round((redis1.bytes - redis0.bytes) / sent),
   };
   console.log(
@@ -178,19 +118,12 @@ try {
   );
   console.log(
     `Redis: ${(result.redisCpu * 100).toFixed(1)}% of a core; per message: ${
-      Object.entries(perMessage).map(([name, n]) => `${n} ${name}`).join(", ")
+      Object.entries(perMsg).map(([name, n]) => `${n} ${name}`).join(", ")
     }; ${result.redisBytesPerMessage} bytes in and out`,
   );
   console.log(JSON.stringify(result));
   await sender.close();
   for (const client of [...receivers, ...followers, ...quiet]) client.close();
 } finally {
-  for (const child of [a.child, b.child, redis.child]) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // gone
-    }
-    await child.status;
-  }
+  await stopAll([a.child, b.child, redis.child]);
 }
