@@ -162,6 +162,10 @@ Deno.test("an admin bans by name (the member leaves and cannot come back) and by
     await admin.next((l) => l.includes("unbanned ~bob"));
     const back = await Client.open(server.ws("/?name=bob"));
     await back.close();
+    admin.send("/mute root");
+    assert.match(await admin.next((l) => l.startsWith("!")), /cannot mute yourself/);
+    mod.send("/mute ~x 0m");
+    assert.match(await mod.next((l) => l.startsWith("!")), /"0m" is not a duration/);
     admin.send("/ban 127.0.0.1 10m");
     await admin.next((l) => l.includes("banned 127.0.0.1"));
     // Everyone here connects from 127.0.0.1: the ban closes them all, the admin too.

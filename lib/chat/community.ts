@@ -285,6 +285,11 @@ export class Community {
     if (!this.#may(member, admin ? "admin" : "moderator", `${action} someone`, ref)) return;
     const room = member.room;
     const now = this.#parts.now();
+    // By name, not by address: an address may be a whole office's, and an admin may mean it.
+    const self = !msg.address && nameKey(msg.target) === nameKey(member.name);
+    if (self && (action === "kick" || action === "mute" || action === "ban")) {
+      return this.#error(member, "forbidden", `you cannot ${action} yourself`, ref);
+    }
     if (action === "kick") {
       if (!room.names.taken(msg.target)) {
         return this.#error(

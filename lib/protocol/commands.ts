@@ -74,7 +74,7 @@ function fail(code: Failure["code"], message: string): Failure {
 /** A duration such as `90s`, `10m`, `2h` or `7d`, in milliseconds; null when it is not one. */
 export function durationOf(raw: string): number | null {
   const match = /^(\d{1,6})([smhd])$/.exec(raw);
-  if (!match || match[1] === "0") return null;
+  if (!match || Number(match[1]) === 0) return null;
   return Number(match[1]) * UNITS[match[2]!]!;
 }
 
@@ -158,7 +158,8 @@ export function parseCommunityText(
     if (words.length === 0) return fail("bad_message", `usage: ${USAGE[action]}`);
     const [target, ...rest] = words as [string, ...string[]];
     let duration: string | undefined;
-    if ((action === "mute" || action === "ban") && rest[0] && durationOf(rest[0]) !== null) {
+    // A word shaped like a duration is one (a bad one is an error, not the start of a reason).
+    if ((action === "mute" || action === "ban") && rest[0] && /^-?\d+[smhd]$/.test(rest[0])) {
       duration = rest.shift();
     }
     if (action === "unmute" || action === "unban") rest.length = 0;
