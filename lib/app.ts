@@ -7,7 +7,7 @@
 
 import { SHUTDOWN_GRACE_MS } from "./base/defaults.ts";
 import { ConfigError, resolveOptions } from "./ops/config.ts";
-import { Admission } from "./transport/admission.ts";
+import { Admission, type Who } from "./transport/admission.ts";
 import { Api } from "./transport/api.ts";
 import { Verifier } from "./transport/identity.ts";
 import type { Options } from "./ops/config.ts";
@@ -171,7 +171,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       // Read the address once, before upgrading: each read is a call into the runtime.
       const remote = info.remoteAddr;
       if (!admission.verifies) return gate.upgrade(request, url, remote) as Response;
-      return admission.admit(request, url).then((who) =>
+      return admitted(request, url, remote).then((who) =>
         who instanceof Response
           ? who
           : gate.upgrade(request, url, remote, undefined, who) as Response
@@ -195,11 +195,22 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   ): Response | Upgraded | Promise<Response | Upgraded> {
     const url = new URL(request.url);
     if (!admission.verifies) return upgraded(gate.upgrade(request, url, remote, { socket, head }));
-    return admission.admit(request, url).then((who) =>
+    return admitted(request, url, remote).then((who) =>
       who instanceof Response
         ? who
         : upgraded(gate.upgrade(request, url, remote, { socket, head }, who))
     );
+  }
+
+  /**
+   * Who a request is, where signed tokens are verified: the handshake's own checks first (in
+   * the documented order), then the token; a refusal is logged and counted as the gate's are.
+   */
+  async function admitted(request: Request, url: URL, remote: Deno.Addr): Promise<Who | Response> {
+    const malformed = gate.precheck(request, remote);
+    if (malformed) return malformed;
+    const who = await admission.admit(request, url);
+    return "refusal" in who ? gate.refused(who.reason, remote, who.refusal) : who;
   }
 
   function upgraded(outcome: Response | SocketConnection): Response | Upgraded {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { addressGroup, canonical } from "../lib/transport/address.ts";
+import { addressGroup, canonical } from "../lib/base/address.ts";
 
 Deno.test("addressGroup(): IPv4 clients by address, IPv6 clients by their /64, one spelling each", () => {
   assert.equal(addressGroup("203.0.113.7"), "203.0.113.7");

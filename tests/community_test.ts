@@ -73,7 +73,7 @@ Deno.test("a mute silences someone (say, /me, /msg, /nick) until it ends or is l
       bob.send(line);
       assert.match(
         await bob.next((l) => l.startsWith("!")),
-        /you are muted in #lobby until \d\d:\d\d UTC/,
+        /you are muted in #lobby until \d{4}-\d\d-\d\d \d\d:\d\d UTC/,
         line,
       );
     }
@@ -226,8 +226,10 @@ Deno.test("mutes, bans and topics outlive a restart with --data", async () => {
     const mod = await Client.open(`ws://127.0.0.1:${port}/?token=${await token("alice", "admin")}`);
     mod.send("/topic kept across restarts");
     await mod.next((l) => l.includes("set the topic"));
+    const early = await Client.open(`ws://127.0.0.1:${port}/?name=bob`);
     mod.send("/mute ~bob");
     await mod.next((l) => l.includes("muted ~bob"));
+    await early.close();
     mod.send("/ban ~eve");
     await mod.next((l) => l.includes("banned ~eve"));
     mod.send("a secret that must go");
@@ -335,4 +337,73 @@ Deno.test({
       await redis.kill();
     }
   },
+});
+
+Deno.test("what a review found: a long close reason, a reload past a ban, a session that is not a credential, a name taken back, a banned name by /nick, an address kept from the room", async () => {
+  const server = startServer(OPTIONS);
+  const verified = async (name: string, extra: Record<string, unknown> = {}) => {
+    const now = Math.floor(Date.now() / 1000);
+    return await new SignJWT({ sub: `u-${name}`, name, exp: now + 600, ...extra })
+      .setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(SECRET));
+  };
+  try {
+    // A reason over 123 bytes of UTF-8 (a Cyrillic moderator's name): the kick still closes.
+    const mod = await Client.open(
+      server.ws(`/?token=${await verified("модератор", { role: "admin" })}`),
+    );
+    const eve = await Client.open(server.ws("/?name=eve"));
+    mod.send(`/kick ~eve ${"пожалуйста ".repeat(12)}`);
+    assert.equal((await eve.closed).code, 4004);
+
+    // A page in its reload grace does not come back past a ban.
+    const carol = await Client.json(server.ws("/?name=carol&session=carol-tab-0001"));
+    carol.socket.close(4000, "reload"); // no goodbye: it lingers
+    await carol.closed;
+    mod.send("/ban ~carol");
+    await mod.next((l) => l.includes("banned ~carol"));
+    const resumed = await Client.open(
+      server.ws("/?name=carol&session=carol-tab-0001"),
+      "natter.v1",
+      { welcomed: false },
+    );
+    assert.equal((await resumed.closed).code, 4004);
+
+    // A session is not a credential: without alice's token, her lingering tab is not yours.
+    const alice = await Client.json(
+      server.ws(`/?token=${await verified("alice")}&session=tab-secret-123`),
+    );
+    alice.socket.close(4000, "reload");
+    await alice.closed;
+    const thief = await Client.json(server.ws("/?session=tab-secret-123"));
+    assert.match(JSON.parse(thief.lines[0]!).name, /^~/);
+    await thief.close();
+
+    // A `nick`-allowed user who took a verified user's name gives it back when that user comes.
+    const dave = await Client.json(
+      server.ws(`/?room=n&token=${await verified("dave", { nick: true })}`),
+    );
+    dave.send({ type: "nick", name: "bob", ref: 1 });
+    await dave.event("renamed", (e) => e.ref === 1);
+    const bob = await Client.json(server.ws(`/?room=n&token=${await verified("bob")}`));
+    assert.equal(JSON.parse(bob.lines[0]!).name, "bob");
+    await dave.event("renamed", (e) => e.from === "bob" && e.to === "bob-2");
+
+    // A banned name cannot be taken by /nick either.
+    mod.send("/ban ~mallory");
+    await mod.next((l) => l.includes("banned ~mallory"));
+    const other = await Client.open(server.ws("/?name=mallory2"));
+    other.send("/nick mallory");
+    assert.match(await other.next((l) => l.startsWith("!")), /the name "~mallory" is banned/);
+    await Promise.all([dave, bob].map((c) => c.close()));
+
+    // A ban by address: its maker sees the address; the room sees names, never the address.
+    mod.send("/ban 127.0.0.1 10m");
+    assert.match(await mod.next((l) => l.includes("banned 127.0.0.1")), /for 10m/);
+    await other.closed;
+    assert.ok(other.lines.some((l) => /banned ~mallory2/.test(l)), JSON.stringify(other.lines));
+    assert.ok(!other.lines.some((l) => l.includes("127.0.0.1")), JSON.stringify(other.lines));
+    await mod.closed;
+  } finally {
+    await server.close();
+  }
 });

@@ -191,6 +191,51 @@ Deno.test("an expiring token closes its connection with 4003 unless renewed for 
   }
 });
 
+Deno.test("a token that expires past the year 9999 is refused, at connect and as a renewal, and the server stays up", async () => {
+  const server = startServer({ jwtSecret: SECRET });
+  try {
+    const far = await token({ exp: 8_641_796_272_081 });
+    const answer = await refusal(server.port, `/?token=${far}`);
+    assert.match(answer, /^HTTP\/1.1 401/);
+    assert.match(answer, /too far in the future/);
+    const alice = await Client.json(server.ws(`/?token=${await token()}`));
+    alice.send({ type: "token", token: far, ref: 1 });
+    assert.equal((await alice.event("error", (e) => e.ref === 1)).code, "bad_token");
+    const again = await Client.json(server.ws(`/?token=${await token({ sub: "u-b", name: "b" })}`));
+    await Promise.all([alice, again].map((c) => c.close()));
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("with signed tokens the handshake is checked in the documented order, and refused tokens are counted", async () => {
+  const server = startServer({ jwtSecret: SECRET });
+  try {
+    const badKey = await rawExchange(
+      server.port,
+      upgradeRequest("/?token=garbage", { "sec-websocket-key": "short" }),
+    );
+    assert.match(badKey, /^HTTP\/1.1 400/);
+    const oldVersion = await rawExchange(
+      server.port,
+      upgradeRequest("/", { "sec-websocket-version": "8" }),
+    );
+    assert.match(oldVersion, /^HTTP\/1.1 426/);
+    const evil = await rawExchange(
+      server.port,
+      upgradeRequest("/", { origin: "https://evil.example" }),
+    );
+    assert.match(evil, /^HTTP\/1.1 403/);
+    await refusal(server.port, "/?token=garbage");
+    await refusal(server.port, `/?room=secret&token=${await token({ rooms: ["lobby"] })}`);
+    const metrics = await (await fetch(server.http("/metrics"))).text();
+    assert.match(metrics, /natter_refused_total\{reason="token"\} 1/);
+    assert.match(metrics, /natter_refused_total\{reason="token_room"\} 1/);
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("--jwt-public-key takes ES256 and RS256 keys, and refuses an HS256 token signed with the public key", async () => {
   for (const alg of ["ES256", "RS256"] as const) {
     const { publicKey, privateKey } = await generateKeyPair(alg);

@@ -19,7 +19,9 @@ import type { Action, CommunityMessage } from "../protocol/commands.ts";
 import { CloseCode, type Ref, type ServerEvent } from "../protocol/protocol.ts";
 import { nameKey, quote } from "../protocol/text.ts";
 import { type HistoryStore, type Ruling, rulingId, when } from "../store/history.ts";
+import { addressGroup, canonical } from "../base/address.ts";
 import type { Logger } from "../base/log.ts";
+import { guestName } from "./join.ts";
 import { refField } from "./replies.ts";
 import type { Delivery, Member, Room } from "./room.ts";
 
@@ -51,9 +53,21 @@ const PAST: Record<Action, string> = {
   unban: "unbanned",
 };
 
-/** Whom a ruling is about: a name's key, or an address. */
+/** Whom a ruling is about: a name's key, or an address (IPv6 by its /64, as limits count). */
 function targetOf(msg: Moderate): string {
-  return msg.address ? `addr:${msg.target}` : `name:${nameKey(msg.target)}`;
+  return msg.address ? addressKey(msg.target) : `name:${nameKey(msg.target)}`;
+}
+
+function addressKey(address: string): string {
+  return `addr:${addressGroup(canonical(address))}`;
+}
+
+/** A time people can read, with its date: `2026-12-04 18:30 UTC`. */
+function dated(ms: number): string {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime())
+    ? "a very long time from now"
+    : `${date.toISOString().slice(0, 16).replace("T", " ")} UTC`;
 }
 
 export class Community {
@@ -68,6 +82,8 @@ export class Community {
     if (store.rulings) {
       when(() => store.rulings!(), (list) => {
         for (const ruling of list) this.#rulings.set(rulingId(ruling), ruling);
+        // Those that ended while nobody looked leave the store too.
+        for (const id of [...this.#rulings.keys()]) this.#active(id);
       }, () => {});
     }
   }
@@ -84,7 +100,15 @@ export class Community {
       : this.#active(rulingId({ kind: "ban", room: "*", target: `name:${nameKey(name)}` }))) ??
       (address === undefined
         ? undefined
-        : this.#active(rulingId({ kind: "ban", room: "*", target: `addr:${address}` })));
+        : this.#active(rulingId({ kind: "ban", room: "*", target: addressKey(address) })));
+  }
+
+  /** Whether the name a member asks for (`/nick`) is banned: then it is told so. */
+  bannedName(member: Member, name: string, ref: Ref | undefined): boolean {
+    const shown = member.guest ? guestName(name) : name;
+    if (!this.banned(shown, undefined)) return false;
+    this.#error(member, "forbidden", `the name ${quote(shown)} is banned here`, ref);
+    return true;
   }
 
   /**
@@ -99,9 +123,7 @@ export class Community {
           ? this.#active(rulingId(member.muted))
           : undefined);
     if (!mute) return false;
-    const until = mute.until === 0
-      ? "until a moderator unmutes you"
-      : `until ${new Date(mute.until).toISOString().slice(11, 16)} UTC`;
+    const until = mute.until === 0 ? "until a moderator unmutes you" : `until ${dated(mute.until)}`;
     this.#error(member, "muted", `you are muted in #${room} ${until}`, ref);
     return true;
   }
@@ -329,6 +351,16 @@ export class Community {
       ...(msg.reason ? { reason: msg.reason } : {}),
     };
     const lifting = action === "unmute" || action === "unban";
+    // A mute is for someone here (a typo would mute nobody, and tell the room someone was);
+    // a ban may come before its target does.
+    if (action === "mute" && !room.names.taken(msg.target)) {
+      return this.#error(
+        member,
+        "not_found",
+        `no one named ${quote(msg.target)} in #${room.name}`,
+        ref,
+      );
+    }
     if (lifting && !this.#active(rulingId(ruling))) {
       return this.#error(member, "not_found", `${quote(msg.target)} is not ${PAST[kind]}`, ref);
     }
@@ -383,11 +415,11 @@ export class Community {
     const action: Action = ruling.kind === "mute"
       ? (lifted ? "unmute" : "mute")
       : (lifted ? "unban" : "ban");
-    const event = (room: string): ServerEvent => ({
+    const event = (room: string, name = ruling.shown): ServerEvent => ({
       type: "moderated",
       room,
       action,
-      name: ruling.shown,
+      name,
       by,
       ...(ruling.reason ? { reason: ruling.reason } : {}),
       ...(ruling.until > 0 && !lifted ? { until: ruling.until } : {}),
@@ -411,16 +443,21 @@ export class Community {
     const out = [...this.#parts.everyone()].filter((m) =>
       this.banned(m.name, m.conn.address) === ruling
     );
+    const byAddress = ruling.target.startsWith("addr:");
+    // Its maker hears what it made (with the address), once, before anyone is closed (it may
+    // be among them).
+    if (actor) this.#parts.send.to(actor, { ...event(actor.room.name), ...refField(ref) });
     const told = new Set<Room>();
     for (const member of out) {
-      if (!told.has(member.room)) {
+      // A ban by address names the member in the room, never the address.
+      const skip = actor?.room === member.room ? actor : undefined;
+      if (byAddress) {
+        this.#parts.send.toRoom(member.room, event(member.room.name, member.name), skip);
+      } else if (!told.has(member.room)) {
         told.add(member.room);
-        this.#tell(member.room, event(member.room.name), actor, ref);
+        this.#parts.send.toRoom(member.room, event(member.room.name), skip);
       }
       member.conn.close(CloseCode.removed, `banned by ${by}`);
-    }
-    if (actor && !told.has(actor.room)) {
-      this.#parts.send.to(actor, { ...event(actor.room.name), ...refField(ref) });
     }
   }
 
@@ -436,6 +473,8 @@ export class Community {
     const ruling = this.#rulings.get(id);
     if (ruling && ruling.until > 0 && ruling.until <= this.#parts.now()) {
       this.#rulings.delete(id);
+      // Every hub that notices lifts it: a stored ruling that ended is not read at every start.
+      when(() => this.#parts.store.lift?.(id), () => {}, () => {});
       return undefined;
     }
     return ruling;

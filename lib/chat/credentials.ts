@@ -5,7 +5,7 @@
  */
 
 import { CloseCode, type Ref } from "../protocol/protocol.ts";
-import type { Identity } from "./join.ts";
+import { type Identity, roomAllowed } from "./join.ts";
 import { refField } from "./replies.ts";
 import type { Delivery, Member } from "./room.ts";
 
@@ -61,6 +61,13 @@ export class Credentials {
       return refuse("the new token is for another user");
     }
     member.identity = { ...checked.identity, name: member.identity.name };
+    // A token for fewer rooms than before: the member may not stay where it is.
+    if (!roomAllowed(member.identity, member.room.name)) {
+      return member.conn.close(
+        CloseCode.tokenExpired,
+        `your new token does not allow #${member.room.name}`,
+      );
+    }
     this.watch(member);
     const until = new Date(checked.identity.exp * 1000).toISOString();
     this.send.to(member, {

@@ -219,7 +219,13 @@ export class Hub {
     const asked = checkJoin(request, this.#defaultRoom, fallbackName, this.#store.epoch);
     const session = sessionOf(request.session);
     const back = this.#lingering.take(session, asked.room);
-    if (back && back.view === VIEWS[conn.format]) {
+    // A session is not a credential: only the same person (the same verified user, or a guest
+    // again where guests are marked) takes a lingering member back, and not past a ban.
+    const same = back !== undefined && back.view === VIEWS[conn.format] &&
+      back.identity?.sub === request.identity?.sub &&
+      (back.guest ?? false) === (request.guest ?? false);
+    const banned = this.#community.banned(back?.name ?? asked.name, conn.address);
+    if (back && same && !banned) {
       // Its page came back within the grace: the same member, no notices, what it missed.
       back.conn = conn;
       back.identity = request.identity;
@@ -230,7 +236,7 @@ export class Hub {
       return;
     }
     if (back) this.#exit(back);
-    const ban = this.#community.banned(asked.name, conn.address);
+    const ban = banned ?? this.#community.banned(asked.name, conn.address);
     if (ban) {
       const text = `you are banned${ban.until ? " for now" : ""}${
         ban.reason ? `: ${ban.reason}` : ""
@@ -292,6 +298,7 @@ export class Hub {
       }
       case "nick":
         if (this.#community.silenced(member, msg.ref)) return;
+        if (this.#community.bannedName(member, msg.name, msg.ref)) return;
         return this.#naming.rename(member, msg.name, msg.ref);
       case "moderate":
       case "topic":
@@ -317,7 +324,14 @@ export class Hub {
       case "typing":
         return this.#typing(member);
       case "token":
-        return void this.#credentials.renew(member, msg.token, msg.ref);
+        return void this.#credentials.renew(member, msg.token, msg.ref).catch((error) =>
+          this.#send.to(member, {
+            type: "error",
+            code: "bad_token",
+            message: `token not renewed: ${(error as Error).message}`,
+            ...(msg.ref === undefined ? {} : { ref: msg.ref }),
+          })
+        );
       case "help":
         return this.#send.to(member, { type: "notice", text: HELP });
       case "quit":
@@ -425,6 +439,14 @@ export class Hub {
   /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */
   #enter(member: Member, base: string, ref?: Ref, since?: number): void {
     const room = member.room;
+    // A verified user's name is its own: whoever holds it here under another identity (a
+    // `nick`-allowed user who took it) moves to a free variant.
+    const holder = member.identity ? room.names.holder(member.identity.name) : undefined;
+    if (holder && holder.identity?.sub !== member.identity!.sub) {
+      // It no longer waits for that name either, or it would take it back at once.
+      holder.wanted = room.names.free(holder.wanted);
+      this.#naming.yieldName(room, member.identity!.name);
+    }
     member.name = room.names.free(base);
     room.members.add(member);
     room.names.add(member);

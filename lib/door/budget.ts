@@ -5,7 +5,7 @@
  * that). Per-connection state lives on the socket itself (one object per connection, no maps).
  */
 
-import { addressGroup } from "../transport/address.ts";
+import { addressGroup } from "../base/address.ts";
 import type net from "node:net";
 import { Metrics } from "../base/metrics.ts";
 

@@ -20,7 +20,7 @@
  *   the descriptor ceiling it hit, and stays under it from then on.
  */
 
-import { canonical } from "../transport/address.ts";
+import { canonical } from "../base/address.ts";
 import http from "node:http";
 import type net from "node:net";
 import type { App, DoorStatus, Upgraded } from "../app.ts";

@@ -164,8 +164,9 @@ export class MemoryStore implements HistoryStore {
     if (!log || log.count === 0) return undefined;
     const first = log.idAt(log.head);
     if (!Number.isSafeInteger(id) || id < first || id > log.lastId) return undefined;
-    const message = log.message(room, log.head + (id - first));
     let deleted = this.#deleted.get(room);
+    if (deleted?.has(id)) return undefined; // deleted before: no message is kept under it
+    const message = log.message(room, log.head + (id - first));
     if (!deleted) this.#deleted.set(room, deleted = new Set());
     deleted.add(id);
     return tombstone(message);

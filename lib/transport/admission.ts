@@ -19,6 +19,12 @@ export interface Who {
   guest?: boolean;
 }
 
+/** A refused upgrade, and its reason as /metrics counts it. */
+export interface Refusal {
+  refusal: Response;
+  reason: string;
+}
+
 const BEARER = { "www-authenticate": 'Bearer realm="natter"' };
 
 export class Admission {
@@ -42,36 +48,45 @@ export class Admission {
     return this.#guests;
   }
 
-  /** Who a request is, or the refusal to send. */
-  async admit(request: Request, url: URL): Promise<Who | Response> {
+  /** Who a request is, or the refusal to send and why (for the log and metrics). */
+  async admit(request: Request, url: URL): Promise<Who | Refusal> {
     const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) =>
       p.trim()
     );
     const token = tokenOf(request, url, offered);
     if (token === undefined) {
       if (this.#guests) return { guest: true };
-      return plain(
-        401,
-        "Unauthorized: this server needs a signed token " +
-          "(?token=, Authorization: Bearer, or the natter.token.<token> subprotocol)",
-        BEARER,
-      );
+      return {
+        reason: "token",
+        refusal: plain(
+          401,
+          "Unauthorized: this server needs a signed token " +
+            "(?token=, Authorization: Bearer, or the natter.token.<token> subprotocol)",
+          BEARER,
+        ),
+      };
     }
     const checked = await this.#verifier!.verify(token);
     if ("refused" in checked) {
-      return plain(401, `Unauthorized: ${checked.refused}`, {
-        "www-authenticate": 'Bearer realm="natter", error="invalid_token"',
-      });
+      return {
+        reason: "token",
+        refusal: plain(401, `Unauthorized: ${checked.refused}`, {
+          "www-authenticate": 'Bearer realm="natter", error="invalid_token"',
+        }),
+      };
     }
     const identity = checked.identity;
     const room = checkRoom(url.searchParams.get("room") ?? "") ?? this.#defaultRoom;
     if (!roomAllowed(identity, room)) {
-      return plain(
-        403,
-        `Forbidden: your token does not allow #${room}; it allows ${
-          identity.rooms!.map((r) => `#${r}`).join(", ") || "no room"
-        } (ask for one with ?room=)`,
-      );
+      return {
+        reason: "token_room",
+        refusal: plain(
+          403,
+          `Forbidden: your token does not allow #${room}; it allows ${
+            identity.rooms!.map((r) => `#${r}`).join(", ") || "no room"
+          } (ask for one with ?room=)`,
+        ),
+      };
     }
     return { identity };
   }

@@ -183,7 +183,9 @@ export class SocketConnection implements Connection {
     }
     this.#outbox.discard();
     try {
-      socket.close(code, reason);
+      // A close reason is at most 123 bytes of UTF-8; a longer one would make close() throw
+      // and leave the socket open.
+      socket.close(code, fitReason(reason));
     } catch {
       // Not open yet: the upgrade failed, and the close event follows anyway.
     }
@@ -368,4 +370,18 @@ function closeReason(code: number, byServer: boolean): string {
     default:
       return byServer ? "server" : "client_closed";
   }
+}
+
+/** A close reason cut to the 123 bytes of UTF-8 a close frame holds, on a character boundary. */
+export function fitReason(reason: string): string {
+  if (reason.length <= 41) return reason; // 41 characters are at most 123 bytes
+  let bytes = 0;
+  let end = 0;
+  for (const char of reason) {
+    const size = new TextEncoder().encode(char).length;
+    if (bytes + size > 123) break;
+    bytes += size;
+    end += char.length;
+  }
+  return reason.slice(0, end);
 }

@@ -6,7 +6,7 @@
  * until the socket is gone (for a reader dropped as too slow, a while longer).
  */
 
-import { addressGroup } from "./address.ts";
+import { addressGroup } from "../base/address.ts";
 import type { Who } from "./admission.ts";
 import type { Options } from "../ops/config.ts";
 import { SocketConnection, type SocketSettings } from "./connection.ts";
@@ -126,25 +126,8 @@ export class Gate {
   ): Response | SocketConnection {
     const options = this.#options;
     const address = addressOf(remote);
-    // RFC 6455 §4.2.1: refuse a malformed handshake before any socket exists.
-    if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
-      return this.#refuse(
-        "bad_handshake",
-        address,
-        plain(400, "Bad WebSocket upgrade: Sec-WebSocket-Key is missing or malformed"),
-      );
-    }
-    if (request.headers.get("sec-websocket-version") !== "13") {
-      return this.#refuse(
-        "bad_version",
-        address,
-        plain(426, "Unsupported WebSocket version: natter speaks version 13", {
-          "sec-websocket-version": "13",
-        }),
-      );
-    }
-    const why = this.#originRefused(request);
-    if (why !== undefined) return this.#refuse("origin", address, plain(403, `Forbidden: ${why}`));
+    const malformed = this.#handshake(request, address);
+    if (malformed) return malformed;
     const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) =>
       p.trim()
     );
@@ -227,6 +210,42 @@ export class Gate {
     });
     this.#live.add(conn);
     return over ? conn : upgraded.response;
+  }
+
+  /**
+   * The checks that need nothing but the request (RFC 6455 §4.2.1: a well-formed key, version
+   * 13; an allowed origin), in the order docs/PROTOCOL.md gives: before a signed token is
+   * looked at (lib/transport/admission.ts), and again as the upgrade begins.
+   */
+  precheck(request: Request, remote: Deno.Addr): Response | undefined {
+    return this.#handshake(request, addressOf(remote));
+  }
+
+  /** Logs and counts a refusal decided elsewhere (a signed token's), and returns it. */
+  refused(reason: string, remote: Deno.Addr, response: Response): Response {
+    return this.#refuse(reason, addressOf(remote), response);
+  }
+
+  #handshake(request: Request, address: string): Response | undefined {
+    if (!WEBSOCKET_KEY.test(request.headers.get("sec-websocket-key") ?? "")) {
+      return this.#refuse(
+        "bad_handshake",
+        address,
+        plain(400, "Bad WebSocket upgrade: Sec-WebSocket-Key is missing or malformed"),
+      );
+    }
+    if (request.headers.get("sec-websocket-version") !== "13") {
+      return this.#refuse(
+        "bad_version",
+        address,
+        plain(426, "Unsupported WebSocket version: natter speaks version 13", {
+          "sec-websocket-version": "13",
+        }),
+      );
+    }
+    const why = this.#originRefused(request);
+    if (why !== undefined) return this.#refuse("origin", address, plain(403, `Forbidden: ${why}`));
+    return undefined;
   }
 
   #refuse(reason: string, address: string, response: Response): Response {

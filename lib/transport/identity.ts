@@ -133,6 +133,10 @@ function claims(payload: Record<string, unknown>): Verified {
       rooms.push(pattern);
     }
   }
+  // Past the year 9999 a time cannot be written as a date (and no token needs to last so long).
+  if (typeof payload.exp !== "number" || payload.exp > 253_402_300_799) {
+    return { refused: "the token's exp claim is too far in the future" };
+  }
   if (payload.nick !== undefined && typeof payload.nick !== "boolean") {
     return { refused: "the token's nick claim must be true or false" };
   }
