@@ -910,10 +910,11 @@ ui.compose.addEventListener("submit", (event) => {
 
 ui.identity.addEventListener("submit", (event) => {
   event.preventDefault();
-  const name = ui.name.value.trim();
+  // A guest's name shows the server's mark (~); what the person asks for is the name after it.
+  const name = ui.name.value.trim().replace(/^~/, "");
   const room = ui.room.value.trim().replace(/^#/, "").toLowerCase();
   const online = state.socket?.readyState === WebSocket.OPEN;
-  if (name && name !== state.name) {
+  if (name && name !== state.name && `~${name}` !== state.name) {
     // Remembered only once the server grants it (see "renamed" and "welcome").
     if (online) send({ type: "nick", name, ref: String(state.nextRef++) });
     else state.wanted = name;

@@ -10,6 +10,7 @@
 
 import { parseArgs } from "node:util";
 import { SignJWT } from "jose";
+import { checkName, checkRoom, NAME_RULE, ROOM_RULE } from "../lib/protocol/text.ts";
 
 const USAGE = `Usage: deno task token -- --name NAME [--sub ID] [--role moderator|admin]
                  [--rooms ROOM,PREFIX*] [--nick] [--ttl 1h] [--secret-file PATH]
@@ -48,12 +49,27 @@ if (!values.name && !values.sub) fail("give --name (and --sub for a user id othe
 if (values.role !== undefined && values.role !== "moderator" && values.role !== "admin") {
   fail(`--role must be moderator or admin, got ${JSON.stringify(values.role)}`);
 }
-const ttl = /^(\d+)([smhd])$/.exec(values.ttl);
-if (!ttl) {
-  fail(`--ttl must be a duration such as 90s, 30m, 12h or 7d, got ${JSON.stringify(values.ttl)}`);
+const ttl = /^(\d{1,6})([smhd])$/.exec(values.ttl);
+const unit = { s: 1, m: 60, h: 3600, d: 86400 };
+const seconds = ttl ? Number(ttl[1]) * unit[ttl[2] as keyof typeof unit] : 0;
+// What natter accepts: a token that lives a while, and at most ten years.
+if (!ttl || seconds < 10 || seconds > 3650 * 86400) {
+  fail(
+    `--ttl must be a duration from 10s to 3650d, such as 90s, 30m, 12h or 7d, got ${
+      JSON.stringify(values.ttl)
+    }`,
+  );
 }
-const seconds = Number(ttl[1]) *
-  { s: 1, m: 60, h: 3600, d: 86400 }[ttl[2] as "s" | "m" | "h" | "d"];
+// The same rules natter checks the claims by: a token it would refuse is not minted.
+if (values.name !== undefined && checkName(values.name) === null) {
+  fail(`--name ${JSON.stringify(values.name)} is not a name natter takes: ${NAME_RULE}`);
+}
+for (const room of values.rooms?.split(",").map((r) => r.trim()).filter(Boolean) ?? []) {
+  const bare = room.endsWith("*") ? room.slice(0, -1) : room;
+  if (room !== "*" && checkRoom(bare) === null) {
+    fail(`--rooms: ${JSON.stringify(room)} is not a room (${ROOM_RULE}) or a prefix ending in *`);
+  }
+}
 
 let secret: string | undefined;
 if (values["secret-file"]) {

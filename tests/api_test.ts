@@ -116,7 +116,28 @@ Deno.test("the server API through natter's own listener: publish, rooms, members
     assert.equal((await reader.closed).code, 4004);
 
     assert.equal((await call(base, "GET", "/api/nothing")).status, 404);
-    assert.equal((await call(base, "GET", "/api/publish")).status, 405);
+    assert.equal((await call(base, "GET", "/api/rooms/")).status, 404);
+    assert.equal((await call(base, "GET", "/api/rooms/news")).status, 404);
+    const wrongMethod = await fetch(`${base}/api/publish`, {
+      headers: { authorization: `Bearer ${KEY}` },
+    });
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get("allow"), "POST");
+    await wrongMethod.body?.cancel();
+    const malformed = await call(base, "GET", "/api/rooms/%E0%A4%A/members");
+    assert.equal(malformed.status, 400);
+    assert.equal((malformed.json.error as { code: string }).code, "bad_path");
+    const both = await call(base, "GET", "/api/rooms/news/history?since=1&before=4");
+    assert.equal(both.status, 400);
+    // Text within the cap that a client's JSON escapes larger is still taken: 5000 CJK
+    // characters (15,000 bytes of UTF-8) written as \\u escapes (30,000 bytes of body).
+    const escaped = await call(
+      base,
+      "POST",
+      "/api/publish",
+      `{"room":"news","name":"bot","text":"${"\\u6f22".repeat(5000)}"}`,
+    );
+    assert.equal(escaped.status, 200, JSON.stringify(escaped.json));
   } finally {
     await server.stop();
   }

@@ -28,7 +28,7 @@ import type { App, DoorStatus, Upgraded } from "../app.ts";
 export type { DoorStatus } from "../app.ts";
 import { DoorBudget, refuse, TRACKED, type Tracked, type TrackedSocket } from "./budget.ts";
 import { answerClientError, readBody, requestOf, writeRefusal } from "./http.ts";
-import { API_BODY_SLACK } from "../transport/api.ts";
+import { apiBodyLimit } from "../transport/api.ts";
 import { Listener } from "./listener.ts";
 import { DoorTrouble } from "./trouble.ts";
 import type { Logger } from "../base/log.ts";
@@ -140,7 +140,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
       let fetchRequest = head.fetchRequest;
       let bytes: Uint8Array<ArrayBuffer> | undefined;
       if (withBody) {
-        const limit = app.options.maxMessageBytes + API_BODY_SLACK;
+        const limit = apiBodyLimit(app.options.maxMessageBytes);
         bytes = await readBody(request, limit, headerTimeoutMs);
         bodyRead = bytes !== undefined;
         if (bytes) fetchRequest = new Request(fetchRequest, { body: bytes });

@@ -190,7 +190,7 @@ export function resolveOptions(partial: Partial<Options> = {}): Options {
   }
   if (options.guests === false && !verifies) {
     throw new ConfigError(
-      "'guests' off needs 'jwtSecret' or 'jwtPublicKey': without them everyone is a guest",
+      "--guests no needs --jwt-secret or --jwt-public-key: without signed tokens everyone is a guest",
     );
   }
   if (options.apiKey !== undefined && !/^[\x21-\x7e]{16,256}$/.test(options.apiKey)) {

@@ -55,7 +55,7 @@ const USAGE: Record<Action | "topic" | "msg" | "delete", string> = {
   unmute: "/unmute NAME",
   ban: "/ban NAME|ADDRESS [DURATION] [reason]",
   unban: "/unban NAME|ADDRESS",
-  topic: "/topic [TEXT] (an empty topic clears it)",
+  topic: "/topic [TEXT] (/topic - clears it)",
   msg: "/msg NAME TEXT",
   delete: "/delete ID (a message's id, as the page and JSON clients see it)",
 };
@@ -171,7 +171,11 @@ export function parseCommunityText(
       undefined,
     );
   }
-  if (command === "topic") return topic(arg.trim() === "" ? undefined : arg, undefined);
+  if (command === "topic") {
+    // `/topic` shows it, `/topic -` clears it, anything else sets it.
+    const text = arg.trim();
+    return topic(text === "" ? undefined : text === "-" ? "" : text, undefined);
+  }
   if (command === "delete") return deletion(arg, undefined);
   if (command === "msg" || command === "query" || command === "tell") {
     const space = arg.trim().search(/\s/);
@@ -196,7 +200,15 @@ export function parseCommunityJson(
     if (target === undefined) return needs("name");
     let duration = string("duration");
     if (typeof obj.duration === "number" && Number.isSafeInteger(obj.duration)) {
-      duration = `${obj.duration}s`;
+      // Seconds, in the largest unit that holds them exactly (a duration has at most 6 digits).
+      const n = obj.duration;
+      duration = n > 0 && n % 86_400 === 0
+        ? `${n / 86_400}d`
+        : n > 0 && n % 3600 === 0
+        ? `${n / 3600}h`
+        : n > 0 && n % 60 === 0
+        ? `${n / 60}m`
+        : `${n}s`;
     }
     if (obj.duration !== undefined && duration === undefined) {
       return fail("bad_message", "'duration' must be seconds or a string such as 10m");

@@ -27,7 +27,7 @@ function nameList(names: string[], total = names.length): string {
 export function encodeText(event: ServerEvent): string | null {
   switch (event.type) {
     case "message":
-      if (event.deleted) return `${event.from}: (deleted)`;
+      if (event.deleted) return `* message ${event.id} by ${event.from} was deleted`;
       return event.action ? `~ ${event.from} ${event.text}` : `${event.from}: ${event.text}`;
     case "joined":
       return `* ${event.name} joined`;
@@ -116,7 +116,7 @@ function historyLines(room: string, messages: ChatMessage[]): string {
   if (messages.length === 0) return `* no history in #${room} yet`;
   const lines = messages.map((m) =>
     m.deleted
-      ? `[${clock(m.ts)}Z] ${m.from}: (deleted)`
+      ? `[${clock(m.ts)}Z] * message ${m.id} by ${m.from} was deleted`
       : m.action
       ? `[${clock(m.ts)}Z] ~ ${m.from} ${m.text}`
       : `[${clock(m.ts)}Z] ${m.from}: ${m.text}`
@@ -134,7 +134,7 @@ export const HELP = [
   "*   /rooms       rooms with people in them",
   "*   /me ACTION   describe what you do, shown as: ~ yourname ACTION",
   "*   /msg NAME TEXT  a private message to NAME in this room; also /tell",
-  "*   /topic [TEXT]   show the room's topic, or set it (moderators)",
+  "*   /topic [TEXT]   show the room's topic, or set it (moderators; /topic - clears it)",
   "*   /token TOKEN renew your signed token before it expires (where the server uses them)",
   "* moderators: /kick NAME [reason], /mute NAME [10m] [reason], /unmute NAME, /delete ID;",
   "*   admins also /ban NAME|ADDRESS [7d] [reason], /unban NAME|ADDRESS",

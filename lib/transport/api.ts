@@ -24,8 +24,13 @@ import type { HistoryStore } from "../store/history.ts";
 import { json } from "./routes.ts";
 import { sameSecret } from "./token.ts";
 
-/** Largest request body the API reads, beyond a message's own cap. */
-export const API_BODY_SLACK = 4096;
+/**
+ * Largest request body the API reads: a message's cap six times over (JSON may write each byte
+ * of text as a six-character escape, `\u0001`), and room for the other fields.
+ */
+export function apiBodyLimit(maxMessageBytes: number): number {
+  return maxMessageBytes * 6 + 4096;
+}
 
 /** A JSON error answer. */
 function failure(request: Request, status: number, code: string, message: string, headers = {}) {
@@ -78,7 +83,7 @@ export class Api {
 
   /** The largest body a request may carry. */
   get bodyLimit(): number {
-    return this.#maxMessageBytes + API_BODY_SLACK;
+    return apiBodyLimit(this.#maxMessageBytes);
   }
 
   /** Answers a request under `/api/`. */
@@ -97,8 +102,14 @@ export class Api {
       );
     }
     const method = request.method;
-    const parts = url.pathname.split("/").slice(2).map(decodeURIComponent);
-    const route = `${method} ${parts[0] === "rooms" ? roomsShape(parts) : parts.join("/")}`;
+    let parts: string[];
+    try {
+      parts = url.pathname.split("/").slice(2).map(decodeURIComponent);
+    } catch {
+      return failure(request, 400, "bad_path", `${url.pathname} is not a well-formed path`);
+    }
+    const shape = parts[0] === "rooms" ? roomsShape(parts) : parts.join("/");
+    const route = `${method} ${shape}`;
     switch (route) {
       case "POST publish":
         return await this.#publishing(request);
@@ -129,9 +140,11 @@ export class Api {
       case "POST disconnect":
         return await this.#disconnecting(request);
     }
-    const known = ["publish", "rooms", "disconnect"].includes(parts[0] ?? "");
-    return known
-      ? failure(request, 405, "method_not_allowed", `${method} is not allowed on ${url.pathname}`)
+    const allowed = ALLOWED[shape];
+    return allowed
+      ? failure(request, 405, "method_not_allowed", `${method} is not allowed on ${url.pathname}`, {
+        allow: allowed,
+      })
       : failure(request, 404, "not_found", `no API route ${url.pathname}`);
   }
 
@@ -170,6 +183,9 @@ export class Api {
     const since = number("since");
     const before = number("before");
     const limit = number("limit") ?? 50;
+    if (since !== undefined && before !== undefined) {
+      return failure(request, 400, "bad_query", "give since (what came after) or before, not both");
+    }
     if (
       [since, before, limit].some((n) => Number.isNaN(n)) || limit < 1 || limit > MAX_HISTORY_PAGE
     ) {
@@ -224,6 +240,16 @@ export class Api {
     return json(request, { requested: true, ...(sub === undefined ? { name } : { sub }) });
   }
 }
+
+/** The methods each route answers, for a 405's `Allow`. */
+const ALLOWED: Record<string, string> = {
+  "publish": "POST",
+  "rooms": "GET",
+  "rooms/:room/members": "GET",
+  "rooms/:room/history": "GET",
+  "rooms/:room/messages/:id": "DELETE",
+  "disconnect": "POST",
+};
 
 /** `rooms`, `rooms/:room/members`… : a path's shape, its room and id left out. */
 function roomsShape(parts: string[]): string {
