@@ -4,11 +4,10 @@
  */
 
 import assert from "node:assert/strict";
-import { SignJWT } from "jose";
-import { Client, ServerProcess, startServer } from "./helpers.ts";
+import { Client, ServerProcess, signedToken, startServer, TEST_JWT_SECRET } from "./helpers.ts";
 
 const KEY = "api-key-0123456789abcdef";
-const SECRET = "0123456789abcdef0123456789abcdef-test-secret";
+const SECRET = TEST_JWT_SECRET;
 
 /** A call to the API at `base`: its status and JSON body. */
 async function call(
@@ -45,13 +44,7 @@ Deno.test("the server API through natter's own listener: publish, rooms, members
   try {
     const port = await server.port();
     const base = `http://127.0.0.1:${port}`;
-    const token = await new SignJWT({
-      sub: "u-42",
-      name: "dora",
-      exp: Math.floor(Date.now() / 1000) + 600,
-    })
-      .setProtectedHeader({ alg: "HS256" })
-      .sign(new TextEncoder().encode(SECRET));
+    const token = await signedToken({ sub: "u-42", name: "dora" }, { ttl: 600 });
     const reader = await Client.json(`ws://127.0.0.1:${port}/?room=news&name=reader`);
     const dora = await Client.open(`ws://127.0.0.1:${port}/?room=news&token=${token}`);
 

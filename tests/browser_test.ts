@@ -7,12 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import { SignJWT } from "jose";
 import { chromium } from "playwright-core";
 import type { Browser, BrowserContextOptions, Page } from "playwright-core";
 import { createApp } from "../lib/app.ts";
 import type { Options } from "../lib/ops/config.ts";
-import { Client, startServer } from "./helpers.ts";
+import { Client, signedToken, startServer, TEST_JWT_SECRET } from "./helpers.ts";
 import type { TestServer } from "./helpers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -805,14 +804,8 @@ browserTest("page: a link's ?name= is the name the page asks for", async () => {
 browserTest(
   "page: a moderator's tools (delete, mute, remove), the topic, a private message; a guest's page has no tools",
   async () => {
-    const secret = "0123456789abcdef0123456789abcdef-test-secret";
-    const server = startServer({ jwtSecret: secret, guests: true });
-    const token = await new SignJWT({
-      sub: "u-mod",
-      name: "mod",
-      role: "moderator",
-      exp: Math.floor(Date.now() / 1000) + 600,
-    }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(secret));
+    const server = startServer({ jwtSecret: TEST_JWT_SECRET, guests: true });
+    const token = await signedToken({ sub: "u-mod", name: "mod", role: "moderator" }, { ttl: 600 });
     try {
       await withBrowser(async (browser) => {
         const context = await browser.newContext();

@@ -5,25 +5,23 @@
  */
 
 import assert from "node:assert/strict";
-import { SignJWT } from "jose";
 import {
   Client,
   MAIN,
   rawExchange,
   ServerProcess,
+  signedToken,
   sleep,
   startServer,
+  TEST_JWT_SECRET,
   upgradeRequest,
 } from "./helpers.ts";
 import { haveRedis, RedisServer } from "./redis_server.ts";
 
-const SECRET = "0123456789abcdef0123456789abcdef-test-secret";
+const SECRET = TEST_JWT_SECRET;
 
-async function token(name: string, role?: "moderator" | "admin"): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return await new SignJWT({ sub: `u-${name}`, name, exp: now + 3600, ...(role ? { role } : {}) })
-    .setProtectedHeader({ alg: "HS256" })
-    .sign(new TextEncoder().encode(SECRET));
+function token(name: string, role?: "moderator" | "admin"): Promise<string> {
+  return signedToken({ sub: `u-${name}`, name, ...(role ? { role } : {}) });
 }
 
 const OPTIONS = { jwtSecret: SECRET, guests: true };
@@ -346,11 +344,8 @@ Deno.test({
 
 Deno.test("what a review found: a long close reason, a reload past a ban, a session that is not a credential, a name taken back, a banned name by /nick, an address kept from the room", async () => {
   const server = startServer(OPTIONS);
-  const verified = async (name: string, extra: Record<string, unknown> = {}) => {
-    const now = Math.floor(Date.now() / 1000);
-    return await new SignJWT({ sub: `u-${name}`, name, exp: now + 600, ...extra })
-      .setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(SECRET));
-  };
+  const verified = (name: string, extra: Record<string, unknown> = {}) =>
+    signedToken({ sub: `u-${name}`, name, ...extra }, { ttl: 600 });
   try {
     // A reason over 123 bytes of UTF-8 (a Cyrillic moderator's name): the kick still closes.
     const mod = await Client.open(

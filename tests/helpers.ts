@@ -1,5 +1,6 @@
 /** Shared test tools: a real server on port 0, WebSocket clients that wait for lines, fakes. */
 
+import { SignJWT } from "jose";
 import { createApp } from "../lib/app.ts";
 import type { App } from "../lib/app.ts";
 import type { Options } from "../lib/ops/config.ts";
@@ -476,4 +477,25 @@ export class FakeClock {
     }
     this.now = end;
   }
+}
+
+/** The HS256 secret the tests' servers verify signed tokens with (`jwtSecret`). */
+export const TEST_JWT_SECRET = "0123456789abcdef0123456789abcdef-test-secret";
+
+/**
+ * A signed token for the tests: alice's (`sub` u-alice), valid for `ttl` seconds, signed with
+ * {@link TEST_JWT_SECRET} unless another `key` and `alg` are given; `claims` over those defaults.
+ */
+export async function signedToken(
+  claims: Record<string, unknown> = {},
+  {
+    key = new TextEncoder().encode(TEST_JWT_SECRET) as Uint8Array | CryptoKey,
+    alg = "HS256",
+    ttl = 3600,
+  } = {},
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return await new SignJWT({ sub: "u-alice", name: "alice", exp: now + ttl, ...claims })
+    .setProtectedHeader({ alg })
+    .sign(key);
 }

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { exportSPKI, generateKeyPair, SignJWT } from "jose";
+import { exportSPKI, generateKeyPair } from "jose";
 import { parseCommand } from "../lib/ops/cli.ts";
 import { ConfigError } from "../lib/ops/config.ts";
 import {
@@ -14,24 +14,15 @@ import {
   rawExchange,
   run,
   ServerProcess,
+  signedToken,
   sleep,
   startServer,
+  TEST_JWT_SECRET,
   upgradeRequest,
 } from "./helpers.ts";
 
-const SECRET = "0123456789abcdef0123456789abcdef-test-secret";
-const KEY = new TextEncoder().encode(SECRET);
-
-/** A token signed with the test secret (or `key`), `claims` over sensible defaults. */
-async function token(
-  claims: Record<string, unknown> = {},
-  { key = KEY as Uint8Array | CryptoKey, alg = "HS256", ttl = 3600 } = {},
-): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return await new SignJWT({ sub: "u-alice", name: "alice", exp: now + ttl, ...claims })
-    .setProtectedHeader({ alg })
-    .sign(key);
-}
+const SECRET = TEST_JWT_SECRET;
+const token = signedToken;
 
 const b64 = (value: unknown) =>
   btoa(JSON.stringify(value)).replaceAll("=", "").replaceAll("+", "-").replaceAll("/", "_");
