@@ -40,6 +40,19 @@ export const BUN_SERVER: Server | undefined = BUN
   ? { name: "bun", command: BUN, args: [`${ROOT}bench/bun-publish.js`, "--port", "0"] }
   : undefined;
 
+/** natter's options in every benchmark: any free port on loopback, quiet, no rate limit. */
+export const BENCH_OPTIONS = [
+  "--port",
+  "0",
+  "--hostname",
+  "127.0.0.1",
+  "--quiet",
+  "--rate",
+  "1000000000",
+  "--rate-burst",
+  "1000000000",
+];
+
 export const ALL_SERVERS: Server[] = [
   { name: "reference", args: ["run", "-A", `${ROOT}bench/reference.ts`, "--port", "0"] },
   {
@@ -48,15 +61,7 @@ export const ALL_SERVERS: Server[] = [
       "run",
       "-A",
       `${ROOT}main.ts`,
-      "--port",
-      "0",
-      "--hostname",
-      "127.0.0.1",
-      "--quiet",
-      "--rate",
-      "1000000000",
-      "--rate-burst",
-      "1000000000",
+      ...BENCH_OPTIONS,
       "--max-buffered",
       "256MiB",
       "--max-connections",

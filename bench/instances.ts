@@ -4,6 +4,8 @@
  * started with `--redis`, and Redis's own counters (commands by name, bytes through it).
  */
 
+import { BENCH_OPTIONS } from "./harness.ts";
+
 /** Whether redis-server is on PATH; the benchmarks that need it skip without it. */
 export async function haveRedisServer(): Promise<boolean> {
   try {
@@ -53,22 +55,11 @@ export async function startRedis() {
 
 /** A natter instance (of the checkout at `root`) on a free port, sharing `redisUrl`. */
 export async function startInstance(root: string, redisUrl: string) {
-  const { child, match } = await launch(Deno.execPath(), [
-    "run",
-    "-A",
-    `${root}main.ts`,
-    "--port",
-    "0",
-    "--hostname",
-    "127.0.0.1",
-    "--quiet",
-    "--rate",
-    "1000000000",
-    "--rate-burst",
-    "1000000000",
-    "--redis",
-    redisUrl,
-  ], /listening on http:\/\/[^\s]+:(\d+)\//);
+  const { child, match } = await launch(
+    Deno.execPath(),
+    ["run", "-A", `${root}main.ts`, ...BENCH_OPTIONS, "--redis", redisUrl],
+    /listening on http:\/\/[^\s]+:(\d+)\//,
+  );
   return { child, port: Number(match[1]) };
 }
 
