@@ -1,7 +1,7 @@
 /** One suite, every store: the memory store and the SQLite store keep the same promises. */
 
 import assert from "node:assert/strict";
-import type { HistoryStore, Retention } from "../lib/store/history.ts";
+import { type HistoryStore, type Retention, StoreReset } from "../lib/store/history.ts";
 import { MemoryStore } from "../lib/store/memory.ts";
 import { SqliteStore, StoreError } from "../lib/store/sqlite.ts";
 import { DatabaseSync } from "node:sqlite";
@@ -64,7 +64,7 @@ for (const [kind, make] of Object.entries(factories)) {
       (await store.append("a", draft("2"))).id,
     ], [1, 2]);
     assert.equal((await store.append("b", draft("x"))).id, 1, "each room counts for itself");
-    const { mark: _, epoch: _e, ...stored } = await store.append("a", {
+    const { epoch: _e, ...stored } = await store.append("a", {
       ts: 5,
       from: "bob",
       text: "waves",
@@ -109,7 +109,7 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.deepEqual((await store.latest("r", 3, 2)).map((m) => m.id), [1]);
     assert.deepEqual((await store.latest("r", 50)).length, 10);
     assert.deepEqual(await store.latest("nowhere", 5), []);
-    const { mark: _, epoch: _e, ...action } = await store.append("r", {
+    const { epoch: _e, ...action } = await store.append("r", {
       ts: 1,
       from: "a",
       text: "x",
@@ -194,6 +194,118 @@ Deno.test({
       await link.close();
     }
   },
+});
+
+/** Runs `fn` with stores on the test Redis, emptied first; closes their links after. */
+async function withRedis(
+  fn: (open: () => Promise<RedisStore>) => Promise<void>,
+): Promise<void> {
+  await redis!.command("FLUSHALL");
+  const links: RedisLink[] = [];
+  try {
+    await fn(async () => {
+      const link = await RedisLink.open(redis!.url, SILENT);
+      links.push(link);
+      return await RedisStore.open(link);
+    });
+  } finally {
+    for (const link of links) await link.close();
+  }
+}
+
+Deno.test({
+  name:
+    "redis store: rooms kept in the first key layout are renamed at start; epoch, ids, history and tombstones carry over",
+  ignore: !redis,
+  fn: () =>
+    withRedis(async (open) => {
+      await redis!.command("SET", "natter:epoch", "epoch-before");
+      await redis!.command("SET", "natter:seq:old", "5");
+      await redis!.command(
+        "XADD",
+        "natter:log:old",
+        "5-0",
+        "ts",
+        "1000",
+        "from",
+        "alice",
+        "text",
+        "five",
+        "action",
+        "",
+      );
+      await redis!.command(
+        "HSET",
+        "natter:gone:old",
+        "4",
+        JSON.stringify({ ts: 900, from: "bob" }),
+      );
+      const store = await open();
+      assert.equal(store.epoch, "epoch-before", "clients' positions stay valid");
+      const kept = await store.latest("old", 10);
+      assert.deepEqual(kept.map((m) => [m.id, m.text, m.deleted ?? false]), [
+        [4, "", true],
+        [5, "five", false],
+      ]);
+      assert.equal((await store.append("old", draft("six"))).id, 6);
+      assert.match(await redis!.command("EXISTS", "natter:seq:old", "natter:log:old"), /^:0/);
+      assert.match(await redis!.command("EXISTS", "natter:{old}:seq", "natter:{old}:log"), /^:2/);
+    }),
+});
+
+Deno.test({
+  name:
+    "redis store: a room whose ids were given under an older epoch moves to the current one, and its ids go on",
+  ignore: !redis,
+  fn: () =>
+    withRedis(async (open) => {
+      const first = await open();
+      assert.equal((await first.append("x", draft("1"))).id, 1);
+      // Another instance started a new epoch (it saw a room go back in time).
+      await redis!.command("SET", "natter:epoch", "epoch-2");
+      const second = await open();
+      const stored = await second.append("x", draft("2"));
+      assert.deepEqual([stored.id, stored.epoch], [2, "epoch-2"]);
+      // The first instance is refused until it moves to the new epoch too.
+      await assert.rejects(() => Promise.resolve(first.append("x", draft("3"))), StoreReset);
+      await first.refresh();
+      assert.equal(first.epoch, "epoch-2");
+      assert.equal((await first.append("x", draft("3"))).id, 3);
+    }),
+});
+
+Deno.test({
+  name:
+    "redis store: a room whose last id fell below one this instance saw (a restored snapshot) starts a new epoch, for every instance",
+  ignore: !redis,
+  fn: () =>
+    withRedis(async (open) => {
+      const [writer, other] = [await open(), await open()];
+      for (let i = 1; i <= 3; i++) await writer.append("x", draft(String(i)));
+      const before = writer.epoch;
+      // As a snapshot taken after the first message would have it.
+      await redis!.command("DEL", "natter:{x}:log");
+      await redis!.command(
+        "XADD",
+        "natter:{x}:log",
+        "1-0",
+        "ts",
+        "1000",
+        "from",
+        "alice",
+        "text",
+        "1",
+        "action",
+        "",
+      );
+      await redis!.command("SET", "natter:{x}:seq", "1");
+      await assert.rejects(() => Promise.resolve(writer.append("x", draft("4"))), StoreReset);
+      await writer.refresh();
+      assert.notEqual(writer.epoch, before);
+      await other.refresh();
+      assert.equal(other.epoch, writer.epoch);
+      assert.equal((await writer.append("x", draft("again"))).id, 2);
+    }),
 });
 
 Deno.test("memory store: a new store is a new epoch", () => {

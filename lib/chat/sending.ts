@@ -100,7 +100,7 @@ export class Sender<A> {
    */
   #stored(author: A, stored: Stored, ref: Ref | undefined): void {
     const host = this.host;
-    const { duplicate: _, mark, epoch, ...message } = stored;
+    const { duplicate: _, epoch, ...message } = stored;
     const here = host.present(author, message.room);
     const delivered = host.delivered(message.room, message.id);
     if (here && !delivered) host.awaitAck(message.room, message.id, author, ref);
@@ -111,7 +111,6 @@ export class Sender<A> {
       message,
       actor: host.idOf(author),
       ...refField(ref),
-      ...(mark === undefined ? {} : { mark }),
     });
     if (here && delivered && host.acks(author)) {
       host.tell(author, { ...asEvent(message), ...refField(ref) });

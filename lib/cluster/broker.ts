@@ -30,8 +30,6 @@ export type Envelope =
     message: Message;
     actor?: string;
     ref?: Ref;
-    /** The shared store's count of writes when it was stored (see RedisStore). */
-    mark?: number;
   }
   | Presence & { kind: "joined"; name: string; actor?: string }
   | Presence & { kind: "left"; name: string }

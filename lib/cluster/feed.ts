@@ -272,7 +272,7 @@ export class Feed {
   #message(envelope: MessageEnvelope): void {
     this.rebaseIfNeeded();
     const store = this.#store;
-    if (envelope.mark !== undefined && envelope.epoch === store.epoch) store.seen?.(envelope.mark);
+    if (envelope.epoch === store.epoch) store.seen?.(envelope.message.room, envelope.message.id);
     const order = this.#orders.get(envelope.message.room);
     if (!order) return;
     // From a hub with its own store (workers without a shared one): its ids are not ours to

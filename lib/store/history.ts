@@ -74,8 +74,6 @@ export function rulingId(ruling: Pick<Ruling, "kind" | "room" | "target">): stri
 export interface Stored extends Message {
   /** Its key was seen before: this is the message stored then, not a new one. */
   duplicate?: true;
-  /** A shared store's write position, for noticing a store that went back in time. */
-  mark?: number;
   /** The epoch it was stored under, where the store's epoch can change meanwhile. */
   epoch?: string;
 }
@@ -167,8 +165,11 @@ export interface HistoryStore {
    * without its data starts a new id space, under a new epoch.
    */
   refresh?(): Maybe<void>;
-  /** A shared store's write position that another instance was given (see {@link Stored.mark}). */
-  seen?(mark: number): void;
+  /**
+   * Another instance stored message `id` in `room` under the current epoch: a shared store that
+   * later gives out an id at or below it there went back in time.
+   */
+  seen?(room: string, id: number): void;
   /**
    * A hub has members in the room (`hold`), or no longer (`release`): a store that forgets
    * rooms (the memory store) keeps a held room's place, so its ids stay contiguous.

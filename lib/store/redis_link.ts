@@ -34,6 +34,8 @@ export interface LinkStatus {
 }
 
 export class RedisLink {
+  /** Whether it is a Redis Cluster (see lib/store/redis_store.ts). */
+  readonly cluster: boolean = false;
   readonly command: RedisClientType;
   readonly subscriber: RedisClientType;
   #up = false;

@@ -1,13 +1,26 @@
 /**
  * History in Redis: per-room ids and history in Redis Streams, the same for every instance, over
- * the link's command connection (lib/store/redis_link.ts).
+ * the link's command connection (lib/store/redis_link.ts), on one Redis or a Redis Cluster.
  *
- * Keys, for room R: `natter:seq:R` (its last id, INCR'd), `natter:log:R` (a stream whose
- * entry ids are `<id>-0`, trimmed to the retention count), `natter:key:E:R:K` (the id stored
- * under message key K in epoch E, for {@link KEY_WINDOW_MS}); and `natter:epoch`, and `natter:writes` (a count of
- * every message stored, which each instance remembers the highest of: a Redis that comes back
- * with a lower count went back in time, say to an older snapshot, and would hand out ids again,
- * so the first instance to notice starts a new epoch).
+ * Every key of room R carries the hash tag `{R}`, so that a Redis Cluster keeps all of them in
+ * the room's slot and one script can touch them together: `natter:{R}:seq` (its last id,
+ * INCR'd), `natter:{R}:log` (a stream whose entry ids are `<id>-0`, trimmed to the retention
+ * count), `natter:{R}:gone` (tombstones of deleted messages), `natter:{R}:key:E:K` (the id
+ * stored under message key K in epoch E, for {@link KEY_WINDOW_MS}) and `natter:{R}:epoch` (the
+ * epoch the room's ids were given out under). `natter:epoch` names the deployment's id space and
+ * is the authority: a room whose epoch differs from it adopts it (its ids go on; clients drop
+ * positions from before), an instance whose epoch differs from it moves to it.
+ *
+ * A Redis that lost its data, or went back in time (restored from an older snapshot), would hand
+ * out ids again. On one Redis the append script sees the first (`natter:epoch` is gone) for
+ * every room; in both modes an instance sees the second when a room's last id is below the
+ * highest it has seen there. Either way the instance that notices starts a new epoch, which
+ * every instance adopts. (On a cluster a script cannot read `natter:epoch`, which lives in
+ * another slot: a shard that lost both its master and its replicas is noticed by the instances
+ * that saw its rooms' ids, in the rooms they saw; docs/SCALING.md.)
+ *
+ * Keys of the first layout (`natter:seq:R` and the like, before hash tags) are renamed at start
+ * on one Redis (see {@link MIGRATE}); a cluster never held them (natter refused clusters then).
  */
 
 import { ClientOfflineError, ErrorReply } from "redis";
@@ -29,56 +42,89 @@ import {
 import { RedisError, type RedisLink } from "./redis_link.ts";
 
 const EPOCH_KEY = "natter:epoch";
-const WRITES_KEY = "natter:writes";
 /** Moderators' rulings (mutes, bans, topics), by id: a hash, read whole at start. */
 const RULINGS_KEY = "natter:rulings";
 
+/** Room `room`'s key `part`, in the room's slot. */
+export function roomKey(room: string, part: string): string {
+  return `natter:{${room}}:${part}`;
+}
+
+/** How many rooms' highest ids an instance remembers, for noticing a Redis gone back in time. */
+const HIGHEST_ROOMS = 10_000;
+
 /**
- * Stores a message under the room's next id, only while natter's epoch key still holds the
- * epoch this instance works in (a Redis that was emptied must not hand out ids again under the
- * old epoch), and only while the count of writes is past the highest this instance has seen (a
- * Redis restored from an older snapshot must not either). With a key seen within the window,
- * stores nothing and returns the id stored under it.
+ * Stores a message under the room's next id, only while the room's ids are given out under the
+ * epoch this instance works in (and, on one Redis, while `natter:epoch` still holds it: a
+ * Redis that was emptied must not hand out ids again under the old epoch), and only while the
+ * room's last id is not below the highest this instance has seen there (a Redis restored from an
+ * older snapshot must not either). With a key seen within the window, stores nothing and returns
+ * the id stored under it.
  *
- * KEYS: seq, log, epoch, writes, key (or ""). ARGV: maxlen, ts, from, text, action, epoch,
- * highest writes seen, key window in seconds. Returns {id, writes, duplicate (0/1)}.
+ * KEYS: seq, log, room epoch, key (or ""), natter:epoch (or "" on a cluster). ARGV: maxlen, ts,
+ * from, text, action, epoch, highest id seen in the room, key window in seconds. Returns
+ * {id, duplicate (0/1)}.
  */
 const APPEND = `
-if redis.call('GET', KEYS[3]) ~= ARGV[6] then return redis.error_reply('NATTER_EPOCH changed') end
-if KEYS[5] ~= '' then
-  local earlier = redis.call('GET', KEYS[5])
-  if earlier then return {tonumber(earlier), 0, 1} end
+if KEYS[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6] then
+  return redis.error_reply('NATTER_EPOCH changed')
 end
-local writes = redis.call('INCR', KEYS[4])
-if writes <= tonumber(ARGV[7]) then
-  redis.call('DECR', KEYS[4])
-  return redis.error_reply('NATTER_BACK in time: ' .. writes .. ' writes, ' .. ARGV[7] .. ' seen')
+local kept = redis.call('GET', KEYS[3])
+if kept and kept ~= ARGV[6] then return redis.error_reply('NATTER_ROOM_EPOCH ' .. kept) end
+if KEYS[4] ~= '' then
+  local earlier = redis.call('GET', KEYS[4])
+  if earlier then return {tonumber(earlier), 1} end
 end
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+if head < tonumber(ARGV[7]) then
+  return redis.error_reply('NATTER_BACK in time: last id ' .. head .. ', ' .. ARGV[7] .. ' seen')
+end
+if not kept then redis.call('SET', KEYS[3], ARGV[6]) end
 local id = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id .. '-0',
   'ts', ARGV[2], 'from', ARGV[3], 'text', ARGV[4], 'action', ARGV[5])
-if KEYS[5] ~= '' then redis.call('SET', KEYS[5], id, 'EX', ARGV[8]) end
-return {id, writes, 0}
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[8]) end
+return {id, 0}
 `;
 
 /**
- * The shared epoch: set when there is none (a new or emptied Redis), replaced when the count of
- * writes is below what this instance saw under the same epoch (a Redis gone back in time; the
- * count is then set to what was seen, so the new epoch starts past it).
+ * A room whose ids were given out under an older epoch moves to the current one (its ids go on).
+ * KEYS: room epoch. ARGV: the epoch it holds, the current one.
+ */
+const ADOPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
+return 1
+`;
+
+/**
+ * The deployment's epoch: set when there is none (a new or emptied Redis), replaced when asked
+ * to and still the epoch this instance works in (it saw a room go back in time).
  *
- * KEYS: epoch, writes. ARGV: a new epoch, the epoch this instance works in, highest writes seen.
- * Returns {epoch, writes}.
+ * KEYS: epoch. ARGV: a new epoch, the epoch this instance works in, "1" to replace it.
  */
 const EPOCH = `
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[1])
-local writes = tonumber(redis.call('GET', KEYS[2]) or '0')
-if epoch == ARGV[2] and writes < tonumber(ARGV[3]) then
+if ARGV[3] == '1' and epoch == ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], ARGV[3])
-  return {ARGV[1], tonumber(ARGV[3])}
+  return ARGV[1]
 end
-return {epoch, writes}
+return epoch
+`;
+
+/**
+ * Renames a room's keys of the first layout to the hash-tagged one, unless the new ones exist
+ * (then the old ones are left as they are). One Redis only: the keys are in different slots.
+ * KEYS: old seq, log, gone; new seq, log, gone; room epoch. ARGV: the current epoch.
+ */
+const MIGRATE = `
+for i = 1, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 and redis.call('EXISTS', KEYS[i + 3]) == 0 then
+    redis.call('RENAME', KEYS[i], KEYS[i + 3])
+  end
+end
+redis.call('SET', KEYS[7], ARGV[1], 'NX')
+return 1
 `;
 
 /** The SHA-1 Redis knows a script by (EVALSHA), as hex. */
@@ -90,6 +136,13 @@ async function sha1(script: string): Promise<string> {
 /** Redis answered with an error: nothing was stored. */
 class Refused extends Error {}
 
+/** The room's ids were given out under another epoch (`kept`): nothing was stored. */
+class StaleRoom extends Error {
+  constructor(readonly kept: string) {
+    super(`the room's epoch is ${kept}`);
+  }
+}
+
 /** Says "Redis is down" in words a client can act on. */
 function unavailable(error: unknown): Error {
   if (error instanceof ClientOfflineError) return new Error("the shared store (Redis) is down");
@@ -100,14 +153,18 @@ function unavailable(error: unknown): Error {
 export class RedisStore implements HistoryStore {
   readonly #retention: Retention;
   readonly #now: () => number;
-  #epoch: string;
-  /** The highest count of writes this instance has seen under its epoch. */
-  #writes = 0;
+  /** A Redis Cluster: no script may read `natter:epoch` along with a room's keys. */
+  readonly #cluster: boolean;
+  #epoch = "";
+  /** A room went back in time under the current epoch: the next sync replaces it. */
+  #renew = false;
+  /** The highest id this instance has seen in each room under its epoch (oldest rooms dropped). */
+  #highest = new Map<string, number>();
   /** The append script's SHA-1: sent by name, not in full, once Redis has it. */
   #appendSha = "";
 
   private constructor(readonly link: RedisLink, retention: Partial<Retention>) {
-    this.#epoch = "";
+    this.#cluster = link.cluster;
     this.#retention = { ...DEFAULT_RETENTION, ...retention };
     this.#now = this.#retention.now ?? Date.now;
   }
@@ -118,27 +175,58 @@ export class RedisStore implements HistoryStore {
     store.#appendSha = await sha1(APPEND);
     await store.#sync();
     if (store.#epoch === "") throw new RedisError("Redis did not keep natter's epoch key");
+    if (!store.#cluster) await store.#migrate();
     return store;
   }
 
-  /** Reads the shared epoch (setting or replacing it, see {@link EPOCH}); true if it changed. */
+  /** Renames the rooms of the first key layout (see {@link MIGRATE}); logs how many. */
+  async #migrate(): Promise<void> {
+    const command = this.link.command;
+    const rooms = new Set<string>();
+    for (const pattern of ["natter:seq:*", "natter:log:*", "natter:gone:*"]) {
+      let cursor = "0";
+      do {
+        const reply = await command.scan(cursor, { MATCH: pattern, COUNT: 1000 });
+        cursor = String(reply.cursor);
+        for (const key of reply.keys) rooms.add(String(key).replace(/^natter:[a-z]+:/, ""));
+      } while (cursor !== "0");
+    }
+    for (const room of rooms) {
+      await command.eval(MIGRATE, {
+        keys: [
+          ...["seq", "log", "gone"].map((part) => `natter:${part}:${room}`),
+          ...["seq", "log", "gone", "epoch"].map((part) => roomKey(room, part)),
+        ],
+        arguments: [this.#epoch],
+      });
+    }
+    if (rooms.size > 0) {
+      this.link.log.info("moved rooms to the hash-tagged key layout", { rooms: rooms.size });
+    }
+  }
+
+  /**
+   * Reads the deployment's epoch (setting it, or replacing it when a room went back in time; see
+   * {@link EPOCH}); true if it changed.
+   */
   async #sync(): Promise<boolean> {
-    const [epoch, writes] = await this.link.command.eval(EPOCH, {
-      keys: [EPOCH_KEY, WRITES_KEY],
-      arguments: [crypto.randomUUID(), this.#epoch, String(this.#writes)],
-    }) as [string, number];
+    const renew = this.#renew;
+    const epoch = await this.link.command.eval(EPOCH, {
+      keys: [EPOCH_KEY],
+      arguments: [crypto.randomUUID(), this.#epoch, renew ? "1" : ""],
+    }) as string;
+    this.#renew = false;
     if (epoch === this.#epoch) return false;
     if (this.#epoch !== "") {
-      const back = epoch !== this.#epoch && writes >= this.#writes && this.#writes > 0;
       this.link.log.warn(
-        back
+        renew
           ? "Redis went back in time (restored from an older snapshot?): a new epoch, so that no id is given out twice"
           : "Redis has lost natter's data: a new epoch, message ids start again",
-        { from: this.#epoch, to: epoch, writes, seen: this.#writes },
+        { from: this.#epoch, to: epoch },
       );
     }
     this.#epoch = epoch;
-    this.#writes = Number(writes);
+    this.#highest.clear();
     return true;
   }
 
@@ -147,27 +235,72 @@ export class RedisStore implements HistoryStore {
   }
 
   /**
-   * After an outage: a Redis that came back empty, or went back in time, gets a new epoch,
-   * which every instance adopts.
+   * After an outage: a Redis that came back empty, or went back in time (a room this instance
+   * saw has a lower last id now), gets a new epoch, which every instance adopts.
    */
   async refresh(): Promise<void> {
-    await this.link.answer(() => this.#sync());
+    await this.link.answer(async () => {
+      if (await this.#sync() || this.#highest.size === 0) return;
+      const seen = [...this.#highest];
+      const heads = await Promise.all(
+        seen.map(([room]) => this.link.command.get(roomKey(room, "seq"))),
+      );
+      if (seen.some(([, id], i) => Number(heads[i] ?? 0) < id)) {
+        this.#renew = true;
+        await this.#sync();
+      }
+    });
   }
 
-  seen(mark: number): void {
-    if (mark > this.#writes) this.#writes = mark;
+  /** Another instance stored message `id` in `room` under the current epoch. */
+  seen(room: string, id: number): void {
+    const highest = this.#highest.get(room);
+    if (highest !== undefined && highest >= id) return;
+    this.#highest.delete(room); // to the end: the rooms seen longest ago go first
+    this.#highest.set(room, id);
+    if (this.#highest.size > HIGHEST_ROOMS) {
+      this.#highest.delete(this.#highest.keys().next().value!);
+    }
+  }
+
+  /** No member here any more: what was seen in the room no longer matters here. */
+  release(room: string): void {
+    this.#highest.delete(room);
   }
 
   async append(room: string, draft: Draft, key?: string): Promise<Stored> {
+    let stale: string;
+    try {
+      return await this.#append(room, draft, key);
+    } catch (error) {
+      if (!(error instanceof StaleRoom)) throw error;
+      stale = error.kept;
+    }
+    // The room's ids were given out under another epoch: when this instance's epoch is the
+    // current one, the room moves to it and the message is stored; otherwise the hub moves
+    // this instance to the current one first (and sends again).
+    if (await this.#read(() => this.#sync())) {
+      throw new StoreReset("the shared store moved to a new epoch");
+    }
+    await this.#read(() =>
+      this.link.command.eval(ADOPT, {
+        keys: [roomKey(room, "epoch")],
+        arguments: [stale, this.#epoch],
+      })
+    );
+    return await this.#append(room, draft, key);
+  }
+
+  async #append(room: string, draft: Draft, key?: string): Promise<Stored> {
     const epoch = this.#epoch;
     const options = {
       keys: [
-        `natter:seq:${room}`,
-        `natter:log:${room}`,
-        EPOCH_KEY,
-        WRITES_KEY,
+        roomKey(room, "seq"),
+        roomKey(room, "log"),
+        roomKey(room, "epoch"),
         // Per epoch: under a new one, an id stored under an old key names another message.
-        key === undefined ? "" : `natter:key:${epoch}:${room}:${key}`,
+        key === undefined ? "" : roomKey(room, `key:${epoch}:${key}`),
+        this.#cluster ? "" : EPOCH_KEY,
       ],
       arguments: [
         String(this.#retention.maxCount),
@@ -176,7 +309,7 @@ export class RedisStore implements HistoryStore {
         draft.text,
         draft.action ? "1" : "",
         epoch,
-        String(this.#writes),
+        String(this.#highest.get(room) ?? 0),
         String(Math.ceil(KEY_WINDOW_MS / 1000)),
       ],
     };
@@ -197,12 +330,12 @@ export class RedisStore implements HistoryStore {
     try {
       return await this.link.answer(() =>
         sent = send().then(
-          (reply) => this.#stored(room, draft, epoch, reply as [number, number, number]),
+          (reply) => this.#stored(room, draft, epoch, reply as [number, number]),
           (error) => this.#failed(error),
         )
       );
     } catch (error) {
-      if (error instanceof StoreReset) throw error;
+      if (error instanceof StoreReset || error instanceof StaleRoom) throw error;
       if (sent === undefined || error instanceof ClientOfflineError || error instanceof Refused) {
         throw error instanceof Refused ? new Error(error.message) : unavailable(error);
       }
@@ -217,12 +350,12 @@ export class RedisStore implements HistoryStore {
     room: string,
     draft: Draft,
     epoch: string,
-    [id, writes, duplicate]: [number, number, number],
+    [id, duplicate]: [number, number],
   ) {
     if (duplicate) {
       const [entry] = this.#fresh(
         room,
-        await this.link.command.xRange(`natter:log:${room}`, `${id}-0`, `${id}-0`),
+        await this.link.command.xRange(roomKey(room, "log"), `${id}-0`, `${id}-0`),
       );
       return {
         ...(entry ?? { room, id: Number(id), ...draft }),
@@ -230,16 +363,19 @@ export class RedisStore implements HistoryStore {
         epoch,
       };
     }
-    this.seen(Number(writes));
-    return { room, id: Number(id), ...draft, mark: Number(writes), epoch };
+    if (epoch === this.#epoch) this.seen(room, Number(id));
+    return { room, id: Number(id), ...draft, epoch };
   }
 
   #failed(error: unknown): never {
     if (error instanceof ClientOfflineError) throw error;
     if (!(error instanceof ErrorReply)) throw error;
+    const stale = /^NATTER_ROOM_EPOCH (\S+)/.exec(error.message);
+    if (stale) throw new StaleRoom(stale[1]!);
     if (/NATTER_EPOCH|NATTER_BACK/.test(error.message)) {
       // Redis lost natter's data or went back in time: the hub refreshes the epoch (a new one),
       // rebases, and stores the message again under it.
+      if (error.message.startsWith("NATTER_BACK")) this.#renew = true;
       throw new StoreReset("the shared store was reset (it lost data)");
     }
     throw new Refused(`the shared store refused it: ${error.message}`);
@@ -250,8 +386,8 @@ export class RedisStore implements HistoryStore {
     const end = before === undefined ? "+" : String(before - 1);
     const [entries, gone, head] = await this.#read(() =>
       Promise.all([
-        this.link.command.xRevRange(`natter:log:${room}`, end, "-", { COUNT: limit }),
-        this.link.command.hGetAll(`natter:gone:${room}`),
+        this.link.command.xRevRange(roomKey(room, "log"), end, "-", { COUNT: limit }),
+        this.link.command.hGetAll(roomKey(room, "gone")),
         this.head(room),
       ])
     );
@@ -265,7 +401,7 @@ export class RedisStore implements HistoryStore {
   }
 
   async remove(room: string, id: number): Promise<Message | undefined> {
-    const log = `natter:log:${room}`;
+    const log = roomKey(room, "log");
     const [entry] = this.#fresh(
       room,
       await this.#read(() => this.link.command.xRange(log, `${id}-0`, `${id}-0`)),
@@ -273,7 +409,7 @@ export class RedisStore implements HistoryStore {
     if (!entry) return undefined;
     const mark = JSON.stringify({ ts: entry.ts, from: entry.from });
     await this.#read(() =>
-      this.link.command.multi().hSet(`natter:gone:${room}`, String(id), mark).xDel(log, `${id}-0`)
+      this.link.command.multi().hSet(roomKey(room, "gone"), String(id), mark).xDel(log, `${id}-0`)
         .exec()
     );
     return tombstone(entry);
@@ -305,11 +441,11 @@ export class RedisStore implements HistoryStore {
     const [head, entries] = await this.#read(() =>
       Promise.all([
         this.head(room),
-        this.link.command.xRange(`natter:log:${room}`, String(since + 1), "+"),
+        this.link.command.xRange(roomKey(room, "log"), String(since + 1), "+"),
       ])
     );
     if (since > head || since < 0) return { messages: [], complete: false };
-    const gone = await this.#read(() => this.link.command.hGetAll(`natter:gone:${room}`));
+    const gone = await this.#read(() => this.link.command.hGetAll(roomKey(room, "gone")));
     const bottom = Math.max(since + 1, head - this.#retention.maxCount + 1);
     const messages = this.#withGone(room, this.#fresh(room, entries), gone, bottom, head);
     // Complete when nothing came after `since`, or the first one kept is the very next id.
@@ -317,7 +453,7 @@ export class RedisStore implements HistoryStore {
   }
 
   async head(room: string): Promise<number> {
-    const value = await this.#read(() => this.link.command.get(`natter:seq:${room}`));
+    const value = await this.#read(() => this.link.command.get(roomKey(room, "seq")));
     return value === null ? 0 : Number(value);
   }
 
