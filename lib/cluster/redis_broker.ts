@@ -38,7 +38,7 @@ export class RedisBroker implements Broker {
   ): void {
     this.#handler = handler;
     if (onStatus) this.link.onStatus = onStatus;
-    this.#ready = this.link.subscriber.subscribe(EVENTS_CHANNEL, this.#listener);
+    this.#ready = this.link.subscribe(EVENTS_CHANNEL, this.#listener);
   }
 
   /** Every channel's messages: envelopes from other instances, to the handler. */
@@ -53,12 +53,11 @@ export class RedisBroker implements Broker {
   };
 
   follow(room: string): Promise<unknown> {
-    return this.link.subscriber.subscribe(roomChannel(room), this.#listener);
+    return this.link.subscribe(roomChannel(room), this.#listener);
   }
 
   unfollow(room: string): void {
-    if (!this.link.subscriber.isOpen) return;
-    this.link.subscriber.unsubscribe(roomChannel(room), this.#listener).catch(() => {
+    this.link.unsubscribe(roomChannel(room), this.#listener).catch(() => {
       // The connection is gone, and the subscription with it.
     });
   }
@@ -70,10 +69,10 @@ export class RedisBroker implements Broker {
 
   publish(envelope: Envelope): void {
     this.#handler?.(envelope);
-    if (!this.link.command.isReady) return;
+    if (!this.link.connected) return;
     const room = scopedRoom(envelope);
     const channel = room === undefined ? EVENTS_CHANNEL : roomChannel(room);
-    this.link.command.publish(channel, JSON.stringify(envelope)).catch(() => {
+    this.link.publish(channel, JSON.stringify(envelope)).catch(() => {
       // Lost with the connection: the others resynchronise from heartbeats and the store.
     });
   }

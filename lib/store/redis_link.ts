@@ -118,6 +118,26 @@ export class RedisLink {
     return withTimeout(command(), ANSWER_MS);
   }
 
+  /** Publishes on a channel (sharded pub/sub on a cluster: the channel's shard carries it). */
+  publish(channel: string, message: string): Promise<unknown> {
+    return this.command.publish(channel, message);
+  }
+
+  /** Hears a channel from now on (the promise settles once Redis confirmed it). */
+  subscribe(channel: string, listener: (message: string) => void): Promise<unknown> {
+    return this.subscriber.subscribe(channel, listener);
+  }
+
+  unsubscribe(channel: string, listener: (message: string) => void): Promise<unknown> {
+    if (!this.subscriber.isOpen) return Promise.resolve(); // gone, and the subscription with it
+    return this.subscriber.unsubscribe(channel, listener);
+  }
+
+  /** Whether commands can be sent now (they may still wait on a stalled Redis). */
+  get connected(): boolean {
+    return this.command.isReady;
+  }
+
   get status(): LinkStatus {
     return this.#up ? { up: true } : { up: false, reason: this.#reason };
   }
