@@ -72,7 +72,7 @@ if (redis) {
       },
       async cleanup() {
         await Promise.all(links.map((l) => l.close()));
-        assert.ok(links.every((l) => !l.command.isOpen && !l.subscriber.isOpen), "links closed");
+        assert.ok(links.every((l) => !l.open), "links closed");
         await redis.command("FLUSHALL");
       },
     };

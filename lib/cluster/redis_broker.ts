@@ -2,8 +2,9 @@
  * The Redis broker: events travel between instances as JSON envelopes, over the link's
  * subscription connection (lib/store/redis_link.ts). A room's traffic (its messages, typing,
  * removals, deletions, private messages: see `scopedRoom`) goes on the room's own channel,
- * `natter:room:ROOM`, which an instance subscribes to only while it has a member there; presence
- * and the cluster's control go on `natter:events`, which every instance hears. An instance with
+ * `natter:{ROOM}:room`, which an instance subscribes to only while it has a member there;
+ * presence and the cluster's control go on `natter:events`, which every instance hears. On a
+ * Redis Cluster these are sharded channels (SPUBLISH/SSUBSCRIBE), each on its slot's shard. An instance with
  * no member in a busy room receives none of its messages.
  */
 
@@ -13,9 +14,14 @@ import type { RedisLink } from "../store/redis_link.ts";
 /** The channel of presence and control, which every instance hears. */
 export const EVENTS_CHANNEL = "natter:events";
 
-/** A room's channel: its messages and the like, heard by the instances with members there. */
+/**
+ * A room's channel: its messages and the like, heard by the instances with members there. It
+ * carries the room's hash tag, so that on a Redis Cluster it lives on the shard of the room's
+ * keys (lib/store/redis_store.ts): a shard that fails takes its rooms' history and traffic
+ * together, and no other room's.
+ */
 export function roomChannel(room: string): string {
-  return `natter:room:${room}`;
+  return `natter:{${room}}:room`;
 }
 
 /** Pub/sub between instances; each drops its own echoes. */

@@ -1,14 +1,17 @@
 /**
  * The link to Redis that the Redis store (lib/store/redis_store.ts) and broker (lib/cluster/redis_broker.ts)
- * share: two connections (commands, and the subscription), whether they work, and a deadline on
- * every command.
+ * share: the connections (commands, and the subscription), whether they work, and a deadline on
+ * every command. `--redis` may name one Redis or any node of a Redis Cluster: the link asks the
+ * node at start and, on a cluster, routes each command to its key's master and carries pub/sub
+ * on sharded channels (SPUBLISH/SSUBSCRIBE, Redis 7 or later).
  *
- * When Redis goes away the link reconnects by itself with backoff (up to 2 s apart). Until
- * it is back, appends fail at once (nothing is acknowledged that was not stored), history
- * reads fail, and events reach only this instance's own clients.
+ * When Redis goes away the link reconnects by itself with backoff (up to 2 s apart); when a
+ * cluster's master dies, it follows the replica that takes over. Until it is back, appends fail
+ * at once (nothing is acknowledged that was not stored), history reads fail, and events reach
+ * only this instance's own clients (on a cluster: for the rooms on the shard that is down).
  */
 
-import { createClient, type RedisClientType } from "redis";
+import { createClient, createCluster, type RedisClientType, type RedisClusterType } from "redis";
 import type { Logger } from "../base/log.ts";
 
 /** Redis could not be used at start; the message says why. */
@@ -25,39 +28,94 @@ const START_ATTEMPTS = 4;
 const ANSWER_MS = 2000;
 /** How often the link checks that Redis still answers. */
 const WATCH_MS = 1000;
+/** On a cluster, how often the link re-reads the slots while a node is unreachable. */
+const TOPOLOGY_MS = 250;
+/** On a cluster, how long a write waits for a replica to have it before it is acknowledged. */
+const REPLICA_MS = 100;
 
-/** Both connections to Redis, and whether they work. */
+/**
+ * The commands the Redis store sends, each about one key's slot: the same calls on one Redis
+ * and on a cluster (where each goes to the master of its first key's slot).
+ */
+export type Commands = Pick<
+  RedisClientType,
+  "eval" | "evalSha" | "get" | "xRange" | "xRevRange" | "hGetAll" | "hSet" | "hDel"
+>;
+
 /** Whether the link reaches Redis, and why not when it does not (a broker's status is this). */
 export interface LinkStatus {
   up: boolean;
   reason?: string;
 }
 
+type Listener = (message: string) => void;
+
+/**
+ * The connections to Redis and whether they work. On one Redis: a command connection and a
+ * subscription connection. On a Redis Cluster: the cluster client's connection to every master
+ * (and, for sharded pub/sub, a subscription connection to the masters whose channels this
+ * instance hears); the link follows a failover itself (see {@link RedisLink.#watchTopology}).
+ */
 export class RedisLink {
   /** Whether it is a Redis Cluster (see lib/store/redis_store.ts). */
-  readonly cluster: boolean = false;
-  readonly command: RedisClientType;
-  readonly subscriber: RedisClientType;
+  readonly cluster: boolean;
+  /** The commands of the store (on a cluster, the cluster client, which routes by key). */
+  readonly command: Commands;
+  /** One Redis: the command connection, for what only one Redis allows (SCAN). */
+  readonly single: RedisClientType | undefined;
+  readonly #subscriber: RedisClientType | undefined;
+  readonly #nodes: RedisClusterType | undefined;
+  /** On a cluster: the channels heard and their listeners, subscribed again after a failover. */
+  readonly #channels = new Map<string, Set<Listener>>();
   #up = false;
   #reason = "not connected yet";
   #started = false;
   /** Set while a ping goes unanswered: the connection is open but Redis does not answer. */
   #stalled = false;
   #watch: ReturnType<typeof setInterval> | undefined;
+  #topology: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
   #onStatus: ((status: LinkStatus) => void) | undefined;
 
-  private constructor(readonly url: string, readonly log: Logger) {
+  private constructor(readonly url: string, readonly log: Logger, cluster: boolean) {
     const reconnectStrategy = (retries: number, cause: Error) => {
       if (!this.#started && retries >= START_ATTEMPTS) return cause;
       return Math.min(100 * 2 ** retries, MAX_BACKOFF_MS);
     };
-    this.command = createClient({
+    this.cluster = cluster;
+    if (cluster) {
+      // The nodes the cluster names are reached with the same credentials and TLS as the first.
+      const parsed = new URL(url);
+      const nodes = createCluster({
+        rootNodes: [{ url }],
+        defaults: {
+          disableOfflineQueue: true,
+          socket: { reconnectStrategy, connectTimeout: 5000, tls: parsed.protocol === "rediss:" },
+          ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+          ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+        },
+      }) as unknown as RedisClusterType;
+      this.#nodes = nodes;
+      this.command = nodes as unknown as Commands;
+      this.single = undefined;
+      nodes.on("error", (error: Error) => this.#update(error.message));
+      nodes.on("node-ready", () => this.#update());
+      nodes.on("node-reconnecting", () => this.#update("a Redis Cluster node is reconnecting"));
+      nodes.on("node-error", (error: Error) => {
+        this.#update(`a Redis Cluster node: ${error.message}`);
+        this.#topology ??= setTimeout(() => this.#watchTopology(), 0);
+      });
+      return;
+    }
+    const command = createClient({
       url,
       disableOfflineQueue: true,
       socket: { reconnectStrategy, connectTimeout: 5000 },
-    });
-    this.subscriber = this.command.duplicate();
-    for (const client of [this.command, this.subscriber]) {
+    }) as RedisClientType;
+    this.single = command;
+    this.command = command;
+    this.#subscriber = command.duplicate();
+    for (const client of [command, this.#subscriber]) {
       // Without an error listener the client stops reconnecting; the listener is the report.
       client.on("error", (error: Error) => this.#update(error.message));
       client.on("ready", () => this.#update());
@@ -65,51 +123,111 @@ export class RedisLink {
     }
   }
 
-  /** Connects both clients; throws {@link RedisError} when Redis cannot be reached at start. */
+  /**
+   * Connects to one Redis, or to the Redis Cluster that `url`'s node belongs to (found by asking
+   * it); throws {@link RedisError} when Redis cannot be reached at start.
+   */
   static async open(url: string, log: Logger): Promise<RedisLink> {
     let link: RedisLink;
     try {
-      link = new RedisLink(url, log);
+      link = new RedisLink(url, log, false);
     } catch (error) {
       throw new RedisError(`bad Redis URL ${JSON.stringify(url)}: ${(error as Error).message}`);
     }
     try {
-      await link.command.connect();
-      await link.subscriber.connect();
+      await link.single!.connect();
+      const info = await link.single!.info("cluster").catch(() => "");
+      if (/^cluster_enabled:1/m.test(info)) {
+        // A node whose cluster does not serve every slot would refuse some rooms' messages.
+        const state = /^cluster_state:(\w+)/m.exec(
+          String(await link.single!.sendCommand(["CLUSTER", "INFO"])),
+        )?.[1];
+        if (state !== "ok") {
+          throw new RedisError(
+            `${redact(url)} is a Redis Cluster node, and its cluster is not ok ` +
+              `(cluster_state:${state}): ` +
+              "natter starts once every slot is served (redis-cli --cluster check)",
+          );
+        }
+        link.#destroy();
+        link = new RedisLink(url, log, true);
+        await link.#nodes!.connect();
+      } else {
+        await link.#subscriber!.connect();
+      }
     } catch (error) {
       link.#destroy();
+      if (error instanceof RedisError) throw error;
       throw new RedisError(`cannot reach Redis at ${redact(url)}: ${(error as Error).message}`);
-    }
-    // A Redis Cluster node would take some of a room's keys and refuse the rest (CROSSSLOT,
-    // MOVED) message by message: said once, at start, instead.
-    const info = await link.command.info("cluster").catch(() => "");
-    if (/^cluster_enabled:1/m.test(info)) {
-      link.#destroy();
-      throw new RedisError(
-        `${redact(url)} is a Redis Cluster node, and natter does not support Redis Cluster yet ` +
-          "(docs/SCALING.md): give it a standalone Redis (or one primary with replicas)",
-      );
     }
     link.#started = true;
     link.#update();
     link.#watch = setInterval(() => link.#check(), WATCH_MS);
+    if (link.cluster) {
+      log.info("Redis Cluster", { masters: link.#nodes!.masters.length, url: redact(url) });
+    }
     return link;
+  }
+
+  /** The connections the link's status is made of (on a cluster, those to every master). */
+  #clients(): (RedisClientType | undefined)[] {
+    if (!this.#nodes) return [this.single, this.#subscriber];
+    return this.#nodes.masters.flatMap((master) => [
+      master.client as RedisClientType | undefined,
+      // A subscription connection that is being opened is not broken.
+      master.pubSub && !master.pubSub.connectPromise
+        ? master.pubSub.client as RedisClientType
+        : undefined,
+    ]).filter((client) => client !== undefined);
   }
 
   /** Pings Redis; no answer within {@link ANSWER_MS} counts as down until one comes. */
   async #check(): Promise<void> {
-    if (!this.command.isReady) return;
+    const clients = this.#nodes
+      ? this.#nodes.masters.map((master) => master.client as RedisClientType | undefined)
+      : [this.single];
+    if (clients.some((client) => !client?.isReady)) return;
     try {
-      await withTimeout(this.command.ping(), ANSWER_MS);
+      await withTimeout(Promise.all(clients.map((client) => client!.ping())), ANSWER_MS);
       if (this.#stalled) {
         this.#stalled = false;
         this.#update();
       }
     } catch (error) {
-      if (this.#stalled || !this.command.isReady) return;
+      if (this.#stalled || clients.some((client) => !client?.isReady)) return;
       this.#stalled = true;
       this.#update(`Redis does not answer (${(error as Error).message})`);
     }
+  }
+
+  /**
+   * node-redis learns where slots went only from a MOVED reply, and a dead master sends none:
+   * its slots would fail as "offline" for good. So while any master's connection is broken,
+   * the link re-reads the slots from a master that answers every {@link TOPOLOGY_MS}, until the
+   * cluster has promoted a replica (the dead node drops out of the slots) or the node is back,
+   * and subscribes again to every channel it hears (a channel's shard may have moved).
+   */
+  async #watchTopology(): Promise<void> {
+    const nodes = this.#nodes!;
+    const broken = () => this.#clients().some((client) => !client?.isReady);
+    if (this.#closed || !broken()) {
+      this.#topology = undefined;
+      return;
+    }
+    const live = nodes.masters.find((master) => master.client?.isReady)?.client;
+    if (live) {
+      try {
+        await nodes._slots.rediscover(live);
+        for (const [channel, listeners] of this.#channels) {
+          for (const listener of listeners) await nodes.sSubscribe(channel, listener);
+        }
+      } catch {
+        // Tried again in a moment.
+      }
+    }
+    this.#update();
+    if (this.#closed) return;
+    this.#topology = setTimeout(() => this.#watchTopology(), TOPOLOGY_MS);
   }
 
   /** Runs a command with a deadline, so that a stalled Redis fails requests instead of holding them. */
@@ -118,24 +236,53 @@ export class RedisLink {
     return withTimeout(command(), ANSWER_MS);
   }
 
+  /**
+   * On a cluster: waits (up to {@link REPLICA_MS}) until a replica of `key`'s shard has every
+   * write sent to it so far, so that a failover keeps what is acknowledged; resolves to false if
+   * none had it in time (the shard has no working replica). On one Redis: true at once.
+   */
+  async replicated(key: string): Promise<boolean> {
+    if (!this.#nodes) return true;
+    const count = await this.#nodes.sendCommand(key, false, ["WAIT", "1", String(REPLICA_MS)]);
+    return Number(count) >= 1;
+  }
+
   /** Publishes on a channel (sharded pub/sub on a cluster: the channel's shard carries it). */
   publish(channel: string, message: string): Promise<unknown> {
-    return this.command.publish(channel, message);
+    if (this.#nodes) return this.#nodes.sPublish(channel, message);
+    return this.single!.publish(channel, message);
   }
 
   /** Hears a channel from now on (the promise settles once Redis confirmed it). */
-  subscribe(channel: string, listener: (message: string) => void): Promise<unknown> {
-    return this.subscriber.subscribe(channel, listener);
+  subscribe(channel: string, listener: Listener): Promise<unknown> {
+    if (!this.#nodes) return this.#subscriber!.subscribe(channel, listener);
+    let listeners = this.#channels.get(channel);
+    if (!listeners) this.#channels.set(channel, listeners = new Set());
+    listeners.add(listener);
+    return this.#nodes.sSubscribe(channel, listener);
   }
 
-  unsubscribe(channel: string, listener: (message: string) => void): Promise<unknown> {
-    if (!this.subscriber.isOpen) return Promise.resolve(); // gone, and the subscription with it
-    return this.subscriber.unsubscribe(channel, listener);
+  unsubscribe(channel: string, listener: Listener): Promise<unknown> {
+    if (!this.#nodes) {
+      if (!this.#subscriber!.isOpen) return Promise.resolve(); // gone, and the subscription with it
+      return this.#subscriber!.unsubscribe(channel, listener);
+    }
+    const listeners = this.#channels.get(channel);
+    listeners?.delete(listener);
+    if (listeners?.size === 0) this.#channels.delete(channel);
+    if (!this.#nodes.isOpen) return Promise.resolve();
+    return this.#nodes.sUnsubscribe(channel, listener);
   }
 
   /** Whether commands can be sent now (they may still wait on a stalled Redis). */
   get connected(): boolean {
-    return this.command.isReady;
+    // On a cluster, one shard may be down while the others serve: each command says for itself.
+    return this.#nodes ? this.#nodes.isOpen : this.single!.isReady;
+  }
+
+  /** Whether any of its connections is still open (false once closed). */
+  get open(): boolean {
+    return [this.single, this.#subscriber, this.#nodes].some((client) => client?.isOpen);
   }
 
   get status(): LinkStatus {
@@ -148,7 +295,8 @@ export class RedisLink {
 
   /** Re-reads readiness; logs and reports only changes, not every failed attempt. */
   #update(reason?: string): void {
-    const up = this.command.isReady && this.subscriber.isReady && !this.#stalled;
+    const clients = this.#clients();
+    const up = clients.length > 0 && clients.every((client) => client?.isReady) && !this.#stalled;
     if (!up && reason) this.#reason = reason;
     if (up === this.#up || !this.#started) {
       if (this.#started || up) this.#up = up;
@@ -165,25 +313,39 @@ export class RedisLink {
     this.#onStatus?.(this.status);
   }
 
-  /** Closes both connections; never waits on a Redis that is gone. */
+  /** Closes every connection; never waits on a Redis that is gone. */
   async close(): Promise<void> {
+    this.#closed = true;
     clearInterval(this.#watch);
-    await Promise.all([this.command, this.subscriber].map(async (client) => {
+    clearTimeout(this.#topology);
+    if (this.#nodes) {
+      if (!this.#nodes.isOpen) return;
+      if (this.#clients().some((client) => !client?.isReady)) return this.#nodes.destroy();
+      return await closeWithin(this.#nodes);
+    }
+    await Promise.all([this.single!, this.#subscriber!].map((client) => {
       if (!client.isOpen) return;
       if (!client.isReady) return client.destroy();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<void>((resolve) => timer = setTimeout(resolve, 1000));
-      try {
-        await Promise.race([client.close(), late]);
-      } finally {
-        clearTimeout(timer);
-        if (client.isOpen) client.destroy();
-      }
+      return closeWithin(client);
     }));
   }
 
   #destroy(): void {
-    for (const client of [this.command, this.subscriber]) if (client.isOpen) client.destroy();
+    for (const client of [this.single, this.#subscriber, this.#nodes]) {
+      if (client?.isOpen) client.destroy();
+    }
+  }
+}
+
+/** Closes a client gracefully, or destroys it when that takes more than a second. */
+async function closeWithin(client: { close(): Promise<void>; destroy(): void; isOpen: boolean }) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<void>((resolve) => timer = setTimeout(resolve, 1000));
+  try {
+    await Promise.race([client.close(), late]);
+  } finally {
+    clearTimeout(timer);
+    if (client.isOpen) client.destroy();
   }
 }
 

@@ -61,18 +61,21 @@ const HIGHEST_ROOMS = 10_000;
  * older snapshot must not either). With a key seen within the window, stores nothing and returns
  * the id stored under it.
  *
- * KEYS: seq, log, room epoch, key (or ""), natter:epoch (or "" on a cluster). ARGV: maxlen, ts,
- * from, text, action, epoch, highest id seen in the room, key window in seconds. Returns
+ * KEYS: seq, log, room epoch, then the message key if there is one, then natter:epoch on one
+ * Redis (a cluster refuses keys of other slots, even empty ones, so absent keys are left out).
+ * ARGV: maxlen, ts, from, text, action, epoch, highest id seen in the room, key window in
+ * seconds, "1" if a message key is given, "1" if natter:epoch is given. Returns
  * {id, duplicate (0/1)}.
  */
 const APPEND = `
-if KEYS[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6] then
+local key = ARGV[9] == '1' and KEYS[4] or nil
+if ARGV[10] == '1' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[6] then
   return redis.error_reply('NATTER_EPOCH changed')
 end
 local kept = redis.call('GET', KEYS[3])
 if kept and kept ~= ARGV[6] then return redis.error_reply('NATTER_ROOM_EPOCH ' .. kept) end
-if KEYS[4] ~= '' then
-  local earlier = redis.call('GET', KEYS[4])
+if key then
+  local earlier = redis.call('GET', key)
   if earlier then return {tonumber(earlier), 1} end
 end
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -83,8 +86,18 @@ if not kept then redis.call('SET', KEYS[3], ARGV[6]) end
 local id = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], id .. '-0',
   'ts', ARGV[2], 'from', ARGV[3], 'text', ARGV[4], 'action', ARGV[5])
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[8]) end
+if key then redis.call('SET', key, id, 'EX', ARGV[8]) end
 return {id, 0}
+`;
+
+/**
+ * Deletes a message: its tombstone (when and by whom) in the gone hash, its entry out of the log.
+ * KEYS: gone, log. ARGV: id, tombstone.
+ */
+const REMOVE = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[2], ARGV[1] .. '-0')
+return 1
 `;
 
 /**
@@ -160,6 +173,8 @@ export class RedisStore implements HistoryStore {
   #renew = false;
   /** The highest id this instance has seen in each room under its epoch (oldest rooms dropped). */
   #highest = new Map<string, number>();
+  /** When a write was last acknowledged that no replica had (see {@link RedisLink.replicated}). */
+  #warned = -Infinity;
   /** The append script's SHA-1: sent by name, not in full, once Redis has it. */
   #appendSha = "";
 
@@ -175,13 +190,13 @@ export class RedisStore implements HistoryStore {
     store.#appendSha = await sha1(APPEND);
     await store.#sync();
     if (store.#epoch === "") throw new RedisError("Redis did not keep natter's epoch key");
-    if (!store.#cluster) await store.#migrate();
+    if (link.single) await store.#migrate();
     return store;
   }
 
   /** Renames the rooms of the first key layout (see {@link MIGRATE}); logs how many. */
   async #migrate(): Promise<void> {
-    const command = this.link.command;
+    const command = this.link.single!;
     const rooms = new Set<string>();
     for (const pattern of ["natter:seq:*", "natter:log:*", "natter:gone:*"]) {
       let cursor = "0";
@@ -299,8 +314,8 @@ export class RedisStore implements HistoryStore {
         roomKey(room, "log"),
         roomKey(room, "epoch"),
         // Per epoch: under a new one, an id stored under an old key names another message.
-        key === undefined ? "" : roomKey(room, `key:${epoch}:${key}`),
-        this.#cluster ? "" : EPOCH_KEY,
+        ...(key === undefined ? [] : [roomKey(room, `key:${epoch}:${key}`)]),
+        ...(this.#cluster ? [] : [EPOCH_KEY]),
       ],
       arguments: [
         String(this.#retention.maxCount),
@@ -311,6 +326,8 @@ export class RedisStore implements HistoryStore {
         epoch,
         String(this.#highest.get(room) ?? 0),
         String(Math.ceil(KEY_WINDOW_MS / 1000)),
+        key === undefined ? "" : "1",
+        this.#cluster ? "" : "1",
       ],
     };
     // By its SHA-1 (about 100 bytes instead of the script's 700); a Redis that does not have it
@@ -352,6 +369,14 @@ export class RedisStore implements HistoryStore {
     epoch: string,
     [id, duplicate]: [number, number],
   ) {
+    // On a cluster, acknowledged only once a replica has it: a failover then keeps it. A shard
+    // without a working replica (its master just took over) cannot promise that: said, not held.
+    // Stored on a master that failed before saying whether a replica has it: may or may not
+    // survive the failover, so neither acknowledged nor refused (Unconfirmed).
+    const replicated = await this.link.replicated(roomKey(room, "seq")).catch((error) => {
+      throw new Error(`no replica confirmed it (${(error as Error).message})`);
+    });
+    if (!replicated) this.#unreplicated();
     if (duplicate) {
       const [entry] = this.#fresh(
         room,
@@ -365,6 +390,16 @@ export class RedisStore implements HistoryStore {
     }
     if (epoch === this.#epoch) this.seen(room, Number(id));
     return { room, id: Number(id), ...draft, epoch };
+  }
+
+  /** Warns (at most once a minute) that a message was acknowledged that no replica had. */
+  #unreplicated(): void {
+    const now = Date.now();
+    if (now - this.#warned < 60_000) return;
+    this.#warned = now;
+    this.link.log.warn(
+      "a Redis Cluster shard has no replica that keeps up: messages are acknowledged from its master alone, and a failover now would lose them",
+    );
   }
 
   #failed(error: unknown): never {
@@ -409,8 +444,10 @@ export class RedisStore implements HistoryStore {
     if (!entry) return undefined;
     const mark = JSON.stringify({ ts: entry.ts, from: entry.from });
     await this.#read(() =>
-      this.link.command.multi().hSet(roomKey(room, "gone"), String(id), mark).xDel(log, `${id}-0`)
-        .exec()
+      this.link.command.eval(REMOVE, {
+        keys: [roomKey(room, "gone"), log],
+        arguments: [String(id), mark],
+      })
     );
     return tombstone(entry);
   }

@@ -1,0 +1,239 @@
+/**
+ * Two natter processes over a real Redis Cluster (three masters, three replicas) that the test
+ * starts itself (tests/redis_cluster.ts): chat, presence, history and recovery in rooms on every
+ * shard; one sharded channel per active room; a master killed mid-chat and replaced by its
+ * replica, losing no acknowledged message.
+ */
+
+import assert from "node:assert/strict";
+import { roomKey } from "../lib/store/redis_store.ts";
+import { Client, ServerProcess, sleep } from "./helpers.ts";
+import { RedisCluster } from "./redis_cluster.ts";
+import { haveRedis } from "./redis_server.ts";
+
+const enabled = haveRedis();
+
+/** A cluster, and two instances given different nodes of it; everything stopped afterwards. */
+async function withCluster(
+  fn: (ctx: { redis: RedisCluster; ports: [number, number] }) => Promise<void>,
+): Promise<void> {
+  const redis = await RedisCluster.start();
+  const started: ServerProcess[] = [];
+  try {
+    for (const url of [redis.urls[0]!, redis.urls[4]!]) {
+      started.push(await ServerProcess.start(["--port", "0", "--redis", url]));
+    }
+    const ports = await Promise.all(started.map((server) => server.port()));
+    await fn({ redis, ports: ports as [number, number] });
+  } finally {
+    for (const server of started) await server.stop("SIGKILL");
+    await redis.stop();
+  }
+}
+
+/** One room name per master: rooms whose keys live on three different shards. */
+async function roomsOnEveryShard(redis: RedisCluster): Promise<Map<number, string>> {
+  const rooms = new Map<number, string>();
+  for (let i = 0; rooms.size < 3; i++) {
+    if (i > 200) throw new Error("no room names found on every shard");
+    const room = `room${i}`;
+    const { port } = await redis.masterOf(roomKey(room, "seq"));
+    if (!rooms.has(port)) rooms.set(port, room);
+  }
+  return rooms;
+}
+
+async function health(port: number): Promise<Record<string, unknown>> {
+  return await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
+}
+
+async function until(check: () => Promise<boolean> | boolean, what: string, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Every master's sharded channels of natter's rooms (`PUBSUB SHARDCHANNELS`), sorted. */
+async function shardChannels(redis: RedisCluster): Promise<string[]> {
+  const found: string[] = [];
+  for (const server of await redis.masters()) {
+    const reply = await server.command("PUBSUB", "SHARDCHANNELS", "natter:{*}:room");
+    found.push(...[...reply.matchAll(/natter:\{(\S+)\}:room\r/g)].map((m) => m[1]!));
+  }
+  return found.sort();
+}
+
+function welcomeOf(client: Client) {
+  return JSON.parse(client.lines.find((l) => l.includes('"welcome"'))!);
+}
+
+Deno.test({
+  name:
+    "Redis Cluster: two instances chat, see presence, share history and recover in rooms on every shard; one sharded channel per active room",
+  ignore: !enabled,
+  async fn() {
+    await withCluster(async ({ redis, ports: [pa, pb] }) => {
+      const rooms = await roomsOnEveryShard(redis);
+      for (const room of rooms.values()) {
+        const alice = await Client.json(`ws://127.0.0.1:${pa}/?name=alice&room=${room}`);
+        const bob = await Client.json(`ws://127.0.0.1:${pb}/?name=bob&room=${room}`);
+        await alice.event("joined", (e) => e.name === "bob", 5000);
+        alice.send({ type: "say", text: `hi bob in ${room}`, ref: 1 });
+        await bob.event("message", (e) => e.text === `hi bob in ${room}`);
+        bob.send({ type: "say", text: `hi alice in ${room}`, ref: 2 });
+        await alice.event("message", (e) => e.text === `hi alice in ${room}`);
+        bob.send({ type: "who", ref: 3 });
+        const who = await bob.event("members", (e) => e.ref === 3);
+        assert.deepEqual(
+          (who.members as (string | { name: string })[]).map((m) =>
+            typeof m === "string" ? m : m.name
+          ).toSorted(),
+          ["alice", "bob"],
+        );
+
+        // History written through both instances, read through the first.
+        const carol = await Client.json(`ws://127.0.0.1:${pa}/?name=carol&room=${room}`);
+        const welcome = welcomeOf(carol);
+        assert.deepEqual(welcome.history.map((m: { text: string }) => m.text), [
+          `hi bob in ${room}`,
+          `hi alice in ${room}`,
+        ]);
+        assert.deepEqual(welcome.history.map((m: { id: number }) => m.id), [1, 2]);
+        await carol.close();
+
+        // Recovery across instances: alice leaves A, misses two lines, comes back on B.
+        const { epoch } = welcomeOf(alice);
+        await alice.close();
+        await bob.event("left", (e) => e.name === "alice", 5000);
+        for (const text of ["one", "two"]) bob.send({ type: "say", text });
+        await bob.event("message", (e) => e.text === "two");
+        const back = await Client.json(
+          `ws://127.0.0.1:${pb}/?name=alice&room=${room}&since=2&epoch=${epoch}`,
+        );
+        const again = welcomeOf(back);
+        assert.equal(again.recovered, true);
+        assert.deepEqual(again.history.map((m: { id: number }) => m.id), [3, 4]);
+        await back.close();
+        // bob stays: every room keeps a member on B, and on A once carol is back.
+        await Client.json(`ws://127.0.0.1:${pa}/?name=dave&room=${room}`);
+      }
+      // One sharded channel per active room, on the room channel's own shard.
+      await until(
+        async () => (await shardChannels(redis)).join() === [...rooms.values()].sort().join(),
+        "one sharded channel per active room",
+      );
+      for (const port of [pa, pb]) assert.equal((await health(port)).status, "ok");
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Redis Cluster: a master killed mid-chat loses no acknowledged message; natter follows the failover and clients recover with since",
+  ignore: !enabled,
+  async fn() {
+    await withCluster(async ({ redis, ports: [pa, pb] }) => {
+      const rooms = await roomsOnEveryShard(redis);
+      const [victim, room] = [...rooms][0]!;
+      const senders: Client[] = [];
+      const readers: Client[] = [];
+      for (const name of rooms.values()) {
+        senders.push(await Client.json(`ws://127.0.0.1:${pa}/?name=s&room=${name}`));
+        readers.push(await Client.json(`ws://127.0.0.1:${pb}/?name=r&room=${name}`));
+      }
+      /** What each room's sender was told of each line: acknowledged (its id) or not. */
+      const acked = senders.map(() => new Map<string, number>());
+      let refused = 0;
+      let sending = true;
+      const send = async (i: number) => {
+        const sender = senders[i]!;
+        for (let n = 0; sending; n++) {
+          const text = `line ${n}`;
+          // Sent until acknowledged, with one key: a resend after "unknown" shows once.
+          for (let attempt = 0; sending; attempt++) {
+            const ref = `${n}.${attempt}`;
+            sender.send({ type: "say", text, ref, key: `k${n}` });
+            const answer = JSON.parse(
+              await sender.next((line) => line.includes(`"ref":"${ref}"`), 10_000),
+            );
+            if (answer.type === "message") {
+              acked[i]!.set(text, answer.id);
+              break;
+            }
+            refused++;
+            await sleep(100);
+          }
+          await sleep(10);
+        }
+      };
+      const loops = senders.map((_, i) => send(i));
+      await sleep(1000);
+      const before = acked.map((m) => m.size);
+      await redis.killMaster(victim);
+      const killedAt = Date.now();
+      const successor = await redis.waitForFailover(victim);
+      // natter follows: the killed shard's room takes messages again within seconds.
+      const count = acked[0]!.size;
+      await until(() => acked[0]!.size > count + 5, "the killed shard's room to chat again");
+      const resumed = Date.now() - killedAt;
+      await sleep(500);
+      sending = false;
+      await Promise.all(loops);
+      for (const [i, m] of acked.entries()) {
+        assert.ok(
+          m.size > before[i]! + 5,
+          `room ${i} went on after the kill: ${before[i]} → ${m.size}`,
+        );
+      }
+
+      // Every acknowledged line is in the shared history with the id it was acknowledged with,
+      // read through the other instance, and no line is there twice.
+      for (const [i, name] of [...rooms.values()].entries()) {
+        const late = await Client.json(
+          `ws://127.0.0.1:${pb}/?name=late${i}&room=${name}&history=500`,
+        );
+        const history = welcomeOf(late).history as { id: number; text: string }[];
+        const stored = new Map(history.map((m) => [m.text, m.id]));
+        for (const [text, id] of acked[i]!) {
+          assert.equal(stored.get(text), id, `room ${name}: acknowledged "${text}" (#${id}) kept`);
+        }
+        assert.equal(new Set(history.map((m) => m.text)).size, history.length, "no duplicates");
+        await late.close();
+      }
+
+      // The reader of the killed shard's room (on the other instance) hears it live again: the
+      // instance subscribed again on the channel's new shard. Whatever it missed meanwhile, it
+      // recovers with `since`; nothing comes twice.
+      const reader = readers[0]!;
+      const newest = Math.max(...acked[0]!.values());
+      await reader.event("message", (e) => e.id === newest, 10_000);
+      const live = reader.lines.filter((l) => l.includes('"type":"message"')).map((l) =>
+        JSON.parse(l) as { id: number }
+      );
+      assert.equal(new Set(live.map((m) => m.id)).size, live.length, "no message heard twice");
+      const last = Math.max(0, ...live.map((m) => m.id));
+      const { epoch } = welcomeOf(reader);
+      await reader.close();
+      const back = await Client.json(
+        `ws://127.0.0.1:${pb}/?name=r2&room=${room}&since=${last}&epoch=${epoch}`,
+      );
+      const again = welcomeOf(back);
+      assert.equal(again.recovered, true, `recovered after the failover: ${JSON.stringify(again)}`);
+      const seen = new Set([
+        ...live.map((m) => m.id),
+        ...again.history.map((m: { id: number }) => m.id),
+      ]);
+      for (const id of acked[0]!.values()) assert.ok(seen.has(id), `the reader has #${id}`);
+      await back.close();
+
+      await until(async () => (await health(pa)).status === "ok", "A healthy again");
+      await until(async () => (await health(pb)).status === "ok", "B healthy again");
+      console.log(
+        `failover: ${victim} → ${successor}; room ${room} chatting again ${resumed} ms after the kill; ${refused} sends refused or unknown and sent again`,
+      );
+      for (const client of [...senders, ...readers.slice(1)]) await client.close();
+    });
+  },
+});
