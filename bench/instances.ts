@@ -1,9 +1,11 @@
 /**
  * Several natter instances and one Redis on this machine, for the cross-instance benchmarks
- * (bench/scoping.ts, bench/spread.ts): a Redis without persistence on a free port, instances
- * started with `--redis`, and Redis's own counters (commands by name, bytes through it).
+ * (bench/scoping.ts, bench/spread.ts): a Redis without persistence on a free port (or a Redis
+ * Cluster of three masters and three replicas), instances started with `--redis`, and Redis's own
+ * counters (commands by name, bytes through it).
  */
 
+import { RedisCluster } from "../tests/redis_cluster.ts";
 import { BENCH_OPTIONS } from "./harness.ts";
 
 /** Whether redis-server is on PATH; the benchmarks that need it skip without it. */
@@ -51,6 +53,56 @@ export async function startRedis() {
     /Ready to accept connections/,
   );
   return { port, child, url: `redis://127.0.0.1:${port}` };
+}
+
+/** The Redis the instances share: one server, or a cluster. */
+export interface SharedRedis {
+  /** What natter's `--redis` is given. */
+  url: string;
+  /** "one Redis", or "a Redis Cluster (3 masters, 3 replicas)". */
+  label: string;
+  /** Every redis-server's process id, for CPU time. */
+  pids: number[];
+  /** The servers whose counters say what natter asked of Redis (on a cluster, the masters). */
+  ports: number[];
+  stop(): Promise<void>;
+}
+
+/** Starts the shared Redis: one server, or (`cluster`) a Redis Cluster that the tests use too. */
+export async function startShared(cluster: boolean): Promise<SharedRedis> {
+  if (!cluster) {
+    const redis = await startRedis();
+    return {
+      url: redis.url,
+      label: "one Redis",
+      pids: [redis.child.pid],
+      ports: [redis.port],
+      stop: () => stopAll([redis.child]),
+    };
+  }
+  // Redis's default node timeout: the tests' short one would fail over a node slowed by the load.
+  const redis = await RedisCluster.start({ nodeTimeoutMs: 15_000 });
+  const masters = await redis.masters();
+  return {
+    url: redis.url,
+    label: "a Redis Cluster (3 masters, 3 replicas)",
+    pids: redis.servers.map((server) => server.pid!),
+    ports: masters.map((server) => server.port),
+    stop: () => redis.stop(),
+  };
+}
+
+/** {@link redisCounters}, summed over the shared Redis's servers. */
+export async function sharedCounters(
+  redis: SharedRedis,
+): Promise<{ calls: Record<string, number>; bytes: number }> {
+  const total = { calls: {} as Record<string, number>, bytes: 0 };
+  for (const port of redis.ports) {
+    const { calls, bytes } = await redisCounters(port);
+    for (const [name, n] of Object.entries(calls)) total.calls[name] = (total.calls[name] ?? 0) + n;
+    total.bytes += bytes;
+  }
+  return total;
 }
 
 /** A natter instance (of the checkout at `root`) on a free port, sharing `redisUrl`. */

@@ -1,11 +1,11 @@
 /**
  * What a busy room costs an instance that has no member in it (issue 18): two natter instances
- * share one Redis; on instance A a sender keeps a room busy for its receivers, while instance B
+ * share one Redis (or, with `--cluster`, a Redis Cluster of three masters and three replicas); on instance A a sender keeps a room busy for its receivers, while instance B
  * holds members only in another room. B's CPU during the load, against B's CPU while idle and A's.
  * With per-room channels B hears none of the busy room's messages.
  *
  *     deno run -A bench/scoping.ts [--rate 2000] [--seconds 5] [--receivers 20] [--root DIR]
- *                                  [--b-receivers N]
+ *                                  [--b-receivers N] [--cluster]
  *
  * `--b-receivers N` puts N receivers of the busy room on B too: then B's CPU is what following a
  * room costs an instance (each message once from Redis, then its N deliveries).
@@ -21,9 +21,9 @@ import { RawSender } from "./sender.ts";
 import {
   haveRedisServer,
   perMessage,
-  redisCounters,
+  sharedCounters,
   startInstance,
-  startRedis,
+  startShared,
   stopAll,
 } from "./instances.ts";
 
@@ -36,6 +36,7 @@ const { values } = parseArgs({
     /** Receivers of the busy room on B as well: what following a room costs an instance. */
     "b-receivers": { type: "string", default: "0" },
     root: { type: "string", default: new URL("..", import.meta.url).pathname },
+    cluster: { type: "boolean", default: false },
   },
 });
 const RATE = Number(values.rate);
@@ -49,8 +50,7 @@ if (!(await haveRedisServer())) {
   Deno.exit(0);
 }
 
-const redis = await startRedis();
-const redisPort = redis.port;
+const redis = await startShared(values.cluster);
 const natter = () => startInstance(ROOT, redis.url);
 const a = await natter();
 const b = await natter();
@@ -72,15 +72,15 @@ try {
   const cpu = () => [
     processCpuSeconds(a.child.pid),
     processCpuSeconds(b.child.pid),
-    processCpuSeconds(redis.child.pid),
+    redis.pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0),
   ];
   // B at rest, for as long as the load will run.
-  const [, idle0] = cpu();
+  const [, idle0, redisIdle0] = cpu();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
-  const [, idle1] = cpu();
+  const [, idle1, redisIdle1] = cpu();
 
   const [a0, b0, r0] = cpu();
-  const redis0 = await redisCounters(redisPort);
+  const redis0 = await sharedCounters(redis);
   const lines0 = receivers.reduce((sum, r) => sum + r.lines, 0);
   const started = performance.now();
   let sent = 0;
@@ -91,12 +91,13 @@ try {
   }
   await new Promise((r) => setTimeout(r, 500));
   const [a1, b1, r1] = cpu();
-  const redis1 = await redisCounters(redisPort);
+  const redis1 = await sharedCounters(redis);
   const delivered = receivers.reduce((sum, r) => sum + r.lines, 0) - lines0;
   // What each message cost Redis: commands by name, and bytes through it (both directions).
   const perMsg = perMessage(redis0.calls, redis1.calls, sent);
   const result = {
     root: ROOT,
+    redis: redis.label,
     messagesPerSecond: RATE,
     seconds: SECONDS,
     deliveredPerSecond: Math.round(delivered / SECONDS),
@@ -104,6 +105,7 @@ try {
     bCpuUnderLoad: (b1! - b0!) / SECONDS,
     bCpuIdle: (idle1! - idle0!) / SECONDS,
     redisCpu: (r1! - r0!) / SECONDS,
+    redisCpuIdle: (redisIdle1! - redisIdle0!) / SECONDS,
     redisCallsPerMessage: perMsg,
     redisBytesPerMessage: Math.round((redis1.bytes - redis0.bytes) / sent),
   };
@@ -117,7 +119,9 @@ try {
       }% idle`,
   );
   console.log(
-    `Redis: ${(result.redisCpu * 100).toFixed(1)}% of a core; per message: ${
+    `Redis (${redis.label}): ${(result.redisCpu * 100).toFixed(1)}% of a core (${
+      (result.redisCpuIdle * 100).toFixed(1)
+    }% idle); per message: ${
       Object.entries(perMsg).map(([name, n]) => `${n} ${name}`).join(", ")
     }; ${result.redisBytesPerMessage} bytes in and out`,
   );
@@ -125,5 +129,6 @@ try {
   await sender.close();
   for (const client of [...receivers, ...followers, ...quiet]) client.close();
 } finally {
-  await stopAll([a.child, b.child, redis.child]);
+  await stopAll([a.child, b.child]);
+  await redis.stop();
 }

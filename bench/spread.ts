@@ -1,6 +1,7 @@
 /**
- * One room spread over 1, 2 and 3 natter instances sharing one Redis (issue 18): the same
- * receivers, split evenly over the instances, one sender on the first. For each spread:
+ * One room spread over 1, 2 and 3 natter instances sharing one Redis, or a Redis Cluster with
+ * `--cluster` (issue 18): the same receivers, split evenly over the instances, one sender on the
+ * first. For each spread:
  *
  * - latency at a moderate rate (one stamped message every `--interval-ms`): p50 and p99 from send
  *   to each receiver, all clocks this process's;
@@ -8,6 +9,7 @@
  * - Redis commands and bytes per message.
  *
  *     deno run -A bench/spread.ts [--receivers 60] [--interval-ms 5] [--rate 5000] [--seconds 3]
+ *                                 [--cluster]
  *
  * Everything runs on this machine's cores, the generator included: the spreads are compared
  * with each other, not with another machine. Needs redis-server on PATH.
@@ -19,9 +21,9 @@ import { processCpuSeconds } from "./harness.ts";
 import {
   haveRedisServer,
   perMessage,
-  redisCounters,
+  sharedCounters,
   startInstance,
-  startRedis,
+  startShared,
   stopAll,
 } from "./instances.ts";
 import { RawSender } from "./sender.ts";
@@ -34,7 +36,9 @@ const { values } = parseArgs({
     rate: { type: "string", default: "5000" },
     seconds: { type: "string", default: "3" },
     spreads: { type: "string", default: "1,2,3" },
-    out: { type: "string", default: "bench/last-spread.json" },
+    /** A Redis Cluster of three masters and three replicas instead of one Redis. */
+    cluster: { type: "boolean", default: false },
+    out: { type: "string" },
   },
 });
 const RECEIVERS = Number(values.receivers);
@@ -42,6 +46,8 @@ const INTERVAL_MS = Number(values["interval-ms"]);
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
 const SPREADS = values.spreads.split(",").map(Number);
+const CLUSTER = values.cluster;
+const OUT = values.out ?? `bench/last-spread${CLUSTER ? "-cluster" : ""}.json`;
 const ROOT = new URL("..", import.meta.url).pathname;
 
 if (!(await haveRedisServer())) {
@@ -62,7 +68,7 @@ async function sendAt(sender: RawSender, perSecond: number, seconds: number): Pr
 }
 
 async function measure(spread: number) {
-  const redis = await startRedis();
+  const redis = await startShared(CLUSTER);
   const instances: Awaited<ReturnType<typeof startInstance>>[] = [];
   try {
     for (let i = 0; i < spread; i++) instances.push(await startInstance(ROOT, redis.url));
@@ -87,12 +93,11 @@ async function measure(spread: number) {
     recording = false;
 
     // Heavy: deliveries per second, CPU, Redis's share.
-    const cpus = () =>
-      [...instances.map((i) => i.child.pid), redis.child.pid].map(processCpuSeconds);
+    const cpus = () => [...instances.map((i) => i.child.pid), ...redis.pids].map(processCpuSeconds);
     const lines = () => receivers.reduce((sum, r) => sum + r.lines, 0);
     const cpu0 = cpus();
     const lines0 = lines();
-    const counters0 = await redisCounters(redis.port);
+    const counters0 = await sharedCounters(redis);
     const t0 = performance.now();
     const sent = await sendAt(sender, RATE, SECONDS);
     // Until everything sent is delivered (or nothing more comes for a second, or 10 s): where
@@ -110,7 +115,7 @@ async function measure(spread: number) {
     const drainSeconds = (performance.now() - sentAt) / 1000;
     const elapsed = (performance.now() - t0) / 1000;
     const cpu1 = cpus();
-    const counters1 = await redisCounters(redis.port);
+    const counters1 = await sharedCounters(redis);
     const delivered = lines() - lines0;
     await sender.close();
     for (const receiver of receivers) receiver.close();
@@ -125,19 +130,21 @@ async function measure(spread: number) {
       drainSeconds,
       deliveriesPerSecond: delivered / elapsed,
       instanceCpu: cpu1.slice(0, spread).map((c, i) => (c - cpu0[i]!) / elapsed),
-      redisCpu: (cpu1[spread]! - cpu0[spread]!) / elapsed,
+      // Every redis-server's, replicas' included (on a cluster they replay every write).
+      redisCpu: cpu1.slice(spread).reduce((sum, c, i) => sum + c - cpu0[spread + i]!, 0) / elapsed,
       redisCallsPerMessage: perMessage(counters0.calls, counters1.calls, sent),
       redisBytesPerMessage: Math.round((counters1.bytes - counters0.bytes) / sent),
     };
   } finally {
-    await stopAll([...instances.map((i) => i.child), redis.child]);
+    await stopAll(instances.map((i) => i.child));
+    await redis.stop();
   }
 }
 
 console.log(
-  `spread: ${RECEIVERS} receivers of one room split over 1-3 instances; latency at ${
-    1000 / INTERVAL_MS
-  } msg/s, throughput at ${RATE} msg/s`,
+  `spread: ${RECEIVERS} receivers of one room split over 1-3 instances sharing ${
+    CLUSTER ? "a Redis Cluster (3 masters, 3 replicas)" : "one Redis"
+  }; latency at ${1000 / INTERVAL_MS} msg/s, throughput at ${RATE} msg/s`,
 );
 const runs = [];
 for (const spread of SPREADS) {
@@ -156,7 +163,11 @@ for (const spread of SPREADS) {
   );
 }
 await Deno.writeTextFile(
-  values.out,
-  JSON.stringify({ date: new Date().toISOString(), receivers: RECEIVERS, runs }, null, 2) + "\n",
+  OUT,
+  JSON.stringify(
+    { date: new Date().toISOString(), receivers: RECEIVERS, cluster: CLUSTER, runs },
+    null,
+    2,
+  ) + "\n",
 );
-console.log(`wrote ${values.out}`);
+console.log(`wrote ${OUT}`);

@@ -11,11 +11,18 @@ import { freePort, RedisServer } from "./redis_server.ts";
 const MASTERS = 3;
 const SLOTS = 16384;
 
-/** How long a node may be silent before it is suspected; failover follows in about twice this. */
+/**
+ * How long a node may be silent before it is suspected; failover follows in about twice this.
+ * Short for tests, which kill masters on purpose; a benchmark that loads the machine passes a
+ * longer one, so that a node slowed by the load is not failed over.
+ */
 const NODE_TIMEOUT_MS = 1000;
 
 /** One line of `CLUSTER NODES`, as much of it as the harness needs. */
 interface NodeLine {
+  id: string;
+  /** A replica's master's id; "-" for a master. */
+  master: string;
   port: number;
   flags: string[];
   /** Inclusive slot ranges; importing/migrating entries (`[...]`) are left out. */
@@ -40,6 +47,11 @@ export class RedisCluster {
     return this.#servers.map((server) => server.url);
   }
 
+  /** Every node, masters and replicas alike, killed ones included. */
+  get servers(): readonly RedisServer[] {
+    return this.#servers;
+  }
+
   /** The first node's address; once killMaster has killed it, only `urls` still reaches the rest. */
   get url(): string {
     return this.#servers[0]!.url;
@@ -49,7 +61,7 @@ export class RedisCluster {
    * Starts six nodes, joins them into three shards and returns once every node says the cluster
    * is ok and every replica has finished its first sync (before that, WAIT would count 0).
    */
-  static async start(): Promise<RedisCluster> {
+  static async start({ nodeTimeoutMs = NODE_TIMEOUT_MS } = {}): Promise<RedisCluster> {
     const dir = await Deno.makeTempDir({ prefix: "natter-cluster-" });
     // Each node also listens on a bus port, by default its port + 10000: for an ephemeral port
     // that can be past 65535 or taken, so the bus ports are chosen free too.
@@ -70,7 +82,7 @@ export class RedisCluster {
         "--cluster-port",
         String(busPorts[i]),
         "--cluster-node-timeout",
-        String(NODE_TIMEOUT_MS),
+        String(nodeTimeoutMs),
         // A replica takes over however long it has been cut off: a test wants a failover, not
         // a judgement on whether the replica's data is fresh enough.
         "--cluster-replica-validity-factor",
@@ -131,12 +143,25 @@ export class RedisCluster {
     return { port, server: this.#server(port) };
   }
 
-  /** The live masters, as the first live node sees them now. */
+  /**
+   * The live masters that serve slots, as the first live node sees them now (just after the
+   * cluster forms, a node may still list a replica as a master without slots).
+   */
   async masters(): Promise<RedisServer[]> {
     const view = nodes(bulk(await this.#live()[0]!.command("CLUSTER", "NODES")));
     return view.filter((node) =>
-      node.flags.includes("master") && !node.flags.includes("fail") && !this.#down.has(node.port)
+      node.flags.includes("master") && !node.flags.includes("fail") &&
+      node.slots.length > 0 && !this.#down.has(node.port)
     ).map((node) => this.#server(node.port));
+  }
+
+  /** The replica of the master on `port`. */
+  async replicaOf(port: number): Promise<RedisServer> {
+    const view = nodes(bulk(await this.#live()[0]!.command("CLUSTER", "NODES")));
+    const master = view.find((node) => node.port === port);
+    const replica = view.find((node) => master && node.master === master.id);
+    if (!replica) throw new Error(`no replica of ${port}`);
+    return this.#server(replica.port);
   }
 
   /** Kills a node at once (SIGKILL), like a crash; a master's slots are noted for waitForFailover. */
@@ -239,8 +264,12 @@ function fields(text: string): Record<string, string> {
 /** `CLUSTER NODES`: `<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot>...` */
 function nodes(text: string): NodeLine[] {
   return text.trim().split("\n").map((line) => {
-    const [, address = "", flags = "", , , , , , ...slots] = line.trim().split(" ");
+    const [id = "", address = "", flags = "", master = "", , , , , ...slots] = line.trim().split(
+      " ",
+    );
     return {
+      id,
+      master,
       port: Number(/:(\d+)@/.exec(address)?.[1]),
       flags: flags.split(","),
       slots: slots.filter((slot) => !slot.startsWith("[")).map((slot) => {

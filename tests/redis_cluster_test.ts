@@ -15,7 +15,9 @@ const enabled = haveRedis();
 
 /** A cluster, and two instances given different nodes of it; everything stopped afterwards. */
 async function withCluster(
-  fn: (ctx: { redis: RedisCluster; ports: [number, number] }) => Promise<void>,
+  fn: (
+    ctx: { redis: RedisCluster; ports: [number, number]; servers: ServerProcess[] },
+  ) => Promise<void>,
 ): Promise<void> {
   const redis = await RedisCluster.start();
   const started: ServerProcess[] = [];
@@ -24,7 +26,7 @@ async function withCluster(
       started.push(await ServerProcess.start(["--port", "0", "--redis", url]));
     }
     const ports = await Promise.all(started.map((server) => server.port()));
-    await fn({ redis, ports: ports as [number, number] });
+    await fn({ redis, ports: ports as [number, number], servers: started });
   } finally {
     for (const server of started) await server.stop("SIGKILL");
     await redis.stop();
@@ -234,6 +236,35 @@ Deno.test({
         `failover: ${victim} → ${successor}; room ${room} chatting again ${resumed} ms after the kill; ${refused} sends refused or unknown and sent again`,
       );
       for (const client of [...senders, ...readers.slice(1)]) await client.close();
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Redis Cluster: a message is acknowledged once a replica has it; with the replica stalled it still is, and natter warns that a failover could lose it",
+  ignore: !enabled,
+  async fn() {
+    await withCluster(async ({ redis, ports: [pa], servers }) => {
+      const a = servers[0]!;
+      const [master, room] = [...await roomsOnEveryShard(redis)][0]!;
+      const alice = await Client.json(`ws://127.0.0.1:${pa}/?name=alice&room=${room}`);
+      alice.send({ type: "say", text: "replicated", ref: 1 });
+      await alice.event("message", (e) => e.ref === 1, 5000);
+      assert.doesNotMatch(a.stderr, /no replica that keeps up/);
+      const replica = await redis.replicaOf(master);
+      replica.freeze(true);
+      try {
+        const sent = Date.now();
+        alice.send({ type: "say", text: "not replicated", ref: 2 });
+        await alice.event("message", (e) => e.ref === 2, 5000);
+        const waited = Date.now() - sent;
+        assert.ok(waited >= 90, `the acknowledgement waited for the replica (${waited} ms)`);
+        await until(() => /no replica that keeps up/.test(a.stderr), "the warning", 3000);
+      } finally {
+        replica.freeze(false);
+      }
+      await alice.close();
     });
   },
 });

@@ -57,6 +57,11 @@ export class RedisServer {
     return `redis://127.0.0.1:${this.port}`;
   }
 
+  /** The process's id while it runs (for its CPU time). */
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
   static async start(port = freePort(), dir?: string, extra: string[] = []): Promise<RedisServer> {
     const server = new RedisServer(port, dir, extra);
     await server.restart();

@@ -65,6 +65,11 @@ export class RedisLink {
   readonly single: RedisClientType | undefined;
   readonly #subscriber: RedisClientType | undefined;
   readonly #nodes: RedisClusterType | undefined;
+  /** On a cluster: per key, the WAIT out now and the one the writes since then share. */
+  readonly #waits = new Map<
+    string,
+    { current: Promise<boolean>; next: Promise<boolean> | undefined }
+  >();
   /** On a cluster: the channels heard and their listeners, subscribed again after a failover. */
   readonly #channels = new Map<string, Set<Listener>>();
   #up = false;
@@ -241,10 +246,32 @@ export class RedisLink {
    * write sent to it so far, so that a failover keeps what is acknowledged; resolves to false if
    * none had it in time (the shard has no working replica). On one Redis: true at once.
    */
-  async replicated(key: string): Promise<boolean> {
-    if (!this.#nodes) return true;
-    const count = await this.#nodes.sendCommand(key, false, ["WAIT", "1", String(REPLICA_MS)]);
-    return Number(count) >= 1;
+  replicated(key: string): Promise<boolean> {
+    if (!this.#nodes) return Promise.resolve(true);
+    // Group commit: a WAIT covers every write its connection sent before it. While one is out
+    // (it may have left before this write), the writes that finish share the next one, sent
+    // when it returns: one WAIT per round trip, not per message, under load.
+    const group = this.#waits.get(key);
+    if (!group) return this.#wait(key);
+    return group.next ??= group.current.catch(() => {}).then(() => {
+      group.next = undefined;
+      return this.#wait(key);
+    });
+  }
+
+  /** Sends one WAIT for `key`'s shard, as the group's current one. */
+  #wait(key: string): Promise<boolean> {
+    const current = this.#nodes!.sendCommand(key, false, ["WAIT", "1", String(REPLICA_MS)])
+      .then((count) => Number(count) >= 1);
+    const group = this.#waits.get(key);
+    if (group) group.current = current;
+    else this.#waits.set(key, { current, next: undefined });
+    const settled = () => {
+      const now = this.#waits.get(key);
+      if (now?.current === current && now.next === undefined) this.#waits.delete(key);
+    };
+    current.then(settled, settled);
+    return current;
   }
 
   /** Publishes on a channel (sharded pub/sub on a cluster: the channel's shard carries it). */
