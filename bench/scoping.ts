@@ -80,6 +80,7 @@ try {
   const [, idle1, redisIdle1] = cpu();
 
   const [a0, b0, r0] = cpu();
+  const nodes0 = redis.pids.map(processCpuSeconds);
   const redis0 = await sharedCounters(redis);
   const lines0 = receivers.reduce((sum, r) => sum + r.lines, 0);
   const started = performance.now();
@@ -91,6 +92,7 @@ try {
   }
   await new Promise((r) => setTimeout(r, 500));
   const [a1, b1, r1] = cpu();
+  const nodes1 = redis.pids.map(processCpuSeconds);
   const redis1 = await sharedCounters(redis);
   const delivered = receivers.reduce((sum, r) => sum + r.lines, 0) - lines0;
   // What each message cost Redis: commands by name, and bytes through it (both directions).
@@ -106,6 +108,8 @@ try {
     bCpuIdle: (idle1! - idle0!) / SECONDS,
     redisCpu: (r1! - r0!) / SECONDS,
     redisCpuIdle: (redisIdle1! - redisIdle0!) / SECONDS,
+    /** Each redis-server's share (on a cluster: the busiest is the room's master). */
+    redisCpuByNode: nodes1.map((c, i) => Math.round((c - nodes0[i]!) / SECONDS * 1000) / 1000),
     redisCallsPerMessage: perMsg,
     redisBytesPerMessage: Math.round((redis1.bytes - redis0.bytes) / sent),
   };
