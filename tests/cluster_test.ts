@@ -416,3 +416,20 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "Redis: a Redis that wants a password natter was not given is refused at start, saying how",
+  ignore: !enabled,
+  async fn() {
+    const redis = await RedisServer.start();
+    try {
+      await redis.command("CONFIG", "SET", "requirepass", "secret");
+      const result = await run(["run", "--allow-net", MAIN, "--port", "0", "--redis", redis.url]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /refused natter: NOAUTH.*redis:\/\/USER:PASSWORD@HOST:PORT/);
+      assert.doesNotMatch(result.stderr, /^\s+at /m, "a message, not a stack trace");
+    } finally {
+      await redis.kill();
+    }
+  },
+});

@@ -87,6 +87,9 @@ export class RedisCluster {
         // a judgement on whether the replica's data is fresh enough.
         "--cluster-replica-validity-factor",
         "0",
+        // As docs/DEPLOY.md advises: a shard without a master stops its own slots, not all.
+        "--cluster-require-full-coverage",
+        "no",
         // The first sync otherwise waits 5 s for more replicas to share one snapshot.
         "--repl-diskless-sync-delay",
         "0",
@@ -166,12 +169,51 @@ export class RedisCluster {
 
   /** Kills a node at once (SIGKILL), like a crash; a master's slots are noted for waitForFailover. */
   async killMaster(port: number): Promise<void> {
-    const server = this.#server(port);
-    const served = nodes(bulk(await server.command("CLUSTER", "NODES")))
+    await this.#orphan(port);
+    await this.#server(port).kill();
+  }
+
+  /**
+   * Stops a master's process (SIGSTOP) without closing its connections, like a hung host or a
+   * partition; its slots are noted for waitForFailover. {@link thaw} lets it go on.
+   */
+  async freezeMaster(port: number): Promise<void> {
+    await this.#orphan(port);
+    this.#server(port).freeze(true);
+  }
+
+  /** Lets a frozen node go on; it comes back as a replica of the node that took over. */
+  thaw(port: number): void {
+    this.#server(port).freeze(false);
+    this.#down.delete(port);
+  }
+
+  /**
+   * A planned failover (`CLUSTER FAILOVER` on the master's replica): the two swap roles with no
+   * connection broken; returns once every node agrees on the new master's port.
+   */
+  async switchOver(port: number): Promise<number> {
+    const replica = await this.replicaOf(port);
+    const slot = nodes(bulk(await this.#server(port).command("CLUSTER", "NODES")))
+      .find((node) => node.port === port)?.slots[0]?.[0];
+    if (slot === undefined) throw new Error(`${port} serves no slots`);
+    await replica.command("CLUSTER", "FAILOVER");
+    await this.#waitFor(`${replica.port} to take over from ${port}`, async () => {
+      for (const server of this.#live()) {
+        const view = nodes(bulk(await server.command("CLUSTER", "NODES")));
+        if (masterOfSlot(view, slot) !== replica.port) return false;
+      }
+      return await this.#allOk(2 * MASTERS);
+    });
+    return replica.port;
+  }
+
+  /** Notes a slot of the master on `port` for waitForFailover, and stops asking it anything. */
+  async #orphan(port: number): Promise<void> {
+    const served = nodes(bulk(await this.#server(port).command("CLUSTER", "NODES")))
       .find((node) => node.port === port)?.slots[0];
     if (served) this.#orphaned.set(port, served[0]);
     this.#down.add(port);
-    await server.kill();
   }
 
   /**

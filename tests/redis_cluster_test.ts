@@ -268,3 +268,110 @@ Deno.test({
     });
   },
 });
+
+/** Waits until `reader` hears a line `sender` says now, live (within `ms`), in `room`. */
+async function heardLive(sender: Client, reader: Client, text: string, ms = 3000) {
+  sender.send({ type: "say", text });
+  await reader.event("message", (e) => e.text === text, ms);
+}
+
+Deno.test({
+  name:
+    "Redis Cluster: a planned failover of every shard (CLUSTER FAILOVER) keeps rooms heard live across instances and the instances in touch",
+  ignore: !enabled,
+  async fn() {
+    await withCluster(async ({ redis, ports: [pa, pb] }) => {
+      const rooms = await roomsOnEveryShard(redis);
+      const pairs: [Client, Client][] = [];
+      for (const room of rooms.values()) {
+        const sender = await Client.json(`ws://127.0.0.1:${pa}/?name=s&room=${room}`);
+        const reader = await Client.json(`ws://127.0.0.1:${pb}/?name=r&room=${room}`);
+        await heardLive(sender, reader, `before in ${room}`);
+        pairs.push([sender, reader]);
+      }
+      for (const master of rooms.keys()) await redis.switchOver(master);
+      // Every room is still heard live on the other instance (not only on the next gap).
+      for (const [i, [sender, reader]] of pairs.entries()) {
+        await until(
+          async () => {
+            try {
+              await heardLive(sender, reader, `after ${Date.now()} in ${i}`, 1000);
+              return true;
+            } catch {
+              return false;
+            }
+          },
+          `room ${i} heard live after the failovers`,
+          8000,
+        );
+      }
+      await until(
+        async () => (await shardChannels(redis)).join() === [...rooms.values()].sort().join(),
+        "the rooms' channels on their new masters",
+      );
+      // The instances still hear each other's heartbeats (presence travels on one channel).
+      await sleep(8000);
+      for (const port of [pa, pb]) {
+        const bus = (await health(port)).bus as { peers: number };
+        assert.equal(bus.peers, 1, `instance ${port} still hears the other`);
+      }
+      for (const [sender, reader] of pairs) await Promise.all([sender.close(), reader.close()]);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "Redis Cluster: a master that hangs (SIGSTOP) stops only its own rooms, and natter follows the failover while it still hangs",
+  ignore: !enabled,
+  async fn() {
+    await withCluster(async ({ redis, ports: [pa, pb] }) => {
+      const rooms = [...await roomsOnEveryShard(redis)];
+      const [victim, hung] = rooms[0]!;
+      const clients = new Map<string, [Client, Client]>();
+      for (const [, room] of rooms) {
+        clients.set(room, [
+          await Client.json(`ws://127.0.0.1:${pa}/?name=s&room=${room}`),
+          await Client.json(`ws://127.0.0.1:${pb}/?name=r&room=${room}`),
+        ]);
+      }
+      await redis.freezeMaster(victim);
+      try {
+        // While it hangs, before the failover, the other shards' rooms chat as before.
+        await sleep(2500);
+        for (const [, room] of rooms.slice(1)) {
+          const [sender, reader] = clients.get(room)!;
+          sender.send({ type: "say", text: `during in ${room}`, ref: room });
+          const answer = await sender.next((line) => line.includes(`"ref":"${room}"`), 5000);
+          assert.equal(JSON.parse(answer).type, "message", `acknowledged in ${room}: ${answer}`);
+          await reader.event("message", (e) => e.text === `during in ${room}`, 3000);
+        }
+        await redis.waitForFailover(victim);
+        // The hung master's room chats again, heard live on the other instance, while it hangs.
+        const [sender, reader] = clients.get(hung)!;
+        await until(
+          async () => {
+            const ref = `r${Date.now()}`;
+            sender.send({ type: "say", text: ref, ref });
+            const answer = JSON.parse(
+              await sender.next((line) => line.includes(`"ref":"${ref}"`), 5000),
+            );
+            if (answer.type !== "message") return false;
+            await reader.event("message", (e) => e.text === ref, 3000);
+            return true;
+          },
+          "the hung master's room to chat again",
+          15_000,
+        );
+        for (const port of [pa, pb]) {
+          await until(async () => (await health(port)).status === "ok", `${port} healthy`);
+        }
+      } finally {
+        redis.thaw(victim);
+      }
+      for (const [sender, reader] of clients.values()) {
+        await Promise.all([sender.close(), reader.close()]);
+      }
+    });
+  },
+});

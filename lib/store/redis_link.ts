@@ -11,7 +11,13 @@
  * only this instance's own clients (on a cluster: for the rooms on the shard that is down).
  */
 
-import { createClient, createCluster, type RedisClientType, type RedisClusterType } from "redis";
+import {
+  createClient,
+  createCluster,
+  ErrorReply,
+  type RedisClientType,
+  type RedisClusterType,
+} from "redis";
 import type { Logger } from "../base/log.ts";
 
 /** Redis could not be used at start; the message says why. */
@@ -54,7 +60,7 @@ type Listener = (message: string) => void;
  * The connections to Redis and whether they work. On one Redis: a command connection and a
  * subscription connection. On a Redis Cluster: the cluster client's connection to every master
  * (and, for sharded pub/sub, a subscription connection to the masters whose channels this
- * instance hears); the link follows a failover itself (see {@link RedisLink.#watchTopology}).
+ * instance hears); the link follows a failover itself (see {@link RedisLink.#follow}).
  */
 export class RedisLink {
   /** Whether it is a Redis Cluster (see lib/store/redis_store.ts). */
@@ -77,6 +83,9 @@ export class RedisLink {
   #started = false;
   /** Set while a ping goes unanswered: the connection is open but Redis does not answer. */
   #stalled = false;
+  /** On a cluster: the masters (by address) whose last ping went unanswered. */
+  #unanswered = new Set<string>();
+  #checking = false;
   #watch: ReturnType<typeof setInterval> | undefined;
   #topology: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
@@ -141,6 +150,8 @@ export class RedisLink {
     }
     try {
       await link.single!.connect();
+      await link.single!.ping(); // a Redis that wants a password says so here (NOAUTH)
+      // A Redis that hides INFO (some managed ones rename it) is taken for a single one.
       const info = await link.single!.info("cluster").catch(() => "");
       if (/^cluster_enabled:1/m.test(info)) {
         // A node whose cluster does not serve every slot would refuse some rooms' messages.
@@ -163,6 +174,14 @@ export class RedisLink {
     } catch (error) {
       link.#destroy();
       if (error instanceof RedisError) throw error;
+      if (error instanceof ErrorReply) {
+        throw new RedisError(
+          `Redis at ${redact(url)} refused natter: ${error.message}` +
+            (/NOAUTH|WRONGPASS/.test(error.message)
+              ? " (give the user and password in the URL: redis://USER:PASSWORD@HOST:PORT)"
+              : ""),
+        );
+      }
       throw new RedisError(`cannot reach Redis at ${redact(url)}: ${(error as Error).message}`);
     }
     link.#started = true;
@@ -188,48 +207,104 @@ export class RedisLink {
 
   /** Pings Redis; no answer within {@link ANSWER_MS} counts as down until one comes. */
   async #check(): Promise<void> {
-    const clients = this.#nodes
-      ? this.#nodes.masters.map((master) => master.client as RedisClientType | undefined)
-      : [this.single];
-    if (clients.some((client) => !client?.isReady)) return;
+    if (this.#nodes) return await this.#checkCluster();
+    const client = this.single!;
+    if (!client.isReady) return;
     try {
-      await withTimeout(Promise.all(clients.map((client) => client!.ping())), ANSWER_MS);
+      await withTimeout(client.ping(), ANSWER_MS);
       if (this.#stalled) {
         this.#stalled = false;
         this.#update();
       }
     } catch (error) {
-      if (this.#stalled || clients.some((client) => !client?.isReady)) return;
+      if (this.#stalled || !client.isReady) return;
       this.#stalled = true;
       this.#update(`Redis does not answer (${(error as Error).message})`);
     }
   }
 
   /**
-   * node-redis learns where slots went only from a MOVED reply, and a dead master sends none:
-   * its slots would fail as "offline" for good. So while any master's connection is broken,
-   * the link re-reads the slots from a master that answers every {@link TOPOLOGY_MS}, until the
-   * cluster has promoted a replica (the dead node drops out of the slots) or the node is back,
-   * and subscribes again to every channel it hears (a channel's shard may have moved).
+   * On a cluster, each master is pinged on its own: one that does not answer (hung, or cut off
+   * without its connection breaking) makes the link count as down and the topology be watched,
+   * but commands to the other masters go on (each has its own deadline). Then the slots are read
+   * again and every channel that no master's subscription carries is subscribed to again.
    */
-  async #watchTopology(): Promise<void> {
+  async #checkCluster(): Promise<void> {
+    if (this.#checking) return; // the last one still waits on a master that does not answer
+    this.#checking = true;
+    try {
+      await this.#checkNodes();
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  async #checkNodes(): Promise<void> {
     const nodes = this.#nodes!;
-    const broken = () => this.#clients().some((client) => !client?.isReady);
+    const unanswered = new Set<string>();
+    await Promise.all(nodes.masters.map(async (master) => {
+      const client = master.client;
+      if (!client?.isReady) return;
+      try {
+        await withTimeout(client.ping(), ANSWER_MS);
+      } catch {
+        unanswered.add(master.address);
+      }
+    }));
+    if (this.#closed) return;
+    this.#unanswered = unanswered;
+    if (unanswered.size > 0) {
+      this.#update(`Redis Cluster node ${[...unanswered].join(", ")} does not answer`);
+      this.#topology ??= setTimeout(() => this.#watchTopology(), 0);
+    }
+    await this.#follow();
+    this.#update();
+  }
+
+  /**
+   * node-redis learns where slots went only from a MOVED reply, which a dead or hung master never
+   * sends, and a planned failover leaves it subscribed on a node that is a replica now (which
+   * unsubscribes it). So the link re-reads the slots itself, from a master that answers (every
+   * second, and every {@link TOPOLOGY_MS} while a master is unreachable: see
+   * {@link RedisLink.#watchTopology}), and subscribes again to every channel that no master's
+   * subscription connection carries any more.
+   */
+  async #follow(): Promise<void> {
+    const nodes = this.#nodes!;
+    const live = nodes.masters.find((master) =>
+      master.client?.isReady && !this.#unanswered.has(master.address)
+    )?.client;
+    if (!live || this.#closed) return;
+    try {
+      await nodes._slots.rediscover(live);
+      const heard = new Set<string>();
+      for (const master of nodes.masters) {
+        const listeners = master.pubSub?.client.getPubSubListeners("SHARDED");
+        for (const channel of listeners?.keys() ?? []) heard.add(channel);
+      }
+      let again = 0;
+      for (const [channel, listeners] of this.#channels) {
+        if (heard.has(channel) || this.#closed) continue;
+        for (const listener of listeners) await nodes.sSubscribe(channel, listener);
+        again++;
+      }
+      if (again > 0) {
+        this.log.info("Redis Cluster changed: subscribed again", { channels: again });
+      }
+    } catch {
+      // Tried again at the next check.
+    }
+  }
+
+  /** While a master's connection is broken or a master does not answer, follows every 250 ms. */
+  async #watchTopology(): Promise<void> {
+    const broken = () =>
+      this.#unanswered.size > 0 || this.#clients().some((client) => !client?.isReady);
     if (this.#closed || !broken()) {
       this.#topology = undefined;
       return;
     }
-    const live = nodes.masters.find((master) => master.client?.isReady)?.client;
-    if (live) {
-      try {
-        await nodes._slots.rediscover(live);
-        for (const [channel, listeners] of this.#channels) {
-          for (const listener of listeners) await nodes.sSubscribe(channel, listener);
-        }
-      } catch {
-        // Tried again in a moment.
-      }
-    }
+    await this.#follow();
     this.#update();
     if (this.#closed) return;
     this.#topology = setTimeout(() => this.#watchTopology(), TOPOLOGY_MS);
@@ -261,8 +336,10 @@ export class RedisLink {
 
   /** Sends one WAIT for `key`'s shard, as the group's current one. */
   #wait(key: string): Promise<boolean> {
-    const current = this.#nodes!.sendCommand(key, false, ["WAIT", "1", String(REPLICA_MS)])
-      .then((count) => Number(count) >= 1);
+    const current = withTimeout(
+      this.#nodes!.sendCommand(key, false, ["WAIT", "1", String(REPLICA_MS)]),
+      ANSWER_MS,
+    ).then((count) => Number(count) >= 1);
     const group = this.#waits.get(key);
     if (group) group.current = current;
     else this.#waits.set(key, { current, next: undefined });
@@ -323,15 +400,24 @@ export class RedisLink {
   /** Re-reads readiness; logs and reports only changes, not every failed attempt. */
   #update(reason?: string): void {
     const clients = this.#clients();
-    const up = clients.length > 0 && clients.every((client) => client?.isReady) && !this.#stalled;
+    const up = clients.length > 0 && clients.every((client) => client?.isReady) &&
+      !this.#stalled && this.#unanswered.size === 0;
     if (!up && reason) this.#reason = reason;
     if (up === this.#up || !this.#started) {
       if (this.#started || up) this.#up = up;
       return;
     }
     this.#up = up;
-    if (up) this.log.info("shared bus up", { broker: "redis", url: redact(this.url) });
-    else {
+    if (up && this.#nodes) {
+      this.log.info("shared bus up", { broker: "redis", masters: this.#nodes.masters.length });
+    } else if (up) this.log.info("shared bus up", { broker: "redis", url: redact(this.url) });
+    else if (this.#nodes) {
+      // One shard down: the others' rooms go on; the failed shard's rooms serve local clients.
+      this.log.warn("shared bus degraded: a Redis Cluster shard is unreachable, retrying", {
+        broker: "redis",
+        reason: this.#reason,
+      });
+    } else {
       this.log.warn("shared bus down: serving local clients only, retrying", {
         broker: "redis",
         reason: this.#reason,
