@@ -264,7 +264,8 @@ export class RedisLink {
   /**
    * node-redis learns where slots went only from a MOVED reply, which a dead or hung master never
    * sends, and a planned failover leaves it subscribed on a node that is a replica now (which
-   * unsubscribes it). So the link re-reads the slots itself, from a master that answers (every
+   * unsubscribes it). So the link reads the slots itself (`CLUSTER SLOTS`), from a master that
+   * answers, and has node-redis re-read them when they moved (every
    * second, and every {@link TOPOLOGY_MS} while a master is unreachable: see
    * {@link RedisLink.#watchTopology}), and subscribes again to every channel that no master's
    * subscription connection carries any more.
@@ -276,7 +277,15 @@ export class RedisLink {
     )?.client;
     if (!live || this.#closed) return;
     try {
-      await nodes._slots.rediscover(live);
+      // Asked on a connection it has; node-redis's own re-read opens a new one each time, so it
+      // runs only when the answer differs from node-redis's table.
+      const slots = await withTimeout(live.clusterSlots(), ANSWER_MS);
+      const stale = slots.some(({ from, to, master }) =>
+        [from, to].some((slot) =>
+          nodes.slots[slot]?.master.address !== `${master.host}:${master.port}`
+        )
+      );
+      if (stale) await nodes._slots.rediscover(live);
       const heard = new Set<string>();
       for (const master of nodes.masters) {
         const listeners = master.pubSub?.client.getPubSubListeners("SHARDED");
