@@ -56,6 +56,9 @@ export interface LinkStatus {
 
 type Listener = (message: string) => void;
 
+/** A connection a WAIT can be sent on. */
+type WaitClient = { sendCommand(args: string[]): Promise<unknown> };
+
 /**
  * The connections to Redis and whether they work. On one Redis: a command connection and a
  * subscription connection. On a Redis Cluster: the cluster client's connection to every master
@@ -71,11 +74,13 @@ export class RedisLink {
   readonly single: RedisClientType | undefined;
   readonly #subscriber: RedisClientType | undefined;
   readonly #nodes: RedisClusterType | undefined;
-  /** On a cluster: per key, the WAIT out now and the one the writes since then share. */
+  /** On a cluster: per master connection, the WAIT out now and the one the writes since share. */
   readonly #waits = new Map<
-    string,
+    WaitClient,
     { current: Promise<boolean>; next: Promise<boolean> | undefined }
   >();
+  /** On a cluster: the masters (by address) whose ping is still out. */
+  readonly #pinging = new Set<string>();
   /** On a cluster: the channels heard and their listeners, subscribed again after a failover. */
   readonly #channels = new Map<string, Set<Listener>>();
   #up = false;
@@ -245,8 +250,12 @@ export class RedisLink {
     await Promise.all(nodes.masters.map(async (master) => {
       const client = master.client;
       if (!client?.isReady) return;
+      // A ping still out from an earlier check is the answer: no more queue up behind it.
+      if (this.#pinging.has(master.address)) return void unanswered.add(master.address);
+      this.#pinging.add(master.address);
+      const ping = client.ping().finally(() => this.#pinging.delete(master.address));
       try {
-        await withTimeout(client.ping(), ANSWER_MS);
+        await withTimeout(ping, ANSWER_MS);
       } catch {
         unanswered.add(master.address);
       }
@@ -280,12 +289,16 @@ export class RedisLink {
       // Asked on a connection it has; node-redis's own re-read opens a new one each time, so it
       // runs only when the answer differs from node-redis's table.
       const slots = await withTimeout(live.clusterSlots(), ANSWER_MS);
-      const stale = slots.some(({ from, to, master }) =>
-        [from, to].some((slot) =>
-          nodes.slots[slot]?.master.address !== `${master.host}:${master.port}`
-        )
-      );
-      if (stale) await nodes._slots.rediscover(live);
+      const stale = slots.some(({ from, to, master }) => {
+        const address = `${master.host}:${master.port}`;
+        for (let slot = from; slot <= to; slot++) {
+          if (nodes.slots[slot]?.master.address !== address) return true;
+        }
+        return false;
+      });
+      // Each step with a deadline: one that waits on a node that is down (node-redis waits for a
+      // new master's connection) must not hold up the next check.
+      if (stale) await withTimeout(nodes._slots.rediscover(live), ANSWER_MS);
       const heard = new Set<string>();
       for (const master of nodes.masters) {
         const listeners = master.pubSub?.client.getPubSubListeners("SHARDED");
@@ -294,8 +307,14 @@ export class RedisLink {
       let again = 0;
       for (const [channel, listeners] of this.#channels) {
         if (heard.has(channel) || this.#closed) continue;
-        for (const listener of listeners) await nodes.sSubscribe(channel, listener);
-        again++;
+        try {
+          for (const listener of listeners) {
+            await withTimeout(nodes.sSubscribe(channel, listener), ANSWER_MS);
+          }
+          again++;
+        } catch {
+          // Its shard is not reachable yet: tried again at the next check.
+        }
       }
       if (again > 0) {
         this.log.info("Redis Cluster changed: subscribed again", { channels: again });
@@ -330,31 +349,35 @@ export class RedisLink {
    * write sent to it so far, so that a failover keeps what is acknowledged; resolves to false if
    * none had it in time (the shard has no working replica). On one Redis: true at once.
    */
-  replicated(key: string): Promise<boolean> {
-    if (!this.#nodes) return Promise.resolve(true);
-    // Group commit: a WAIT covers every write its connection sent before it. While one is out
-    // (it may have left before this write), the writes that finish share the next one, sent
-    // when it returns: one WAIT per round trip, not per message, under load.
-    const group = this.#waits.get(key);
-    if (!group) return this.#wait(key);
-    return group.next ??= group.current.catch(() => {}).then(() => {
+  async replicated(key: string): Promise<boolean> {
+    if (!this.#nodes) return true;
+    // The connection to the master of `key`'s slot: the one the write went on, unless the slots
+    // moved meanwhile (docs/DEPLOY.md says what that window means).
+    const { client } = await this.#nodes._slots.getClientAndSlotNumber(key, false);
+    // Group commit: a WAIT covers every write its connection sent before it, whatever the room,
+    // and blocks the connection while it waits. While one is out (it may have left before this
+    // write), the writes that finish share the next one, sent when it returns: one WAIT per
+    // round trip and master, not per message.
+    const group = this.#waits.get(client);
+    if (!group) return await this.#wait(client);
+    return await (group.next ??= group.current.catch(() => {}).then(() => {
       group.next = undefined;
-      return this.#wait(key);
-    });
+      return this.#wait(client);
+    }));
   }
 
-  /** Sends one WAIT for `key`'s shard, as the group's current one. */
-  #wait(key: string): Promise<boolean> {
+  /** Sends one WAIT on `client`, as its group's current one. */
+  #wait(client: WaitClient): Promise<boolean> {
     const current = withTimeout(
-      this.#nodes!.sendCommand(key, false, ["WAIT", "1", String(REPLICA_MS)]),
+      client.sendCommand(["WAIT", "1", String(REPLICA_MS)]),
       ANSWER_MS,
     ).then((count) => Number(count) >= 1);
-    const group = this.#waits.get(key);
+    const group = this.#waits.get(client);
     if (group) group.current = current;
-    else this.#waits.set(key, { current, next: undefined });
+    else this.#waits.set(client, { current, next: undefined });
     const settled = () => {
-      const now = this.#waits.get(key);
-      if (now?.current === current && now.next === undefined) this.#waits.delete(key);
+      const now = this.#waits.get(client);
+      if (now?.current === current && now.next === undefined) this.#waits.delete(client);
     };
     current.then(settled, settled);
     return current;
