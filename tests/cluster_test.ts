@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { HEARTBEAT_MS, PEER_TTL_MS } from "../lib/cluster/cluster.ts";
-import { Client, MAIN, run, ServerProcess, sleep } from "./helpers.ts";
+import { Client, MAIN, run, ServerProcess, sleep, welcomeOf } from "./helpers.ts";
 import { haveRedis, RedisServer } from "./redis_server.ts";
 
 const enabled = haveRedis();
@@ -102,10 +102,6 @@ Deno.test({
     });
   },
 });
-
-function welcomeOf(client: Client) {
-  return JSON.parse(client.lines.find((l) => l.includes('"welcome"'))!);
-}
 
 Deno.test({
   name: "Redis cluster: an instance killed with kill -9 leaves presence within the stated bound",

@@ -40,10 +40,14 @@ export function startServer(options: Partial<Options> = {}): TestServer {
   };
 }
 
-/** Waits until `check()` is true, polling; fails with `what` after `ms`. */
-export async function until(check: () => boolean, what: string, ms = 3000): Promise<void> {
+/** Waits until `check()` is true (or resolves true), polling; fails with `what` after `ms`. */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 3000,
+): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -150,6 +154,11 @@ export class Client {
     if (this.socket.readyState <= WebSocket.OPEN) this.socket.close();
     return await this.closed;
   }
+}
+
+/** The `welcome` event a natter.v1 client got when it joined. */
+export function welcomeOf(client: Client) {
+  return JSON.parse(client.lines.find((l) => l.includes('"welcome"'))!);
 }
 
 /** A connection for hub tests: records frames, can be told to throw, remembers being closed. */

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { roomKey } from "../lib/store/redis_store.ts";
-import { Client, ServerProcess, sleep } from "./helpers.ts";
+import { Client, ServerProcess, sleep, until, welcomeOf } from "./helpers.ts";
 import { RedisCluster } from "./redis_cluster.ts";
 import { haveRedis } from "./redis_server.ts";
 
@@ -49,14 +49,6 @@ async function health(port: number): Promise<Record<string, unknown>> {
   return await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
 }
 
-async function until(check: () => Promise<boolean> | boolean, what: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 /** Every master's sharded channels of natter's rooms (`PUBSUB SHARDCHANNELS`), sorted. */
 async function shardChannels(redis: RedisCluster): Promise<string[]> {
   const found: string[] = [];
@@ -65,10 +57,6 @@ async function shardChannels(redis: RedisCluster): Promise<string[]> {
     found.push(...[...reply.matchAll(/natter:\{(\S+)\}:room\r/g)].map((m) => m[1]!));
   }
   return found.sort();
-}
-
-function welcomeOf(client: Client) {
-  return JSON.parse(client.lines.find((l) => l.includes('"welcome"'))!);
 }
 
 Deno.test({
@@ -125,6 +113,7 @@ Deno.test({
       await until(
         async () => (await shardChannels(redis)).join() === [...rooms.values()].sort().join(),
         "one sharded channel per active room",
+        10_000,
       );
       for (const port of [pa, pb]) assert.equal((await health(port)).status, "ok");
     });
@@ -178,7 +167,11 @@ Deno.test({
       const successor = await redis.waitForFailover(victim);
       // natter follows: the killed shard's room takes messages again within seconds.
       const count = acked[0]!.size;
-      await until(() => acked[0]!.size > count + 5, "the killed shard's room to chat again");
+      await until(
+        () => acked[0]!.size > count + 5,
+        "the killed shard's room to chat again",
+        10_000,
+      );
       const resumed = Date.now() - killedAt;
       await sleep(500);
       sending = false;
@@ -230,8 +223,8 @@ Deno.test({
       for (const id of acked[0]!.values()) assert.ok(seen.has(id), `the reader has #${id}`);
       await back.close();
 
-      await until(async () => (await health(pa)).status === "ok", "A healthy again");
-      await until(async () => (await health(pb)).status === "ok", "B healthy again");
+      await until(async () => (await health(pa)).status === "ok", "A healthy again", 10_000);
+      await until(async () => (await health(pb)).status === "ok", "B healthy again", 10_000);
       console.log(
         `failover: ${victim} → ${successor}; room ${room} chatting again ${resumed} ms after the kill; ${refused} sends refused or unknown and sent again`,
       );
@@ -308,6 +301,7 @@ Deno.test({
       await until(
         async () => (await shardChannels(redis)).join() === [...rooms.values()].sort().join(),
         "the rooms' channels on their new masters",
+        10_000,
       );
       // The instances still hear each other's heartbeats (presence travels on one channel).
       await sleep(8000);
@@ -364,7 +358,7 @@ Deno.test({
           15_000,
         );
         for (const port of [pa, pb]) {
-          await until(async () => (await health(port)).status === "ok", `${port} healthy`);
+          await until(async () => (await health(port)).status === "ok", `${port} healthy`, 10_000);
         }
       } finally {
         redis.thaw(victim);

@@ -66,8 +66,6 @@ type WaitClient = { sendCommand(args: string[]): Promise<unknown> };
  * instance hears); the link follows a failover itself (see {@link RedisLink.#follow}).
  */
 export class RedisLink {
-  /** Whether it is a Redis Cluster (see lib/store/redis_store.ts). */
-  readonly cluster: boolean;
   /** The commands of the store (on a cluster, the cluster client, which routes by key). */
   readonly command: Commands;
   /** One Redis: the command connection, for what only one Redis allows (SCAN). */
@@ -101,7 +99,6 @@ export class RedisLink {
       if (!this.#started && retries >= START_ATTEMPTS) return cause;
       return Math.min(100 * 2 ** retries, MAX_BACKOFF_MS);
     };
-    this.cluster = cluster;
     if (cluster) {
       // The nodes the cluster names are reached with the same credentials and TLS as the first.
       const parsed = new URL(url);
@@ -414,6 +411,11 @@ export class RedisLink {
   get connected(): boolean {
     // On a cluster, one shard may be down while the others serve: each command says for itself.
     return this.#nodes ? this.#nodes.isOpen : this.single!.isReady;
+  }
+
+  /** Whether it is a Redis Cluster (see lib/store/redis_store.ts). */
+  get cluster(): boolean {
+    return this.#nodes !== undefined;
   }
 
   /** Whether any of its connections is still open (false once closed). */
