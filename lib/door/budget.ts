@@ -21,7 +21,6 @@ export interface Tracked {
   port: number;
   /** Counted as pending (not yet upgraded). */
   pending: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
 }
 export const TRACKED = Symbol("natter.door");
 export type TrackedSocket = net.Socket & { [TRACKED]?: Tracked | undefined };
@@ -101,7 +100,6 @@ export class DoorBudget {
       address,
       port: socket.remotePort ?? 0,
       pending: true,
-      timer: undefined,
     };
     socket[TRACKED] = state;
     this.waiting.add(socket);

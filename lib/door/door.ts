@@ -30,6 +30,7 @@ import { DoorBudget, refuse, TRACKED, type Tracked, type TrackedSocket } from ".
 import { answerClientError, readBody, requestOf, writeRefusal } from "./http.ts";
 import { apiBodyLimit } from "../transport/api.ts";
 import { Listener } from "./listener.ts";
+import { Deadlines } from "../base/deadlines.ts";
 import { DoorTrouble } from "./trouble.ts";
 import type { Logger } from "../base/log.ts";
 
@@ -69,14 +70,16 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   const trouble = new DoorTrouble(log);
   let closed = false;
 
-  /** (Re)starts the wait for a request head; a connection that sends none is closed. */
+  /** Connections waiting for a request head: one that sends none in time is closed. */
+  const heads = new Deadlines<TrackedSocket>(headerTimeoutMs, (socket) => {
+    if (socket[TRACKED]?.pending) refuse(metrics, socket, "header_timeout");
+  });
+
+  /** (Re)starts the wait for a request head. */
   function awaitHead(socket: TrackedSocket, state: Tracked): void {
-    clearTimeout(state.timer);
-    if (!state.pending) return; // upgraded since: the WebSocket's own timeouts apply
-    state.timer = setTimeout(() => {
-      if (!state.pending) return;
-      refuse(metrics, socket, "header_timeout");
-    }, headerTimeoutMs);
+    // Upgraded since: the WebSocket's own timeouts apply.
+    if (state.pending) heads.arm(socket);
+    else heads.disarm(socket);
   }
 
   function onConnection(raw: net.Socket): void {
@@ -104,17 +107,17 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     socket.setNoDelay(true);
     awaitHead(socket, state);
     socket.once("close", () => {
-      clearTimeout(state.timer);
+      heads.disarm(socket);
       // An upgraded socket's close is reported by its WebSocket, not here: its count is
       // handed back in onUpgrade's hook below.
       books.closed(socket, state);
     });
   }
 
-  /** A request head has arrived: stop its timer; the Fetch request and its client's address. */
+  /** A request head has arrived: stop its wait; the Fetch request and its client's address. */
   function arrived(request: http.IncomingMessage, socket: TrackedSocket, method: string) {
     const state = socket[TRACKED];
-    if (state) clearTimeout(state.timer);
+    heads.disarm(socket);
     // From accept time: a socket that was reset since has no address any more.
     const remote: Deno.NetAddr = {
       transport: "tcp",
@@ -128,7 +131,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
   async function onRequest(request: http.IncomingMessage, response: http.ServerResponse) {
     const socket = request.socket as TrackedSocket;
     let answer: Response;
-    // Read first: whatever happens below, the connection waits for its next head on a timer.
+    // Read first: whatever happens below, the connection waits for its next head again.
     const state = socket[TRACKED];
     const method = request.method ?? "GET";
     // The server API's requests carry a body (bounded, and timed like a head); no other does.
@@ -166,7 +169,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     response.writeHead(answer.status, headers);
     response.end(body);
     if (state && keep) response.once("finish", () => awaitHead(socket, state));
-    else if (state) awaitHead(socket, state); // closing: the timer ends it if the client does not
+    else if (state) awaitHead(socket, state); // closing: the wait ends it if the client does not
   }
 
   function onUpgrade(request: http.IncomingMessage, raw: net.Socket, head: Uint8Array): void {
@@ -266,6 +269,7 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     }),
     close() {
       closed = true;
+      heads.clear();
       listener.close();
       return Promise.resolve();
     },

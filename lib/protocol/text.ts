@@ -72,6 +72,9 @@ export function quote(text: string, max = 40): string {
  */
 let prototypeTable: ReadonlyMap<string, string> | undefined;
 
+/** Text that normalization leaves as it is (see {@link nameKey}). */
+const ASCII = /^[\x00-\x7f]*$/;
+
 function prototypes(table: Record<string, string>): Map<string, string> {
   const map = new Map<string, string>();
   for (const char in table) map.set(char, table[char]!);
@@ -124,11 +127,18 @@ function prototypes(table: Record<string, string>): Map<string, string> {
  * `Ian`/`lan` (I, l) and `Νick`/`Nick` (Greek Ν, whose ν looks like v) are different keys.
  *
  * Cheap enough for every join, rename and leave: three normalizations and one map lookup
- * per code point of at most {@link MAX_NAME} characters, and no cache of names.
+ * per code point of at most {@link MAX_NAME} characters (none of the normalizations for an
+ * ASCII name), and no cache of names.
  */
 export function nameKey(name: string): string {
   const table = prototypeTable ??= prototypes(confusables);
   let key = "";
+  if (ASCII.test(name)) {
+    // Most names (every guest's): NFKC and NFD leave ASCII as it is, so only case and the
+    // table apply, and a key that stays ASCII needs no last normalization either.
+    for (const char of name.toLowerCase()) key += table.get(char) ?? char;
+    return ASCII.test(key) ? key : key.normalize("NFD");
+  }
   for (const char of name.normalize("NFKC").toLowerCase().normalize("NFD")) {
     key += table.get(char) ?? char;
   }

@@ -10,6 +10,7 @@ import { TokenBucket } from "../base/limits.ts";
 import type { Logger } from "../base/log.ts";
 import { Metrics } from "../base/metrics.ts";
 import { Outbox, type Turns } from "./outbox.ts";
+import type { Deadlines } from "../base/deadlines.ts";
 import { CloseCode, type Format, refIn, utf8Length } from "../protocol/protocol.ts";
 
 let counter = 0;
@@ -32,6 +33,8 @@ export interface SocketSettings {
   log: Logger;
   /** The app's turns: when queued frames leave (lib/transport/outbox.ts). */
   turns: Turns;
+  /** Upgrades waiting to open: one not open within {@link OPEN_DEADLINE_MS} is abandoned. */
+  opening: Deadlines<SocketConnection>;
   /**
    * Called once per connection when its socket is gone (its close event, or a handshake that
    * never completed), to release what it held.
@@ -99,8 +102,6 @@ export class SocketConnection implements Connection {
   #unchecked = 0;
   /** Open and not yet closed: kept here so that the hot path never asks the socket. */
   #ready = false;
-  /** Frees the slot of an upgrade that never opens. */
-  #deadline: ReturnType<typeof setTimeout> | undefined;
   /** Set when natter dropped it for not reading: the kernel may still hold its unsent data. */
   droppedAsSlow = false;
   /** Called once when the connection is gone, after `onGone` (the listener's own count). */
@@ -126,7 +127,7 @@ export class SocketConnection implements Connection {
     socket.addEventListener("message", this);
     // An error is always followed by a close event, which does the cleanup.
     socket.addEventListener("close", this);
-    this.#deadline = setTimeout(() => this.abandon(), OPEN_DEADLINE_MS);
+    settings.opening.arm(this); // frees the slot of an upgrade that never opens
   }
 
   /**
@@ -136,7 +137,7 @@ export class SocketConnection implements Connection {
   abandon(): void {
     if (this.#ready || this.#gone) return;
     this.#gone = true;
-    clearTimeout(this.#deadline);
+    this.#settings.opening.disarm(this);
     this.#outbox.discard();
     try {
       this.#socket.close();
@@ -251,7 +252,7 @@ export class SocketConnection implements Connection {
   #onOpen(): void {
     const { metrics, log, hub } = this.#settings;
     if (this.#gone) return; // abandoned: too late
-    clearTimeout(this.#deadline);
+    this.#settings.opening.disarm(this);
     this.#ready = true;
     this.whenOpen?.();
     this.whenOpen = undefined;
@@ -314,7 +315,7 @@ export class SocketConnection implements Connection {
     if (this.#gone) return; // Deno may fire close twice
     this.#gone = true;
     this.#ready = false;
-    clearTimeout(this.#deadline);
+    this.#settings.opening.disarm(this);
     clearTimeout(this.#slowCheck);
     clearTimeout(this.#policyClose);
     this.#outbox.discard();

@@ -9,7 +9,8 @@
 import { addressGroup } from "../base/address.ts";
 import type { Who } from "./admission.ts";
 import type { Options } from "../ops/config.ts";
-import { SocketConnection, type SocketSettings } from "./connection.ts";
+import { OPEN_DEADLINE_MS, SocketConnection, type SocketSettings } from "./connection.ts";
+import { Deadlines } from "../base/deadlines.ts";
 import type { Turns } from "./outbox.ts";
 import type { Hub } from "../chat/hub.ts";
 import type { Logger } from "../base/log.ts";
@@ -87,6 +88,7 @@ export class Gate {
       metrics: parts.metrics,
       log: parts.log,
       turns: parts.turns,
+      opening: new Deadlines(OPEN_DEADLINE_MS, (conn) => conn.abandon()),
       onGone: (conn) => this.#gone(conn),
     };
   }
