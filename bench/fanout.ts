@@ -34,6 +34,7 @@ import {
   medians,
   open,
   pinSelf,
+  PROBE_SERVERS,
   processCpuSeconds,
   type Server,
   start,
@@ -49,6 +50,9 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/last-fanout.json" },
     only: { type: "string" },
     "no-bun": { type: "boolean", default: false },
+    // Adds the reference's chat over natter's listener (bench/probe-node-http.ts) and over a bare
+    // node:net socket: what a write costs on a WebSocket over a node socket, against Deno.serve's.
+    probes: { type: "boolean", default: false },
     // The old single deep point per receiver count (half-window refill), as in older results.
     deep: { type: "boolean", default: false },
     // Where the throughput/p99 charts go (fanout-N.svg); not written with --deep.
@@ -86,7 +90,11 @@ const GENERATOR_LIMIT = 0.9;
 const SPREAD_LIMIT = 1.15;
 // Bun's native publish joins the runs where Bun is installed (the issue's yardstick: Bun packs
 // ~35 frames into each write under load). `--no-bun` leaves it out.
-const SERVERS = [...ALL_SERVERS, ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : [])]
+const SERVERS = [
+  ...ALL_SERVERS,
+  ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : []),
+  ...(values.probes ? PROBE_SERVERS : []),
+]
   .filter((s) => !values.only || s.name === values.only);
 
 /**
