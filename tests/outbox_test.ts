@@ -32,8 +32,11 @@ function joinsIn(run: () => void): number {
   return joins;
 }
 
-/** The turns of the tests' outboxes, as an app owns one. */
-const turns = new Turns();
+/**
+ * The turns of the tests' outboxes, as an app owns one, with every event waiting for its turn's
+ * end (sending at once on a quiet server has tests of its own, at the end).
+ */
+const turns = new Turns({ atOnce: false });
 
 /** An outbox of the tests' turns. */
 function box(sink: Sink, lane = 0): Outbox {
@@ -68,7 +71,7 @@ Deno.test("Outbox packs a turn's events into one frame, sent when the turn ends"
 Deno.test("Turns: one app's flush sends its own outboxes' frames and leaves another app's alone", async () => {
   const mine: string[] = [];
   const theirs: string[] = [];
-  const other = new Turns();
+  const other = new Turns({ atOnce: false });
   push(box((frame) => mine.push(frame)), "mine");
   push(new Outbox(other, (frame) => theirs.push(frame)), "theirs");
   endOfTurn(); // this app shuts down
@@ -270,4 +273,50 @@ Deno.test("Outbox: two rooms broadcasting in turn each keep their recipients' sh
     const r = i < 3 ? 0 : 1;
     assert.deepEqual(list, [`${r}:0\n${r}:1\n${r}:2`]);
   });
+});
+
+/** Lets the event loop finish this iteration (what sent at once, then a turn's end). */
+function nextIteration(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+Deno.test("Turns: on a quiet server a broadcast goes to every recipient at once; the rest of that iteration waits for its turn's end", async () => {
+  const quiet = new Turns();
+  const frames: string[][] = [[], [], []];
+  const boxes = frames.map((list) => new Outbox(quiet, (frame) => list.push(frame)));
+  for (const outbox of boxes) push(outbox, "first", ROOM);
+  assert.deepEqual(frames, [["first"], ["first"], ["first"]], "sent before the turn ends");
+  await Promise.resolve(); // the broadcast's run of code is over
+  for (const outbox of boxes) push(outbox, "second", ROOM);
+  for (const outbox of boxes) push(outbox, "third", ROOM);
+  assert.deepEqual(frames[0], ["first"], "a burst's later events wait for the turn's end");
+  await nextIteration();
+  assert.deepEqual(frames, [0, 1, 2].map(() => ["first", "second\nthird"]));
+  // That turn gave each outbox two events: the server is busy, the next event waits too.
+  push(boxes[0]!, "fourth", ROOM);
+  assert.deepEqual(frames[0], ["first", "second\nthird"]);
+  await nextIteration();
+  assert.deepEqual(frames[0], ["first", "second\nthird", "fourth"]);
+  // A turn of one event each: quiet again, the next one goes at once.
+  await nextIteration();
+  push(boxes[1]!, "fifth", ROOM);
+  assert.deepEqual(frames[1], ["first", "second\nthird", "fifth"]);
+  quiet.flushNow();
+  await nextIteration();
+});
+
+Deno.test("Turns: nothing sent at once overtakes what an outbox has queued", async () => {
+  const quiet = new Turns();
+  const frames: string[] = [];
+  const outbox = new Outbox(quiet, (frame) => frames.push(frame));
+  const other = new Outbox(quiet, () => {});
+  push(outbox, "a"); // at once
+  await Promise.resolve();
+  push(outbox, "b"); // same iteration: queued
+  await nextIteration();
+  push(other, "c"); // quiet again: at once, for the other outbox
+  push(outbox, "d"); // the same run of code: at once too, nothing of its own is queued
+  assert.deepEqual(frames, ["a", "b", "d"]);
+  await nextIteration();
+  assert.deepEqual(frames, ["a", "b", "d"]);
 });

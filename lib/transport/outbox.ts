@@ -3,10 +3,16 @@
  * into frames of at most {@link MAX_FRAME_BYTES}, one event per line, sent when the turn ends
  * (in a `setImmediate` task, after the turn's I/O). So under load each recipient gets one write
  * per turn; Deno makes one socket write per `send()`, and this turns thousands of writes into a
- * few; a queue that grows past {@link SEND_AT_BYTES} leaves before the turn ends. Even on a
- * quiet server nothing leaves before its turn ends: the wait is a few microseconds, and a
- * turn's first event sent at once (as natter did) made two or three writes per recipient per
- * turn under moderate load, where one does (docs/ARCHITECTURE.md has the measurements).
+ * few; a queue that grows past {@link SEND_AT_BYTES} leaves before the turn ends.
+ *
+ * A quiet server does not wait for the turn's end (see {@link Turns.direct}): when the last turn
+ * gave no recipient more than one event, the next event goes to its sockets at once, with all
+ * the same run of code sends, and only what follows in the same event-loop iteration waits. At a
+ * few hundred messages a second each message is a turn of its own, and the hop to its end only
+ * added latency and CPU (bench/RESULTS.md, tenth session); under load the last turn carried
+ * several events, and every event waits for its turn's end. (Sending every turn's first event at
+ * once, as natter once did, made two or three writes per recipient per turn under moderate load,
+ * where one does: docs/ARCHITECTURE.md has the measurements.)
  *
  * Clients split frames on newlines (docs/PROTOCOL.md), so none of them can tell the difference.
  */
@@ -65,6 +71,22 @@ export class Turns {
   /** Outboxes with something to flush when this turn ends. */
   readonly #dirty = new Set<Outbox>();
   #scheduled = false;
+  /** Whether a quiet server sends at once (see {@link direct}). */
+  readonly #sendsAtOnce: boolean;
+  /** In a run of code that found the server quiet: its events leave at once. */
+  #direct = false;
+  /** The last turn gave no outbox more than one event (or it was a run of direct sends). */
+  #lastSingle = true;
+  /** Direct sends happened in this event-loop iteration: what follows in it waits its turn. */
+  #sentThisIteration = false;
+  #endDirect = () => {
+    this.#direct = false;
+    this.#sentThisIteration = true;
+    setImmediate(this.#endIteration);
+  };
+  #endIteration = () => {
+    this.#sentThisIteration = false;
+  };
   // The turn ends in a setImmediate callback: it runs once the event loop has handled this
   // iteration's I/O, every socket's events included. A microtask runs before the other sockets'
   // events (nothing would coalesce); setTimeout waits for a timer tick (~1 ms and more); a
@@ -75,9 +97,31 @@ export class Turns {
   #logs = new Map<object, TurnLog[]>();
   /** Flushes of all outboxes so far: a log of an earlier one is done with. */
   flushes = 0;
+  /** `atOnce: false`: every event waits for its turn's end, quiet or not. */
+  constructor(options: { atOnce?: boolean } = {}) {
+    this.#sendsAtOnce = options.atOnce ?? true;
+  }
+
   /** Whether this turn's flush is scheduled already. */
   get scheduled(): boolean {
     return this.#scheduled;
+  }
+
+  /**
+   * Whether an event may go to its socket now instead of at the turn's end: nothing is queued
+   * anywhere, the last turn gave no outbox more than one event, and nothing went at once earlier
+   * in this event-loop iteration (a burst: its first event goes now, the rest at its turn's end).
+   * Once true, it stays true for the run of code that asked (a broadcast's recipients), until its
+   * microtasks are done.
+   */
+  direct(): boolean {
+    if (this.#direct) return true;
+    if (
+      this.#scheduled || !this.#lastSingle || this.#sentThisIteration || !this.#sendsAtOnce
+    ) return false;
+    this.#direct = true;
+    queueMicrotask(this.#endDirect);
+    return true;
   }
 
   /** Puts an outbox on this turn's flush list. */
@@ -123,10 +167,12 @@ export class Turns {
     this.#pending = undefined;
     const boxes = [...this.#dirty];
     this.#dirty.clear();
+    let single = true;
     // `scheduled` stays set while flushing: an event queued from a sink (none is, today) waits
     // for the next flush instead of starting a new turn in the middle of this one.
     for (const box of boxes) {
       box.dirty = false;
+      if (box.events > 1) single = false;
       try {
         box.flush();
       } catch {
@@ -134,6 +180,7 @@ export class Turns {
       }
     }
     this.#scheduled = false;
+    this.#lastSingle = single;
     this.#logs = new Map();
     this.flushes++;
     if (this.#dirty.size > 0) this.#endLater();
@@ -194,6 +241,11 @@ export class Outbox {
    */
   constructor(readonly turns: Turns, readonly sink: Sink, readonly lane = 0) {}
 
+  /** Events queued and not yet handed to the socket. */
+  get events(): number {
+    return this.#runLog === undefined ? 0 : this.#end - this.#start;
+  }
+
   /** UTF-8 bytes queued and not yet handed to the socket. */
   get queued(): number {
     return this.#bytes;
@@ -208,6 +260,8 @@ export class Outbox {
     const turns = this.turns;
     const log = this.#runLog;
     if (log === undefined) {
+      // On a quiet server, nothing to wait for: it goes now (nothing of this outbox's is queued).
+      if (turns.direct()) return this.sink(event);
       // A run of one: the stream's last entry if that is this event (the broadcast's earlier
       // recipients queued it), else a new one.
       const shared = stream === this ? turns.ownLog(this) : turns.logOf(stream, this.lane);
