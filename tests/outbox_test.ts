@@ -315,8 +315,29 @@ Deno.test("Turns: nothing sent at once overtakes what an outbox has queued", asy
   push(outbox, "b"); // same iteration: queued
   await nextIteration();
   push(other, "c"); // quiet again: at once, for the other outbox
-  push(outbox, "d"); // the same run of code: at once too, nothing of its own is queued
-  assert.deepEqual(frames, ["a", "b", "d"]);
+  push(outbox, "d"); // another event in the same run: it waits for the turn's end
+  assert.deepEqual(frames, ["a", "b"]);
   await nextIteration();
   assert.deepEqual(frames, ["a", "b", "d"]);
+});
+
+Deno.test("Turns: of several broadcasts in one run (messages from several sockets in one read), only the first goes at once", async () => {
+  const quiet = new Turns();
+  const frames: string[][] = [[], [], [], []];
+  const boxes = frames.map((list, i) => new Outbox(quiet, (frame) => list.push(frame), i % 2));
+  // One broadcast in two formats (lanes 0 and 1): each lane's line goes at once.
+  boxes.forEach((outbox, i) => push(outbox, i % 2 ? '{"n":1}' : "n1", ROOM));
+  // Two more broadcasts in the same run, before any microtask: they wait, packed.
+  for (const n of [2, 3]) {
+    boxes.forEach((outbox, i) => push(outbox, i % 2 ? `{"n":${n}}` : `n${n}`, ROOM));
+  }
+  assert.deepEqual(frames, [["n1"], ['{"n":1}'], ["n1"], ['{"n":1}']]);
+  await nextIteration();
+  assert.deepEqual(frames[0], ["n1", "n2\nn3"]);
+  assert.deepEqual(frames[1], ['{"n":1}', '{"n":2}\n{"n":3}']);
+  // That turn packed two events a socket: busy, so the next broadcast waits for its turn's end.
+  push(boxes[0]!, "n4", ROOM);
+  assert.deepEqual(frames[0], ["n1", "n2\nn3"]);
+  await nextIteration();
+  assert.deepEqual(frames[0], ["n1", "n2\nn3", "n4"]);
 });

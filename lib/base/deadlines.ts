@@ -39,10 +39,12 @@ export class Deadlines<T> {
     if (this.#due.delete(item) && this.#due.size === 0) this.#idle();
   }
 
-  /** Disarms everything. */
-  clear(): void {
+  /** Disarms everything; returns what was armed. */
+  clear(): T[] {
+    const armed = [...this.#due.keys()];
     this.#due.clear();
     this.#idle();
+    return armed;
   }
 
   #idle(): void {

@@ -269,7 +269,8 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     }),
     close() {
       closed = true;
-      heads.clear();
+      // Connections still waiting to send a request are closed with the door, not left unwatched.
+      for (const socket of heads.clear()) socket.destroy();
       listener.close();
       return Promise.resolve();
     },

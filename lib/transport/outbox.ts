@@ -26,7 +26,8 @@ export const MAX_FRAME_BYTES = 64 * 1024;
  * A recipient's queue of two events or more that reaches this many bytes leaves at once, not at
  * the turn's end: a turn that brings it more than that (thousands of messages in flight) hands the
  * socket a frame now and then rather than one big burst at the end, which the kernel took slowly
- * (bench/RESULTS.md, seventh session). A single event waits for the turn's end, however big.
+ * (bench/RESULTS.md, seventh session). A single event is never sent early for its size: it waits
+ * for the turn's end, however big (unless the server is quiet: see {@link Turns.direct}).
  */
 export const SEND_AT_BYTES = 32 * 1024;
 
@@ -73,14 +74,19 @@ export class Turns {
   #scheduled = false;
   /** Whether a quiet server sends at once (see {@link direct}). */
   readonly #sendsAtOnce: boolean;
-  /** In a run of code that found the server quiet: its events leave at once. */
-  #direct = false;
+  /**
+   * The broadcast that found the server quiet, while its run of code lasts: its stream and its
+   * event in each lane (a room's text and JSON lines) leave at once; any other event waits.
+   */
+  #direct: { stream: object; events: (string | undefined)[] } | undefined;
   /** The last turn gave no outbox more than one event (or it was a run of direct sends). */
   #lastSingle = true;
+  /** An outbox got a second event this turn: the turn is a busy one. */
+  packed = false;
   /** Direct sends happened in this event-loop iteration: what follows in it waits its turn. */
   #sentThisIteration = false;
   #endDirect = () => {
-    this.#direct = false;
+    this.#direct = undefined;
     this.#sentThisIteration = true;
     setImmediate(this.#endIteration);
   };
@@ -108,18 +114,23 @@ export class Turns {
   }
 
   /**
-   * Whether an event may go to its socket now instead of at the turn's end: nothing is queued
-   * anywhere, the last turn gave no outbox more than one event, and nothing went at once earlier
-   * in this event-loop iteration (a burst: its first event goes now, the rest at its turn's end).
-   * Once true, it stays true for the run of code that asked (a broadcast's recipients), until its
-   * microtasks are done.
+   * Whether `event` (broadcast to `stream`, in `lane`) may go to its socket now instead of at the
+   * turn's end: nothing is queued anywhere, the last turn gave no outbox more than one event, and
+   * nothing went at once earlier in this event-loop iteration. Then that one broadcast goes at once
+   * to all its recipients (the same event in each lane, to the same stream), and anything else (the
+   * next message, even one another socket brought in the same read) waits for its turn's end.
    */
-  direct(): boolean {
-    if (this.#direct) return true;
+  direct(event: string, stream: object, lane: number): boolean {
+    const run = this.#direct;
+    if (run !== undefined) {
+      if (run.stream !== stream) return false;
+      return (run.events[lane] ??= event) === event;
+    }
     if (
       this.#scheduled || !this.#lastSingle || this.#sentThisIteration || !this.#sendsAtOnce
     ) return false;
-    this.#direct = true;
+    this.#direct = { stream, events: [] };
+    this.#direct.events[lane] = event;
     queueMicrotask(this.#endDirect);
     return true;
   }
@@ -167,12 +178,10 @@ export class Turns {
     this.#pending = undefined;
     const boxes = [...this.#dirty];
     this.#dirty.clear();
-    let single = true;
     // `scheduled` stays set while flushing: an event queued from a sink (none is, today) waits
     // for the next flush instead of starting a new turn in the middle of this one.
     for (const box of boxes) {
       box.dirty = false;
-      if (box.events > 1) single = false;
       try {
         box.flush();
       } catch {
@@ -180,7 +189,8 @@ export class Turns {
       }
     }
     this.#scheduled = false;
-    this.#lastSingle = single;
+    this.#lastSingle = !this.packed;
+    this.packed = false;
     this.#logs = new Map();
     this.flushes++;
     if (this.#dirty.size > 0) this.#endLater();
@@ -241,11 +251,6 @@ export class Outbox {
    */
   constructor(readonly turns: Turns, readonly sink: Sink, readonly lane = 0) {}
 
-  /** Events queued and not yet handed to the socket. */
-  get events(): number {
-    return this.#runLog === undefined ? 0 : this.#end - this.#start;
-  }
-
   /** UTF-8 bytes queued and not yet handed to the socket. */
   get queued(): number {
     return this.#bytes;
@@ -261,7 +266,7 @@ export class Outbox {
     const log = this.#runLog;
     if (log === undefined) {
       // On a quiet server, nothing to wait for: it goes now (nothing of this outbox's is queued).
-      if (turns.direct()) return this.sink(event);
+      if (turns.direct(event, stream, this.lane)) return this.sink(event);
       // A run of one: the stream's last entry if that is this event (the broadcast's earlier
       // recipients queued it), else a new one.
       const shared = stream === this ? turns.ownLog(this) : turns.logOf(stream, this.lane);
@@ -274,6 +279,7 @@ export class Outbox {
       this.#bytes += bytes;
       return turns.schedule(this); // one event alone waits for the turn's end, however big
     }
+    turns.packed = true; // a second event for one socket in one turn: a busy turn
     if (log.stream === this) {
       this.#end = logEntry(log, event, bytes) + 1; // its own log takes anything
     } else if (log.stream === stream && log.flush === turns.flushes) {
