@@ -72,8 +72,8 @@ export function quote(text: string, max = 40): string {
  */
 let prototypeTable: ReadonlyMap<string, string> | undefined;
 
-/** Text that normalization leaves as it is (see {@link nameKey}). */
-const ASCII = /^[\x00-\x7f]*$/;
+/** Printable ASCII, which normalization leaves as it is (see {@link nameKey}). */
+const ASCII = /^[ -~]*$/;
 
 function prototypes(table: Record<string, string>): Map<string, string> {
   const map = new Map<string, string>();
