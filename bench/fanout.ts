@@ -29,6 +29,7 @@ import { startProfile } from "./profile.ts";
 import { RawSender } from "./sender.ts";
 import {
   ALL_SERVERS,
+  BATCH_PROBES,
   BUN_SERVER,
   haveTaskset,
   medians,
@@ -51,7 +52,8 @@ const { values } = parseArgs({
     only: { type: "string" },
     "no-bun": { type: "boolean", default: false },
     // Adds the reference's chat over natter's listener (bench/probe-node-http.ts) and over a bare
-    // node:net socket: what a write costs on a WebSocket over a node socket, against Deno.serve's.
+    // node:net socket (what a write costs on a WebSocket over a node socket, against Deno.serve's),
+    // and natter's batching alone (bench/probe-batch.ts: the runtime's floor for a broadcast).
     probes: { type: "boolean", default: false },
     // The old single deep point per receiver count (half-window refill), as in older results.
     deep: { type: "boolean", default: false },
@@ -93,7 +95,7 @@ const SPREAD_LIMIT = 1.15;
 const SERVERS = [
   ...ALL_SERVERS,
   ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : []),
-  ...(values.probes ? PROBE_SERVERS : []),
+  ...(values.probes ? [...PROBE_SERVERS, ...BATCH_PROBES] : []),
 ]
   .filter((s) => !values.only || s.name === values.only);
 

@@ -84,6 +84,16 @@ export const PROBE_SERVERS: Server[] = [
 ];
 
 /**
+ * A floor for fan-out on this runtime (bench/fanout.ts `--probes`): the reference's chat with
+ * natter's batching and nothing else (bench/probe-batch.ts), under `Deno.serve` and over `node:http`
+ * as natter's door.
+ */
+export const BATCH_PROBES: Server[] = [
+  { name: "batch-probe", args: ["run", "-A", `${ROOT}bench/probe-batch.ts`] },
+  { name: "batch-node", args: ["run", "-A", `${ROOT}bench/probe-batch.ts`, "--node"] },
+];
+
+/**
  * The environment `deno task start` gives natter (the `VAR=value` words before `deno` in
  * deno.json), given to both servers: each runs with the same runtime settings, those that
  * natter's docs tell people to use.
