@@ -14,6 +14,7 @@
 import http from "node:http";
 import type net from "node:net";
 import { setImmediate } from "node:timers";
+import { upgradeOnNode } from "./probe-node-http.ts";
 
 const MAX_FRAME = 64 * 1024;
 const sockets = new Set<WebSocket>();
@@ -66,19 +67,11 @@ function follow(socket: WebSocket): void {
 if (Deno.args.includes("--node")) {
   // Over node:http, as natter's door: the runtime's WebSocket on the node socket.
   const server = http.createServer((_request, response) => response.end("batch probe\n"));
-  server.on("upgrade", (request: http.IncomingMessage, socket: net.Socket, head: Uint8Array) => {
-    const headers = new Headers();
-    for (
-      const name of ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"]
-    ) {
-      const value = request.headers[name];
-      if (typeof value === "string") headers.set(name, value);
-    }
-    const fetchRequest = new Request(`http://${request.headers.host}${request.url}`, { headers });
-    follow(
-      Deno.upgradeWebSocket(fetchRequest, { socket, head } as Deno.UpgradeWebSocketOptions).socket,
-    );
-  });
+  server.on(
+    "upgrade",
+    (request: http.IncomingMessage, socket: net.Socket, head: Uint8Array) =>
+      follow(upgradeOnNode(request, socket, head)),
+  );
   server.listen(0, "127.0.0.1", () => {
     const { port } = server.address() as net.AddressInfo;
     console.log(`batch probe listening on http://127.0.0.1:${port}/`);

@@ -9,10 +9,12 @@
 import http from "node:http";
 import type net from "node:net";
 
-const sockets = new Set<WebSocket>();
-const server = http.createServer((_request, response) => response.end("probe\n"));
-
-server.on("upgrade", (request: http.IncomingMessage, socket: net.Socket, head: Uint8Array) => {
+/** The runtime's WebSocket over a node socket that asked to upgrade, as natter's door makes it. */
+export function upgradeOnNode(
+  request: http.IncomingMessage,
+  socket: net.Socket,
+  head: Uint8Array,
+): WebSocket {
   const headers = new Headers();
   for (
     const name of ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"]
@@ -21,18 +23,23 @@ server.on("upgrade", (request: http.IncomingMessage, socket: net.Socket, head: U
     if (typeof value === "string") headers.set(name, value);
   }
   const fetchRequest = new Request(`http://${request.headers.host}${request.url}`, { headers });
-  const { socket: ws } = Deno.upgradeWebSocket(
-    fetchRequest,
-    { socket, head } as Deno.UpgradeWebSocketOptions,
-  );
-  ws.onopen = () => sockets.add(ws);
-  ws.onclose = () => sockets.delete(ws);
-  ws.onmessage = (event) => {
-    for (const other of sockets) if (other !== ws) other.send(event.data);
-  };
-});
+  return Deno.upgradeWebSocket(fetchRequest, { socket, head } as Deno.UpgradeWebSocketOptions)
+    .socket;
+}
 
-server.listen(0, "127.0.0.1", () => {
-  const { port } = server.address() as net.AddressInfo;
-  console.log(`node-http probe listening on http://127.0.0.1:${port}/`);
-});
+if (import.meta.main) {
+  const sockets = new Set<WebSocket>();
+  const server = http.createServer((_request, response) => response.end("probe\n"));
+  server.on("upgrade", (request: http.IncomingMessage, socket: net.Socket, head: Uint8Array) => {
+    const ws = upgradeOnNode(request, socket, head);
+    ws.onopen = () => sockets.add(ws);
+    ws.onclose = () => sockets.delete(ws);
+    ws.onmessage = (event) => {
+      for (const other of sockets) if (other !== ws) other.send(event.data);
+    };
+  });
+  server.listen(0, "127.0.0.1", () => {
+    const { port } = server.address() as net.AddressInfo;
+    console.log(`node-http probe listening on http://127.0.0.1:${port}/`);
+  });
+}
