@@ -872,3 +872,20 @@ Deno.test("Hub: a page that comes back within the grace is the same member, and 
   assert.ok(bob.events.some((e) => e.type === "left" && e.name === "carol"), "at once");
   hub.stop();
 });
+
+Deno.test("Hub: the renamed member and the room get one rename with the same time, even as the clock moves", () => {
+  let tick = 1_700_000_000_000;
+  const hub = new Hub({ now: () => tick++, server: "natter/test" });
+  const a = new FakeConnection("json");
+  const b = new FakeConnection("json");
+  hub.connect(a, { name: "bob" });
+  hub.connect(b, { name: "alice" });
+  a.clear();
+  b.clear();
+  hub.receive(a, JSON.stringify({ type: "nick", name: "robert", ref: 1 }));
+  const own = a.events.find((e) => e.type === "renamed")!;
+  const seen = b.events.find((e) => e.type === "renamed")!;
+  assert.equal(own.ref, 1);
+  assert.equal(typeof own.ts, "number");
+  assert.equal(seen.ts, own.ts);
+});

@@ -60,8 +60,8 @@ export class Naming {
     const room = member.room;
     const from = member.name;
     room.names.rename(member, name);
-    if (from !== name) this.feed.renamed(room.name, from, name, member.conn.id);
     const ts = this.now();
+    if (from !== name) this.feed.renamed(room.name, from, name, member.conn.id, ts);
     this.send.to(member, withRef({ type: "renamed", room: room.name, from, to: name, ts }, ref));
   }
 }

@@ -184,8 +184,9 @@ export class Feed {
     this.publish({ kind: "left", ...this.#change(room), name });
   }
 
-  renamed(room: string, from: string, to: string, actor: string): void {
-    this.publish({ kind: "renamed", ...this.#change(room), from, to, actor });
+  /** `ts` is the time the renamed member was told, so every copy of the event carries the same. */
+  renamed(room: string, from: string, to: string, actor: string, ts?: number): void {
+    this.publish({ kind: "renamed", ...this.#change(room, ts), from, to, actor });
   }
 
   /** Tells every hub (this one included) what a moderator or member of a community did. */
@@ -211,8 +212,11 @@ export class Feed {
   }
 
   /** The fields of a presence change from this hub: numbered, so others can see a gap. */
-  #change(room: string): { origin: string; room: string; seq: number; ts: number } {
-    return { origin: this.origin, room, seq: this.#cluster.nextSeq(), ts: this.#now() };
+  #change(
+    room: string,
+    ts = this.#now(),
+  ): { origin: string; room: string; seq: number; ts: number } {
+    return { origin: this.origin, room, seq: this.#cluster.nextSeq(), ts };
   }
 
   #receive(envelope: Envelope): void {
