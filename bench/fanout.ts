@@ -62,6 +62,9 @@ const { values } = parseArgs({
     // Profiles natter through the inspector on this port while it is measured (start it with
     // BENCH_SERVER_FLAGS=--inspect=127.0.0.1:PORT and --only natter); prints the top functions.
     profile: { type: "string" },
+    // The sender's name: natter starts each line it delivers with `name: ` (the others deliver the
+    // message as sent). Without one natter names it guest-PORT, 13 bytes more per line.
+    "sender-name": { type: "string" },
   },
 });
 const RECEIVER_COUNTS = values.receivers.split(",").map(Number);
@@ -188,7 +191,11 @@ async function measure(server: Server, receiverCount: number, window: number): P
       if (wake && sent - firstSeen < (DEEP ? window / 2 : window)) wake();
     };
     // A raw sender (bench/sender.ts): the frames of a window refill go out in one write.
-    const sender = await RawSender.open(port, path);
+    const senderName = values["sender-name"];
+    const sender = await RawSender.open(
+      port,
+      senderName === undefined ? path : `${path}&name=${encodeURIComponent(senderName)}`,
+    );
     await new Promise((r) => setTimeout(r, 300));
     let running = true;
     const pump = (async () => {
