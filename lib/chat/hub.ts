@@ -228,6 +228,7 @@ export class Hub {
     if (back && same && !banned) {
       // Its page came back within the grace: the same member, no notices, what it missed.
       back.conn = conn;
+      back.room.version++; // its room's broadcasts reach it on the new connection
       back.identity = request.identity;
       this.#members.set(conn, back);
       this.#byId.set(conn.id, back);
@@ -449,6 +450,7 @@ export class Hub {
     }
     member.name = room.names.free(base);
     room.members.add(member);
+    room.version++;
     room.names.add(member);
     // Membership starts now; the welcome (with its history) goes first, and live events that
     // arrive meanwhile wait, so nothing falls between what the history holds and what is live.

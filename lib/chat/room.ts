@@ -28,9 +28,42 @@ export interface Connection {
    * one, the event is this connection's alone. May throw; the hub then closes the connection.
    */
   send(event: string, bytes: number, stream?: object): void;
+  /**
+   * Right after it was sent an event broadcast to `stream`: follows that stream's broadcast for the
+   * rest of the turn, so that the next events sent through the returned {@link Follow} reach it
+   * with no call per recipient. Undefined where it cannot (or the connection has no such thing).
+   * An event sent to it alone takes it out, and it then gets the broadcast's events one by one.
+   */
+  follow?(stream: object): Follow | undefined;
+  /** Stops following for good: the broadcast's later events reach it only through `send`. */
+  unfollow?(): void;
   close(code: number, reason: string): void;
   /** The client's address, where there is one (for bans by address). */
   readonly address?: string;
+}
+
+/** A stream's broadcast that connections follow this turn (lib/transport/outbox.ts's Cast). */
+export interface Follow {
+  /** It still carries events (this turn's; its audience did not change). */
+  readonly live: boolean;
+  /** Sends one event (one line, `bytes` of UTF-8) to every follower; returns how many got it. */
+  send(event: string, bytes: number): number;
+  /** It stops: its followers keep what they have; a new one takes the stream's next events. */
+  freeze(): void;
+}
+
+/**
+ * A room's broadcasts in one turn: the members that follow each view's {@link Follow}, and the
+ * others (a welcome still being read, a member the turn's first broadcast skipped, a connection
+ * that cannot follow), who get each event one by one. Made by the turn's first broadcast.
+ */
+export interface RoomTurn {
+  /** The room's `version` it was made for: any change of members makes a new one. */
+  readonly version: number;
+  /** The highest `floor` of a follower: a message at or below it needs the member-by-member path. */
+  readonly floor: number;
+  readonly lanes: { readonly view: View; readonly cast: Follow }[];
+  readonly others: Member[];
 }
 
 export interface Room {
@@ -46,6 +79,10 @@ export interface Room {
   presence?: { joined: (Member | string)[]; left: string[] } | undefined;
   /** Authors here waiting for the acknowledgement of a stored message, by its id. */
   acks?: Map<number, { member: Member; ref: Ref | undefined }> | undefined;
+  /** Counts changes of its members (joins, leaves, a member's new connection). */
+  version: number;
+  /** Its broadcasts this turn, when members follow them (see {@link RoomTurn}). */
+  turn?: RoomTurn | undefined;
 }
 
 /** An event for one member, kept until its welcome has gone out. */
@@ -81,6 +118,8 @@ export interface Member {
   pending: Pending[] | undefined;
   /** Its history allowance in bytes, made on its first reply that carries any. */
   replies?: TokenBucket | undefined;
+  /** The room turn whose broadcast it follows, if any. */
+  follows?: RoomTurn | undefined;
 }
 
 /** Whether a member is still in `room` (it may have left or moved while the store was read). */
@@ -112,15 +151,37 @@ export function withRef<E extends ServerEvent>(event: E, ref: Ref | undefined): 
 export class Delivery {
   constructor(readonly metrics: Metrics) {}
 
-  /** Sends an event to everyone in a room but `skip`, encoding it at most once per view. */
+  /**
+   * Sends an event to everyone in a room but `skip`, encoding it at most once per view. The turn's
+   * first broadcast goes to each member, and those whose connections can follow the room's
+   * broadcast do (see {@link RoomTurn}): the turn's next broadcasts are queued once per view for
+   * them, and one by one only for the others, so that a busy room's message costs the same
+   * whatever the number of members.
+   */
   toRoom(room: Room, event: ServerEvent, skip?: Member, id?: number): void {
+    const turn = room.turn;
+    if (turn !== undefined) {
+      if (
+        turn.version === room.version && (id === undefined || id > turn.floor) &&
+        turn.lanes.every((lane) => lane.cast.live)
+      ) return this.#toFollowers(turn, room, event, skip, id);
+      // Its members changed, or the turn ended: its followers keep what they have.
+      for (const lane of turn.lanes) lane.cast.freeze();
+      room.turn = undefined;
+    }
     // Two views: the last one used and its frame, and the other one's, encoded on first need.
     let view: View | undefined;
     let frame: Frame | null = null;
     let otherView: View | undefined;
     let otherFrame: Frame | null = null;
+    const lanes: { view: View; cast: Follow }[] = [];
+    const others: Member[] = [];
+    const next = { version: room.version, floor: 0, lanes, others };
     for (const member of room.members) {
-      if (member === skip) continue;
+      if (member === skip) {
+        others.push(member);
+        continue;
+      }
       if (member.view !== view) {
         if (member.view === otherView) {
           [view, frame, otherView, otherFrame] = [otherView, otherFrame, view, frame];
@@ -130,6 +191,49 @@ export class Delivery {
           frame = frameOf(view.encode(event));
         }
       }
+      if (!frame || !this.frame(member, frame, id, room)) {
+        others.push(member);
+        continue;
+      }
+      const cast = member.conn.follow?.(room);
+      const lane = cast && lanes.find((lane) => lane.cast === cast);
+      if (cast === undefined) {
+        others.push(member);
+        continue;
+      }
+      if (lane !== undefined && lane.view !== member.view) {
+        member.conn.unfollow?.(); // one cast per view (a view is one format's lane): never met
+        others.push(member);
+        continue;
+      }
+      if (lane === undefined) lanes.push({ view: member.view, cast });
+      member.follows = next;
+      if (member.floor > next.floor) next.floor = member.floor;
+    }
+    if (lanes.length > 0) room.turn = next;
+  }
+
+  /** The rest of a turn's broadcasts: once per view for the followers, one by one for the others. */
+  #toFollowers(turn: RoomTurn, room: Room, event: ServerEvent, skip?: Member, id?: number): void {
+    if (skip !== undefined && skip.follows === turn) {
+      // The author follows: it leaves the room's broadcast and gets the next ones one by one.
+      skip.conn.unfollow?.();
+      skip.follows = undefined;
+      turn.others.push(skip);
+    }
+    const metrics = this.metrics;
+    for (const lane of turn.lanes) {
+      const frame = frameOf(lane.view.encode(event));
+      if (!frame) continue;
+      const sent = lane.cast.send(frame.data, frame.bytes);
+      metrics.deliveries += sent;
+      metrics.bytesOut += sent * frame.bytes;
+    }
+    let view: View | undefined;
+    let frame: Frame | null = null;
+    for (const member of turn.others) {
+      if (member === skip) continue;
+      if (member.view !== view) frame = frameOf((view = member.view).encode(event));
       if (frame) this.frame(member, frame, id, room);
     }
   }
@@ -143,20 +247,23 @@ export class Delivery {
   /**
    * Sends a frame, unless it is a message the member's welcome already carried. `room`: the room
    * it is broadcast to (see {@link Connection.send}); a frame held for a welcome goes alone.
+   * Whether it went to the connection (not held, not dropped).
    */
-  frame(member: Member, frame: Frame, id?: number, room?: Room): void {
+  frame(member: Member, frame: Frame, id?: number, room?: Room): boolean {
     if (member.pending) {
       member.pending.push({ frame, id });
-      return;
+      return false;
     }
-    if (!member.conn.open || (id !== undefined && id <= member.floor)) return;
+    if (!member.conn.open || (id !== undefined && id <= member.floor)) return false;
     const metrics = this.metrics;
     metrics.deliveries++;
     metrics.bytesOut += frame.bytes;
     try {
       member.conn.send(frame.data, frame.bytes, room);
+      return true;
     } catch {
       member.conn.close(CloseCode.internalError, "send failed");
+      return false;
     }
   }
 }
@@ -200,7 +307,7 @@ export class Rooms {
     if (!room) {
       const others = this.host.others;
       const names = new RoomNames<Member>((key) => others.has(name, key));
-      room = { name, members: new Set(), names };
+      room = { name, members: new Set(), names, version: 0 };
       this.#rooms.set(name, room);
       this.host.opened(name);
     }
@@ -211,6 +318,7 @@ export class Rooms {
   leave(member: Member): boolean {
     const room = member.room;
     if (!room.members.delete(member)) return false;
+    room.version++;
     room.names.remove(member);
     member.pending = undefined;
     if (room.members.size === 0) {

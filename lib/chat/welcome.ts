@@ -36,6 +36,7 @@ export class Welcomer {
     const { desk, feed, delivery } = this;
     const room = member.room;
     member.pending ??= [];
+    room.version++; // it follows none of the room's broadcasts while its welcome is read
     // Who is here as membership starts: changes after this reach the member as events.
     const listed = member.view.listed(this.options.bigRoom);
     const present = { members: namesIn(room, feed.view, listed), count: countIn(room, feed.view) };

@@ -9,7 +9,7 @@ import type { Connection } from "../chat/room.ts";
 import { TokenBucket } from "../base/limits.ts";
 import type { Logger } from "../base/log.ts";
 import { Metrics } from "../base/metrics.ts";
-import { Outbox, type Turns } from "./outbox.ts";
+import { type Cast, Outbox, SEND_AT_BYTES, type Turns } from "./outbox.ts";
 import type { Deadlines } from "../base/deadlines.ts";
 import { CloseCode, type Format, refIn, utf8Length } from "../protocol/protocol.ts";
 
@@ -166,6 +166,17 @@ export class SocketConnection implements Connection {
     this.#outbox.push(event, bytes, stream);
     // The socket's own buffer is checked after each real write (in #write).
     if (this.#outbox.queued > this.#settings.maxBufferedBytes) this.#checkSlow();
+  }
+
+  follow(stream: object): Cast | undefined {
+    // A follower's queue is not checked per event: it leaves at SEND_AT_BYTES, and a cap below
+    // twice that would be passed before the socket's buffer is looked at.
+    if (!this.open || this.#settings.maxBufferedBytes < 2 * SEND_AT_BYTES) return undefined;
+    return this.#outbox.follow(stream);
+  }
+
+  unfollow(): void {
+    this.#outbox.unfollow();
   }
 
   close(code: number, reason: string): void {

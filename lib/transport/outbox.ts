@@ -14,6 +14,10 @@
  * once, as natter once did, made two or three writes per recipient per turn under moderate load,
  * where one does: docs/ARCHITECTURE.md has the measurements.)
  *
+ * After a turn's first broadcast to a room, the members whose queue is the room log's last run
+ * follow the room's {@link Cast}: the turn's next broadcasts are appended once, with no work per
+ * member (docs/ARCHITECTURE.md, "After a turn's first broadcast").
+ *
  * Clients split frames on newlines (docs/PROTOCOL.md), so none of them can tell the difference.
  */
 
@@ -53,6 +57,8 @@ interface TurnLog {
   readonly sums: number[];
   /** Frames joined from runs of it, by first line: the next outbox with that run reuses them. */
   frames?: Map<number, { end: number; frame: string }>;
+  /** The outboxes that follow it (see {@link Cast}). */
+  cast?: Cast;
 }
 
 /** Appends `event` to a log; returns its index. */
@@ -232,16 +238,87 @@ function frameEnd(sums: number[], start: number, end: number): number {
   return low;
 }
 
+/**
+ * The outboxes that follow one stream's log this turn: an event sent through the cast is appended
+ * to the log once and is in the run of every follower, with no work per recipient (a room's first
+ * broadcast of a turn goes to each member and makes it a follower; see {@link Outbox.follow}). A
+ * follower that gets an event of its own (a reply, an error) leaves: its run ends where the log
+ * ended, and the cast's later events reach it one by one, as they would an outbox that never
+ * followed. A cast lasts one turn; {@link freeze} ends it early (its stream's audience changed),
+ * and every follower's run then ends where the log ended.
+ */
+export class Cast {
+  readonly #followers: Outbox[] = [];
+  /** Outboxes that followed it and left: they still get its events, one push each. */
+  readonly #left: Outbox[] = [];
+  /** Outboxes following it now. */
+  #following = 0;
+  /** Where its followers' runs end once it is frozen; Infinity while it carries events. */
+  end = Infinity;
+  /** The smallest start of a follower's run: where the largest queue starts. */
+  #from = Infinity;
+
+  constructor(readonly turns: Turns, readonly log: TurnLog) {}
+
+  /** It still carries events: it is this turn's and not frozen. */
+  get live(): boolean {
+    return this.end === Infinity && this.log.flush === this.turns.flushes;
+  }
+
+  /** An outbox follows it from line `start` of its log. */
+  join(outbox: Outbox, start: number): void {
+    this.#followers.push(outbox);
+    this.#following++;
+    if (start < this.#from) this.#from = start;
+  }
+
+  /** A follower stopped following; `stay`: it still gets the cast's events, one by one. */
+  leave(outbox: Outbox, stay: boolean): void {
+    this.#following--;
+    if (stay && this.live) this.#left.push(outbox);
+  }
+
+  /** Its followers' runs end here; its events are done with (a new cast takes the stream's). */
+  freeze(): void {
+    if (this.end === Infinity) this.end = this.log.lines.length;
+  }
+
+  /**
+   * Queues an event (its UTF-8 length is `bytes`) for every outbox in the cast at once; returns
+   * how many got it. Queues that reach {@link SEND_AT_BYTES} leave now, as an outbox's would.
+   */
+  send(event: string, bytes: number): number {
+    const log = this.log;
+    const end = logEntry(log, event, bytes) + 1;
+    this.turns.packed = true; // a follower has had an event this turn already: a busy turn
+    let sent = this.#following;
+    for (const outbox of this.#left) {
+      if (outbox.cast !== this) continue; // gone, or taken out of the cast by its owner
+      outbox.push(event, bytes, log.stream);
+      sent++;
+    }
+    if (this.#following > 0 && log.sums[end]! - log.sums[this.#from]! >= SEND_AT_BYTES) {
+      for (const outbox of this.#followers) outbox.flushFollowing(this, end);
+      this.#from = end;
+    }
+    return sent;
+  }
+}
+
 /** One connection's outbound queue. */
 export class Outbox {
   /**
    * Its queued events: `#runLog.lines[#start..#end)`, a run of a stream's log, or of a log of its
-   * own (whose stream is this outbox) once they stopped being one run of a shared one.
+   * own (whose stream is this outbox) once they stopped being one run of a shared one. While it
+   * follows a {@link Cast}, its run ends where the log ends (or where the cast froze).
    */
   #runLog: TurnLog | undefined;
   #start = 0;
   #end = 0;
   #bytes = 0;
+  /** The cast it is in this turn: following it, or left and getting its events one by one. */
+  #cast: Cast | undefined;
+  #following = false;
   /** Already in this turn's flush list. */
   dirty = false;
 
@@ -253,7 +330,67 @@ export class Outbox {
 
   /** UTF-8 bytes queued and not yet handed to the socket. */
   get queued(): number {
-    return this.#bytes;
+    if (!this.#following) return this.#bytes;
+    const sums = this.#runLog!.sums;
+    return sums[this.#runEnd()]! - sums[this.#start]!;
+  }
+
+  /** The cast it is in (see {@link Cast}), if any. */
+  get cast(): Cast | undefined {
+    return this.#cast;
+  }
+
+  /** Where its run ends: the log's end (or the cast's, frozen) while it follows one. */
+  #runEnd(): number {
+    return this.#following ? Math.min(this.#cast!.end, this.#runLog!.lines.length) : this.#end;
+  }
+
+  /**
+   * Follows `stream`'s broadcast for the rest of the turn: its run is the last of that stream's
+   * log, and every event sent through the log's {@link Cast} joins it with no call here. Returns the
+   * cast, or undefined when its queue is not such a run (nothing queued, a log of its own, an
+   * event the others did not get) or it follows already.
+   */
+  follow(stream: object): Cast | undefined {
+    const log = this.#runLog;
+    if (
+      log === undefined || this.#following || log.stream !== stream ||
+      log.flush !== this.turns.flushes || this.#end !== log.lines.length
+    ) return undefined;
+    let cast = log.cast;
+    if (cast === undefined || !cast.live) cast = log.cast = new Cast(this.turns, log);
+    this.#cast = cast;
+    this.#following = true;
+    cast.join(this, this.#start);
+    return cast;
+  }
+
+  /**
+   * Leaves its cast for good: what it has stays queued, and the cast's later events do not reach
+   * it (its owner sends them one by one, or not at all).
+   */
+  unfollow(): void {
+    this.#settle(false);
+    this.#cast = undefined;
+  }
+
+  /** Stops following: its run ends where it ends now. `stay`: it still gets the cast's events. */
+  #settle(stay: boolean): void {
+    if (!this.#following) return;
+    const end = this.#runEnd();
+    const sums = this.#runLog!.sums;
+    this.#end = end;
+    this.#bytes = sums[end]! - sums[this.#start]!;
+    this.#following = false;
+    this.#cast!.leave(this, stay);
+  }
+
+  /** Sends its run up to line `end` of its cast's log now, and follows on from there. */
+  flushFollowing(cast: Cast, end: number): void {
+    if (this.#cast !== cast || !this.#following) return;
+    const log = this.#runLog!;
+    this.#send(log, this.#start, end);
+    this.#start = end;
   }
 
   /**
@@ -262,6 +399,7 @@ export class Outbox {
    * turn's events; without one, the event is this outbox's alone.
    */
   push(event: string, bytes: number, stream: object = this): void {
+    if (this.#following) this.#settle(true); // an event of its own: it leaves its cast
     const turns = this.turns;
     const log = this.#runLog;
     if (log === undefined) {
@@ -315,9 +453,21 @@ export class Outbox {
     const log = this.#runLog;
     if (log === undefined) return;
     const from = this.#start;
-    const to = this.#end;
+    const to = this.#runEnd();
+    if (this.#following) {
+      // Sent early (its connection closes, the turn ends): it leaves its cast. One that left it
+      // already stays, and gets its next events one by one.
+      this.#cast!.leave(this, false);
+      this.#following = false;
+      this.#cast = undefined;
+    }
     this.#runLog = undefined;
     this.#bytes = 0;
+    this.#send(log, from, to);
+  }
+
+  /** Sends `lines[from..to)` of a log in frames; cut at the same lines for every outbox. */
+  #send(log: TurnLog, from: number, to: number): void {
     // Frames cut at the same lines for every outbox with this run, so that they are joined once.
     for (let start = from; start < to;) {
       const end = frameEnd(log.sums, start, to);
@@ -328,6 +478,9 @@ export class Outbox {
 
   /** Forgets what is queued (the connection is gone). */
   discard(): void {
+    if (this.#following) this.#cast!.leave(this, false);
+    this.#following = false;
+    this.#cast = undefined;
     this.#runLog = undefined;
     this.#bytes = 0;
     this.turns.forget(this);
