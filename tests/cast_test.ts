@@ -11,6 +11,8 @@ import type { Connection } from "../lib/chat/room.ts";
 import { Metrics } from "../lib/base/metrics.ts";
 import { Outbox, SEND_AT_BYTES, Turns } from "../lib/transport/outbox.ts";
 import type { Format } from "../lib/protocol/protocol.ts";
+import { MemoryStore } from "../lib/store/memory.ts";
+import type { Draft, HistoryStore, Stored } from "../lib/store/history.ts";
 
 /** A connection over a real outbox; `follows: false` makes it one that cannot follow. */
 class OutboxConnection implements Connection {
@@ -67,10 +69,20 @@ function random(seed: number): () => number {
 class World {
   readonly turns = new Turns({ atOnce: false });
   readonly metrics = new Metrics();
-  readonly hub = new Hub({ now: () => 1_700_000_000_000, metrics: this.metrics, bigRoom: 1000 });
+  readonly hub: Hub;
   readonly conns: OutboxConnection[] = [];
 
-  constructor(readonly casts: boolean) {}
+  constructor(readonly casts: boolean, store?: HistoryStore) {
+    this.hub = new Hub({
+      now: () => 1_700_000_000_000,
+      metrics: this.metrics,
+      bigRoom: 1000,
+      // Welcomes carry history however often a member moves.
+      replyBurstBytes: 1e12,
+      replyBytesPerSecond: 1e12,
+      ...(store ? { store } : {}),
+    });
+  }
 
   connect(format: Format, room: string, name: string, follows: boolean): void {
     const conn = new OutboxConnection(
@@ -129,13 +141,21 @@ function script(seed: number, length: number): Step[] {
       const name = `n${i}`;
       steps.push((w) => {
         const conn = w.conns[who]!;
-        if (conn.open) w.hub.receive(conn, `/nick ${name}`);
+        if (!conn.open) return;
+        w.hub.receive(
+          conn,
+          conn.format === "json" ? JSON.stringify({ type: "nick", name }) : `/nick ${name}`,
+        );
       });
     } else if (roll < 0.79) {
       const room = next() < 0.5 ? "a" : "b";
       steps.push((w) => {
         const conn = w.conns[who]!;
-        if (conn.open) w.hub.receive(conn, `/join ${room}`);
+        if (!conn.open) return;
+        w.hub.receive(
+          conn,
+          conn.format === "json" ? JSON.stringify({ type: "join", room }) : `/join ${room}`,
+        );
       });
     } else if (roll < 0.83) {
       steps.push((w) => w.conns[who]!.close());
@@ -213,4 +233,86 @@ Deno.test("casts: a turn's messages to a room cost one send per member, not one 
     assert.ok(said[19]!.includes("hello 19"));
   }
   assert.deepEqual(author.lines.filter((line) => line.includes("hello")), []);
+});
+
+/**
+ * A store that, while `slowReads` is set, reads when told to, and while `slowWrites` is set keeps
+ * a message at once (where welcomes find it) but answers its append when told to.
+ */
+class SlowStore implements HistoryStore {
+  readonly #inner = new MemoryStore();
+  readonly epoch = this.#inner.epoch;
+  slowReads = false;
+  slowWrites = false;
+  readonly #waiting: (() => void)[] = [];
+
+  /** Answers the first `count` reads and writes held. */
+  answer(count: number): void {
+    for (const answer of this.#waiting.splice(0, count)) answer();
+  }
+
+  /** A read is made when it is answered; a write at once (welcomes read it), answered later. */
+  #held<T>(act: () => T, slow: boolean): T | Promise<T> {
+    if (!slow) return act();
+    return new Promise<T>((resolve) => this.#waiting.push(() => resolve(act())));
+  }
+
+  append(room: string, draft: Draft, key?: string): Stored | Promise<Stored> {
+    const stored = this.#inner.append(room, draft, key);
+    return this.#held(() => stored, this.slowWrites);
+  }
+
+  latest(room: string, limit: number, before?: number) {
+    return this.#held(() => this.#inner.latest(room, limit, before), this.slowReads);
+  }
+
+  after(room: string, since: number) {
+    return this.#held(() => this.#inner.after(room, since), this.slowReads);
+  }
+
+  head(room: string) {
+    return this.#held(() => this.#inner.head(room), this.slowReads);
+  }
+
+  close(): void {}
+}
+
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+};
+
+Deno.test("casts: a member's second welcome raises its floor, and the message it carried does not come again", async () => {
+  // Found in review: the second welcome's floor was not the cast's, and its history's last message
+  // then arrived once more, live.
+  const lines: Record<string, string[][]> = {};
+  for (const casts of [false, true]) {
+    const store = new SlowStore();
+    const world = new World(casts, store);
+    world.connect("json", "r", "bob", true);
+    world.connect("json", "s", "mo", true);
+    world.turns.flushNow();
+    const [bob, mo] = world.conns as [OutboxConnection, OutboxConnection];
+    store.slowReads = true;
+    for (const room of ["r", "s", "r"]) {
+      world.hub.receive(mo, JSON.stringify({ type: "join", room }));
+    }
+    store.answer(4); // the first two welcomes' reads
+    await settle();
+    world.turns.flushNow();
+    world.hub.receive(bob, JSON.stringify({ type: "say", text: "one" })); // mo follows the cast
+    store.slowWrites = true;
+    world.hub.receive(bob, JSON.stringify({ type: "say", text: "two" })); // kept, not answered
+    store.answer(2); // the third welcome's reads: it carries "two"
+    await settle();
+    store.answer(1); // "two" is answered and goes live
+    await settle();
+    world.turns.flushNow();
+    world.hub.stop();
+    lines[String(casts)] = world.conns.map((conn) => conn.lines.map(sameEpoch));
+    if (casts) {
+      const twos = mo.lines.filter((line) => line.includes('"text":"two"'));
+      assert.equal(twos.length, 1, `mo got "two" ${twos.length} times: ${twos.join(" | ")}`);
+    }
+  }
+  assert.deepEqual(lines["true"], lines["false"]);
 });

@@ -61,6 +61,7 @@ export class Welcomer {
       () => desk.read(member, room.name, since, reserved),
       (found) => {
         if (gone()) return;
+        room.version++; // its floor changes: the room's casts no longer know it
         feed.startAt(room.name, found.head);
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];

@@ -290,7 +290,8 @@ export class Cast {
   send(event: string, bytes: number): number {
     const log = this.log;
     const end = logEntry(log, event, bytes) + 1;
-    this.turns.packed = true; // a follower has had an event this turn already: a busy turn
+    // A follower has had an event this turn already: a busy turn (a pushed one says so itself).
+    if (this.#following > 0) this.turns.packed = true;
     let sent = this.#following;
     for (const outbox of this.#left) {
       if (outbox.cast !== this) continue; // gone, or taken out of the cast by its owner
