@@ -341,3 +341,17 @@ Deno.test("Turns: of several broadcasts in one run (messages from several socket
   await nextIteration();
   assert.deepEqual(frames[0], ["n1", "n2\nn3", "n4"]);
 });
+
+Deno.test("Turns: an outbox forgotten and queued to again in one turn is flushed once, with what came after", () => {
+  const frames: string[] = [];
+  const outbox = box((frame) => frames.push(frame));
+  const other = box(() => {});
+  push(other, "x");
+  push(outbox, "before");
+  outbox.discard(); // its connection went: forgotten
+  push(outbox, "after"); // on the flush list a second time
+  endOfTurn();
+  assert.deepEqual(frames, ["after"]);
+  endOfTurn();
+  assert.deepEqual(frames, ["after"], "nothing is left to flush");
+});

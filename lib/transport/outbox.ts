@@ -75,8 +75,13 @@ function logEntry(log: TurnLog, event: string, bytes: number): number {
  * own connections and no other's.
  */
 export class Turns {
-  /** Outboxes with something to flush when this turn ends. */
-  readonly #dirty = new Set<Outbox>();
+  /**
+   * Outboxes with something to flush when this turn ends: an array, not a set (a set of a thousand
+   * outboxes, cleared and filled again every turn, was a quarter of a turn's time in-process at 16
+   * in flight). An outbox's `dirty` says whether it is on it: one forgotten stays in the array,
+   * unmarked, and is passed over.
+   */
+  #dirty: Outbox[] = [];
   #scheduled = false;
   /** Whether a quiet server sends at once (see {@link direct}). */
   readonly #sendsAtOnce: boolean;
@@ -145,13 +150,14 @@ export class Turns {
   schedule(outbox: Outbox): void {
     if (outbox.dirty) return;
     outbox.dirty = true;
-    this.#dirty.add(outbox);
+    this.#dirty.push(outbox);
     this.#endLater();
   }
 
   /** Takes an outbox off the flush list (its connection is gone). */
   forget(outbox: Outbox): void {
-    this.#dirty.delete(outbox);
+    // It stays in the array, unmarked: the flush passes over it (and over a second entry, should it
+    // be scheduled again in this turn).
     outbox.dirty = false;
   }
 
@@ -182,11 +188,12 @@ export class Turns {
 
   #flushAll(): void {
     this.#pending = undefined;
-    const boxes = [...this.#dirty];
-    this.#dirty.clear();
+    const boxes = this.#dirty;
+    this.#dirty = [];
     // `scheduled` stays set while flushing: an event queued from a sink (none is, today) waits
     // for the next flush instead of starting a new turn in the middle of this one.
     for (const box of boxes) {
+      if (!box.dirty) continue; // forgotten, or met already
       box.dirty = false;
       try {
         box.flush();
@@ -199,7 +206,7 @@ export class Turns {
     this.packed = false;
     this.#logs = new Map();
     this.flushes++;
-    if (this.#dirty.size > 0) this.#endLater();
+    if (this.#dirty.length > 0) this.#endLater();
   }
 }
 
