@@ -117,46 +117,23 @@ function script(seed: number, length: number): Step[] {
       continue;
     }
     const who = pick(conns);
+    // A step in which member `who`, if still connected, sends `json` (a JSON client) or `text`.
+    const says = (json: object, text: string) =>
+      steps.push((w) => {
+        const conn = w.conns[who]!;
+        if (conn.open) w.hub.receive(conn, conn.format === "json" ? JSON.stringify(json) : text);
+      });
     if (roll < 0.6) {
       // A message, sometimes one long enough that queues leave before the turn ends.
-      const big = next() < 0.05;
-      const text = big ? "x".repeat(SEND_AT_BYTES / 3) : `m${i}`;
-      const ref = pick(3) === 0 ? undefined : i;
-      steps.push((w) => {
-        const conn = w.conns[who]!;
-        if (!conn.open) return;
-        w.hub.receive(
-          conn,
-          conn.format === "json" ? JSON.stringify({ type: "say", text, ref }) : text,
-        );
-      });
+      const text = next() < 0.05 ? "x".repeat(SEND_AT_BYTES / 3) : `m${i}`;
+      says({ type: "say", text, ref: pick(3) === 0 ? undefined : i }, text);
     } else if (roll < 0.68) {
-      steps.push((w) => { // a reply to one member alone
-        const conn = w.conns[who]!;
-        if (conn.open) {
-          w.hub.receive(conn, conn.format === "json" ? '{"type":"who","ref":"w"}' : "/who");
-        }
-      });
+      says({ type: "who", ref: "w" }, "/who"); // a reply to one member alone
     } else if (roll < 0.74) {
-      const name = `n${i}`;
-      steps.push((w) => {
-        const conn = w.conns[who]!;
-        if (!conn.open) return;
-        w.hub.receive(
-          conn,
-          conn.format === "json" ? JSON.stringify({ type: "nick", name }) : `/nick ${name}`,
-        );
-      });
+      says({ type: "nick", name: `n${i}` }, `/nick n${i}`);
     } else if (roll < 0.79) {
       const room = next() < 0.5 ? "a" : "b";
-      steps.push((w) => {
-        const conn = w.conns[who]!;
-        if (!conn.open) return;
-        w.hub.receive(
-          conn,
-          conn.format === "json" ? JSON.stringify({ type: "join", room }) : `/join ${room}`,
-        );
-      });
+      says({ type: "join", room }, `/join ${room}`);
     } else if (roll < 0.83) {
       steps.push((w) => w.conns[who]!.close());
     } else if (roll < 0.86) {
