@@ -82,6 +82,7 @@ function setup(origin = "h2") {
   const heard: string[] = [];
   const events: RoomEvents = {
     message: (room, e) => heard.push(`${room} m${e.message.id}`),
+    passed: () => {}, // tests/order_test.ts
     joined: (room, name, actor) => heard.push(`${room} +${name}${actor ? ` by ${actor}` : ""}`),
     left: (room, name) => heard.push(`${room} -${name}`),
     renamed: (room, from, to, actor) =>

@@ -889,3 +889,53 @@ Deno.test("Hub: the renamed member and the room get one rename with the same tim
   assert.equal(typeof own.ts, "number");
   assert.equal(seen.ts, own.ts);
 });
+
+Deno.test("Hub: quick joins while the store is slow: each join is answered once, and only the last room welcomes", async () => {
+  const store = new SlowReadStore();
+  const hub = new Hub({ now: clock, store });
+  const bob = new FakeConnection("json");
+  const carol = new FakeConnection("json");
+  hub.connect(bob, { name: "bob", room: "r" });
+  hub.connect(carol, { name: "carol", room: "s" });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice" });
+  hub.receive(alice, JSON.stringify({ type: "join", room: "r", ref: "1" }));
+  hub.receive(bob, JSON.stringify({ type: "say", text: "in r, first stay" }));
+  hub.receive(alice, JSON.stringify({ type: "join", room: "s", ref: "2" }));
+  hub.receive(carol, JSON.stringify({ type: "say", text: "in s" }));
+  hub.receive(alice, JSON.stringify({ type: "join", room: "r", ref: "3" }));
+  store.release();
+  await until(() => alice.events.some((e) => e.ref === "3"), "the last join's welcome");
+  store.holding = false;
+  hub.receive(bob, JSON.stringify({ type: "say", text: "live in r" }));
+  const events = alice.events;
+  const welcomes = events.filter((e) => e.type === "welcome");
+  assert.deepEqual(welcomes.map((e) => [e.room, e.ref]), [["r", "3"]], "one welcome: the last");
+  for (const ref of ["1", "2", "3"]) {
+    assert.equal(events.filter((e) => e.ref === ref).length, 1, `join ${ref} answered once`);
+  }
+  const after = events.slice(events.indexOf(welcomes[0]!) + 1);
+  assert.ok(!after.some((e) => e.room === "s"), "nothing from #s after the welcome to #r");
+  assert.deepEqual(
+    after.filter((e) => e.type === "message").map((e) => e.text),
+    ["live in r"],
+    "what #r's welcome carried is not sent again",
+  );
+  hub.stop();
+});
+
+Deno.test("Hub: a message said before its author's welcome is acknowledged, even when the welcome carries it", async () => {
+  const store = new SlowReadStore();
+  const hub = new Hub({ now: clock, store });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice" });
+  hub.receive(alice, JSON.stringify({ type: "say", text: "early", ref: "a" }));
+  store.release();
+  await until(() => alice.events.some((e) => e.type === "welcome"), "the welcome");
+  const [welcome] = alice.events;
+  assert.deepEqual((welcome!.history as { text: string }[]).map((m) => m.text), ["early"]);
+  assert.equal(alice.events.filter((e) => e.ref === "a").length, 1, "the ack, with its ref");
+  hub.stop();
+});

@@ -55,6 +55,7 @@ function setup(gapMs = 200) {
   const clock = new FakeClock();
   const store = new FakeStore();
   const delivered: number[] = [];
+  const passed: number[] = [];
   const host: OrderHost = {
     store: {
       get epoch() {
@@ -64,6 +65,7 @@ function setup(gapMs = 200) {
       after: (_room, since) => store.afterOf(since),
     },
     deliver: (envelope) => delivered.push(envelope.message.id),
+    passed: (envelope) => passed.push(envelope.message.id),
     later: (run, ms) => clock.later(run, ms),
     cancel: (timer) => clock.cancel(timer),
     gapMs,
@@ -80,7 +82,7 @@ function setup(gapMs = 200) {
     store.head = Math.max(store.head, id);
     order.accept(envelope(id));
   };
-  return { clock, store, delivered, order, envelope, arrive };
+  return { clock, store, delivered, passed, order, envelope, arrive };
 }
 
 Deno.test("order: messages in order go out at once; a repeated id is dropped", () => {
@@ -91,6 +93,17 @@ Deno.test("order: messages in order go out at once; a repeated id is dropped", (
   assert.deepEqual(delivered, [1, 2, 3]);
   assert.equal(clock.pending, 0, "no timer when nothing is missing");
   assert.ok(order.delivered(3) && !order.delivered(4));
+});
+
+Deno.test("order: what arrived before the start, or arrives from before it, is passed, not delivered", () => {
+  const { order, delivered, passed, arrive } = setup();
+  arrive(1); // held: the room's position is not known yet
+  arrive(2);
+  order.startAt(2); // a welcome read the store up to 2: it carried both
+  arrive(3);
+  order.accept(setup().envelope(2)); // a second way for 2
+  assert.deepEqual(delivered, [3]);
+  assert.deepEqual(passed, [1, 2, 2], "each copy that is not delivered is passed on as such");
 });
 
 Deno.test("order: one that arrives early waits for the one before it, then both go in order", () => {

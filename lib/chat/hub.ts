@@ -31,7 +31,14 @@ import { GRACE_MS, Lingering, sessionOf } from "./linger.ts";
 import { Naming } from "./naming.ts";
 import { BIG_ROOM, RoomPresence } from "./presence.ts";
 import { type Connection, Delivery, type Member, namesIn, Rooms, withRef } from "./room.ts";
-import { callSender, deliverStored, memberSender, type Published, type Sender } from "./sending.ts";
+import {
+  ackPassed,
+  callSender,
+  deliverStored,
+  memberSender,
+  type Published,
+  type Sender,
+} from "./sending.ts";
 import { Welcomer } from "./welcome.ts";
 
 /** Hub settings; every field optional. */
@@ -124,6 +131,10 @@ export class Hub {
     const { heartbeatMs, peerTtlMs, gapMs } = options;
     const feed = this.#feed = new Feed(options.broker ?? new LocalBroker(), store, {
       message: (room, envelope) => this.#message(room, envelope),
+      passed: (room, envelope) => {
+        const here = this.#rooms.get(room);
+        if (here) ackPassed(this.#send, here, envelope);
+      },
       joined: (room, name, actor, ts) => this.#joined(room, name, actor, ts),
       left: (room, name, ts) => this.#left(room, name, ts),
       renamed: (room, from, to, actor, ts) => this.#renamed(room, from, to, actor, ts),
@@ -233,7 +244,7 @@ export class Hub {
       this.#members.set(conn, back);
       this.#byId.set(conn.id, back);
       this.#credentials.watch(back);
-      this.#welcomer.welcome(back, undefined, asked.since);
+      this.#welcomer.welcome(back, asked.since);
       return;
     }
     if (back) this.#exit(back);
@@ -260,7 +271,7 @@ export class Hub {
     this.#credentials.watch(member);
     this.#members.set(conn, member);
     this.#byId.set(conn.id, member);
-    this.#enter(member, asked.name, undefined, asked.since);
+    this.#enter(member, asked.name, asked.since);
     for (const error of asked.errors) this.#send.to(member, { type: "error", ...error });
   }
 
@@ -417,7 +428,7 @@ export class Hub {
     for (const room of this.#rooms.values()) {
       for (const member of room.members) {
         member.floor = 0;
-        if (member.view.replays) this.#welcomer.welcome(member, undefined, undefined);
+        if (member.view.replays) this.#welcomer.welcome(member, undefined);
       }
     }
   }
@@ -434,11 +445,14 @@ export class Hub {
     }
     this.#exit(member);
     member.room = this.#rooms.open(roomName);
-    this.#enter(member, member.wanted, ref);
+    this.#enter(member, member.wanted, undefined, { ref });
   }
 
-  /** Puts a member into its room under a free variant of `base`, welcomes it, tells the room. */
-  #enter(member: Member, base: string, ref?: Ref, since?: number): void {
+  /**
+   * Puts a member into its room under a free variant of `base`, welcomes it, tells the room.
+   * `join`: the request it answers, if it came with one.
+   */
+  #enter(member: Member, base: string, since: number | undefined, join?: { ref: Ref | undefined }) {
     const room = member.room;
     // A verified user's name is its own: whoever holds it here under another identity (a
     // `nick`-allowed user who took it) moves to a free variant.
@@ -454,7 +468,7 @@ export class Hub {
     room.names.add(member);
     // Membership starts now; the welcome (with its history) goes first, and live events that
     // arrive meanwhile wait, so nothing falls between what the history holds and what is live.
-    this.#welcomer.welcome(member, ref, since);
+    this.#welcomer.welcome(member, since, join);
     this.#feed.joined(room.name, member.name, member.conn.id);
   }
 

@@ -89,6 +89,8 @@ export interface Room {
 export interface Pending {
   readonly frame: Frame;
   readonly id: number | undefined;
+  /** The room it was broadcast to; undefined for a reply to the member alone. */
+  readonly room: Room | undefined;
 }
 
 export interface Member {
@@ -116,6 +118,8 @@ export interface Member {
   floor: number;
   /** Events that arrived while its welcome was being read from the store. */
   pending: Pending[] | undefined;
+  /** The welcome being read for it: a later one (another join) supersedes it. */
+  welcoming?: object | undefined;
   /** Its history allowance in bytes, made on its first reply that carries any. */
   replies?: TokenBucket | undefined;
   /** The room turn whose broadcast it follows, if any. */
@@ -251,7 +255,7 @@ export class Delivery {
    */
   frame(member: Member, frame: Frame, id?: number, room?: Room): boolean {
     if (member.pending) {
-      member.pending.push({ frame, id });
+      member.pending.push({ frame, id, room });
       return false;
     }
     if (!member.conn.open || (id !== undefined && id <= member.floor)) return false;
@@ -320,7 +324,6 @@ export class Rooms {
     if (!room.members.delete(member)) return false;
     room.version++;
     room.names.remove(member);
-    member.pending = undefined;
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
       this.host.closed(room.name);

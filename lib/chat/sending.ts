@@ -168,13 +168,25 @@ export function deliverStored(
   }
   send.toRoom(room, event, author, event.id);
   // The author's copy is its acknowledgement; plain-text authors get none (the seed's rule).
-  // An author who moved to another room while a shared store was storing it still learns
-  // that it was kept (the event names its room).
-  if (author?.view.acks) {
-    send.to(author, withRef(event, ref), author.room === room ? event.id : undefined);
-  }
+  // It is owed even where the author's welcome carried the message (it spoke before its
+  // welcome was read), and to an author who moved to another room while a shared store was
+  // storing it (the event names its room).
+  if (author?.view.acks) send.to(author, withRef(event, ref));
   if (waiting && waiting.member !== author && waiting.member.view.acks) {
     send.to(waiting.member, withRef(event, waiting.ref));
+  }
+}
+
+/**
+ * A stored message that is not delivered live (the welcomes of its room carried it): an author
+ * here still waiting for its acknowledgement gets it.
+ */
+export function ackPassed(send: Delivery, room: Room, envelope: MessageEnvelope): void {
+  const waiting = room.acks?.get(envelope.message.id);
+  if (!waiting) return;
+  room.acks!.delete(envelope.message.id);
+  if (waiting.member.view.acks) {
+    send.to(waiting.member, withRef(asEvent(envelope.message), waiting.ref));
   }
 }
 

@@ -12,7 +12,7 @@ import type { HistoryDesk } from "./desk.ts";
 import type { Feed } from "../cluster/feed.ts";
 import { when } from "../store/history.ts";
 import type { Ref } from "../protocol/protocol.ts";
-import { countIn, type Delivery, isIn, type Member, namesIn } from "./room.ts";
+import { countIn, type Delivery, isIn, type Member, namesIn, withRef } from "./room.ts";
 
 export interface WelcomeOptions {
   /** Sent in the welcome, e.g. "natter/0.1.0". */
@@ -31,11 +31,19 @@ export class Welcomer {
     readonly options: WelcomeOptions,
   ) {}
 
-  /** Welcomes a member to its room once the store has answered, then sends what came meanwhile. */
-  welcome(member: Member, ref: Ref | undefined, since: number | undefined): void {
+  /**
+   * Welcomes a member to its room once the store has answered, then sends what came meanwhile.
+   * `join`: the request it answers, if it came with one. A later welcome (the member joined
+   * again before this one was read) supersedes it: the request still gets its answer, a notice.
+   */
+  welcome(member: Member, since: number | undefined, join?: { ref: Ref | undefined }): void {
     const { desk, feed, delivery } = this;
     const room = member.room;
-    member.pending ??= [];
+    const mine = {};
+    member.welcoming = mine;
+    // What was broadcast to it before is either in this welcome or from a room it left; what
+    // was said to it alone (answers to its requests) still goes, after the welcome.
+    member.pending = member.pending?.filter((pending) => pending.room === undefined) ?? [];
     room.version++; // it follows none of the room's broadcasts while its welcome is read
     // Who is here as membership starts: changes after this reach the member as events.
     const listed = member.view.listed(this.options.bigRoom);
@@ -44,6 +52,7 @@ export class Welcomer {
     const reserved = member.view.replays && desk.reserve(member) === 0;
     const server = this.options.server;
     const topic = this.options.topic?.(room.name);
+    const ref = join?.ref;
     const fields = () => ({
       server,
       name: member.name,
@@ -53,8 +62,15 @@ export class Welcomer {
       ...(member.identity && member.identity.role !== "user" ? { role: member.identity.role } : {}),
     });
     const gone = () => {
-      if (isIn(member, room)) return false;
+      if (member.welcoming === mine && isIn(member, room)) {
+        member.welcoming = undefined;
+        return false;
+      }
       if (reserved) desk.settle(member, 0);
+      if (join && member.conn.open) {
+        const text = member.view.notice(`moved on from #${room.name} before its welcome was ready`);
+        delivery.to(member, withRef({ type: "notice", text }, ref));
+      }
       return true;
     };
     when(

@@ -22,6 +22,8 @@ import type { Peers } from "./peers.ts";
 export interface RoomEvents {
   /** A stored message, in id order and once (as it comes, from a hub with a store of its own). */
   message(room: string, envelope: MessageEnvelope): void;
+  /** A stored message that is not delivered live here (see {@link OrderHost.passed}). */
+  passed(room: string, envelope: MessageEnvelope): void;
   joined(room: string, name: string, actor: string | undefined, ts: number): void;
   left(room: string, name: string, ts: number): void;
   renamed(room: string, from: string, to: string, actor: string | undefined, ts: number): void;
@@ -129,6 +131,7 @@ export class Feed {
       new RoomOrder(room, {
         store: this.#store,
         deliver: (envelope) => this.#events.message(room, envelope),
+        passed: (envelope) => this.#events.passed(room, envelope),
         later: (run, ms) => this.#clock.later(run, ms),
         cancel: (timer) => this.#clock.cancel(timer),
         gapMs: this.#gapMs,

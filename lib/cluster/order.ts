@@ -25,6 +25,12 @@ export interface OrderHost {
   readonly store: Pick<HistoryStore, "head" | "after" | "epoch">;
   /** Delivers one message to the room, in order. */
   deliver(envelope: MessageEnvelope): void;
+  /**
+   * A message that will not be delivered here: one from before the room's start (its welcomes
+   * carried it), or a second copy of one delivered. Its author may still wait for its
+   * acknowledgement.
+   */
+  passed(envelope: MessageEnvelope): void;
   /** Runs `run` after `ms` milliseconds; returns a handle for {@link cancel}. */
   later(run: () => void, ms: number): unknown;
   cancel(timer: unknown): void;
@@ -73,7 +79,7 @@ export class RoomOrder {
       this.#arm(this.host.gapMs);
       return;
     }
-    if (id < this.#next) return;
+    if (id < this.#next) return this.host.passed(envelope);
     this.host.deliver(envelope);
     this.#next = id + 1;
     if (this.#held?.size) this.#drain();
@@ -141,7 +147,11 @@ export class RoomOrder {
   #drain(): void {
     const held = this.#held;
     if (!held || this.#next === undefined) return;
-    for (const id of [...held.keys()]) if (id < this.#next) held.delete(id);
+    for (const [id, envelope] of [...held]) {
+      if (id >= this.#next) continue;
+      held.delete(id);
+      this.host.passed(envelope);
+    }
     let next: MessageEnvelope | undefined;
     while ((next = held.get(this.#next)) !== undefined) {
       held.delete(this.#next);
