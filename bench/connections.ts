@@ -35,6 +35,8 @@ const { values } = parseArgs({
     more: { type: "string" },
     reps: { type: "string", default: "5" },
     probes: { type: "boolean", default: false },
+    // Only these servers (names, comma-separated: natter,node-http).
+    only: { type: "string" },
     out: { type: "string", default: "bench/last-connections.json" },
   },
 });
@@ -113,7 +115,8 @@ async function measure(server: Server) {
 
 await pinSelf();
 console.log(`connections: ${CLIENTS} clients into one room, batches of ${BATCH}, ${REPS} reps`);
-const servers = values.probes ? [...ALL_SERVERS, ...PROBE_SERVERS] : ALL_SERVERS;
+const servers = (values.probes ? [...ALL_SERVERS, ...PROBE_SERVERS] : ALL_SERVERS)
+  .filter((s) => !values.only || values.only.split(",").includes(s.name));
 const runs = await interleaved(REPS, measure, servers);
 const summary = medians(runs, [
   "connectsPerSecond",
@@ -122,8 +125,8 @@ const summary = medians(runs, [
   "generatorCpu",
   "serverCpu",
 ]);
-const ref = summary.reference!;
-const nat = summary.natter!;
+const ref = summary.reference;
+const nat = summary.natter;
 for (const [name, s] of Object.entries(summary)) {
   console.log(
     `${name.padEnd(10)} ${
@@ -136,26 +139,38 @@ for (const [name, s] of Object.entries(summary)) {
       }%`,
   );
 }
-const comparison = {
-  connectRatio: nat.connectsPerSecond / ref.connectsPerSecond,
-  extraBytesPerConnection: nat.bytesPerConnection - ref.bytesPerConnection,
-  extraMarginalBytesPerConnection: nat.marginalBytesPerConnection - ref.marginalBytesPerConnection,
-};
-console.log(
-  `natter/reference connect rate ${comparison.connectRatio.toFixed(2)}x; natter uses ${
-    (comparison.extraBytesPerConnection / 1024).toFixed(1)
-  } KiB more per idle connection on average, ${
-    (comparison.extraMarginalBytesPerConnection / 1024).toFixed(1)
-  } KiB more for each further one`,
-);
+const comparison = ref && nat
+  ? {
+    connectRatio: nat.connectsPerSecond / ref.connectsPerSecond,
+    extraBytesPerConnection: nat.bytesPerConnection - ref.bytesPerConnection,
+    extraMarginalBytesPerConnection: nat.marginalBytesPerConnection -
+      ref.marginalBytesPerConnection,
+  }
+  : undefined;
+if (comparison) {
+  console.log(
+    `natter/reference connect rate ${comparison.connectRatio.toFixed(2)}x; natter uses ${
+      (comparison.extraBytesPerConnection / 1024).toFixed(1)
+    } KiB more per idle connection on average, ${
+      (comparison.extraMarginalBytesPerConnection / 1024).toFixed(1)
+    } KiB more for each further one`,
+  );
+}
 for (const probe of PROBE_SERVERS) {
   const floor = summary[probe.name];
   if (!floor) continue;
-  console.log(
-    `${probe.name}/reference connect rate ${
-      (floor.connectsPerSecond / ref.connectsPerSecond).toFixed(2)
-    }x; natter/${probe.name} ${(nat.connectsPerSecond / floor.connectsPerSecond).toFixed(2)}x`,
-  );
+  const line = [`${probe.name}`];
+  if (ref) {
+    line.push(
+      `/reference connect rate ${(floor.connectsPerSecond / ref.connectsPerSecond).toFixed(2)}x;`,
+    );
+  }
+  if (nat) {
+    line.push(
+      ` natter/${probe.name} ${(nat.connectsPerSecond / floor.connectsPerSecond).toFixed(2)}x`,
+    );
+  }
+  console.log(line.join(""));
 }
 await Deno.writeTextFile(
   values.out,

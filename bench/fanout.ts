@@ -49,6 +49,7 @@ const { values } = parseArgs({
     reps: { type: "string", default: "3" },
     seconds: { type: "string", default: "3" },
     out: { type: "string", default: "bench/last-fanout.json" },
+    // Only these servers (names, comma-separated: natter,bun,batch-node).
     only: { type: "string" },
     "no-bun": { type: "boolean", default: false },
     // Adds the reference's chat over natter's listener (bench/probe-node-http.ts) and over a bare
@@ -100,7 +101,7 @@ const SERVERS = [
   ...(BUN_SERVER && !values["no-bun"] ? [BUN_SERVER] : []),
   ...(values.probes ? [...PROBE_SERVERS, ...BATCH_PROBES] : []),
 ]
-  .filter((s) => !values.only || s.name === values.only);
+  .filter((s) => !values.only || values.only.split(",").includes(s.name));
 
 /**
  * A message carrying its send time: `t` and this process's performance.now() in milliseconds,

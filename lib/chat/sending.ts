@@ -95,15 +95,17 @@ export class Sender<A> {
   /**
    * Publishes a stored message to every hub (each delivers a room's ids once, in order), and
    * sees that its author gets one acknowledgement, whichever way the message reaches this hub
-   * first: its own envelope, a resend's, or the store filling a gap. One already delivered here
-   * (the resend of a kept key, a late answer after the store caught up) is acknowledged now.
+   * first: its own envelope (which names the author and its ref), a resend's, or the store
+   * filling a gap. One already delivered here (the resend of a kept key, a late answer after the
+   * store caught up) is acknowledged now. One that is not delivered as it is published (a
+   * broker between hubs, an order waiting for an earlier id) waits in its room's
+   * acknowledgements: only then, because a map that empties after every message costs the
+   * runtime a new table each time (a twentieth of the server's time at 100 receivers).
    */
   #stored(author: A, stored: Stored, ref: Ref | undefined): void {
     const host = this.host;
     const { duplicate: _, epoch, ...message } = stored;
-    const here = host.present(author, message.room);
     const delivered = host.delivered(message.room, message.id);
-    if (here && !delivered) host.awaitAck(message.room, message.id, author, ref);
     host.publish({
       kind: "message",
       origin: host.origin,
@@ -112,8 +114,11 @@ export class Sender<A> {
       actor: host.idOf(author),
       ...refField(ref),
     });
-    if (here && delivered && host.acks(author)) {
-      host.tell(author, { ...asEvent(message), ...refField(ref) });
+    if (!host.present(author, message.room)) return;
+    if (delivered) {
+      if (host.acks(author)) host.tell(author, { ...asEvent(message), ...refField(ref) });
+    } else if (!host.delivered(message.room, message.id)) {
+      host.awaitAck(message.room, message.id, author, ref);
     }
   }
 }
