@@ -13,6 +13,7 @@ import type { Envelope } from "../cluster/broker.ts";
 import {
   type Draft,
   type HistoryStore,
+  messageOf,
   type Stored,
   StoreReset,
   Unconfirmed,
@@ -21,7 +22,7 @@ import {
 import type { Ref, ServerEvent } from "../protocol/protocol.ts";
 import type { MessageEnvelope } from "../cluster/order.ts";
 import { asEvent, refField } from "./replies.ts";
-import { type Delivery, type Member, type Room, withRef } from "./room.ts";
+import type { Delivery, Member, Room } from "./room.ts";
 import type { Feed } from "../cluster/feed.ts";
 
 /** What sending needs of the hub, for authors of type `A`. */
@@ -104,19 +105,20 @@ export class Sender<A> {
    */
   #stored(author: A, stored: Stored, ref: Ref | undefined): void {
     const host = this.host;
-    const { duplicate: _, epoch, ...message } = stored;
+    const message = messageOf(stored);
     const delivered = host.delivered(message.room, message.id);
-    host.publish({
+    const envelope: MessageEnvelope = {
       kind: "message",
       origin: host.origin,
-      epoch: epoch ?? host.store.epoch,
+      epoch: stored.epoch ?? host.store.epoch,
       message,
       actor: host.idOf(author),
-      ...refField(ref),
-    });
+    };
+    if (ref !== undefined) envelope.ref = ref;
+    host.publish(envelope);
     if (!host.present(author, message.room)) return;
     if (delivered) {
-      if (host.acks(author)) host.tell(author, { ...asEvent(message), ...refField(ref) });
+      if (host.acks(author)) host.tell(author, asEvent(message, ref));
     } else if (!host.delivered(message.room, message.id)) {
       host.awaitAck(message.room, message.id, author, ref);
     }
@@ -176,9 +178,9 @@ export function deliverStored(
   // It is owed even where the author's welcome carried the message (it spoke before its
   // welcome was read), and to an author who moved to another room while a shared store was
   // storing it (the event names its room).
-  if (author?.view.acks) send.to(author, withRef(event, ref));
+  if (author?.view.acks) send.to(author, asEvent(envelope.message, ref));
   if (waiting && waiting.member !== author && waiting.member.view.acks) {
-    send.to(waiting.member, withRef(event, waiting.ref));
+    send.to(waiting.member, asEvent(envelope.message, waiting.ref));
   }
 }
 
@@ -191,7 +193,7 @@ export function ackPassed(send: Delivery, room: Room, envelope: MessageEnvelope)
   if (!waiting) return;
   room.acks!.delete(envelope.message.id);
   if (waiting.member.view.acks) {
-    send.to(waiting.member, withRef(asEvent(envelope.message), waiting.ref));
+    send.to(waiting.member, asEvent(envelope.message, waiting.ref));
   }
 }
 

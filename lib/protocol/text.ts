@@ -39,6 +39,9 @@ function fits(text: string, pattern: RegExp, max: number): boolean {
 // overrides and isolates that can visually reorder a line ("Trojan Source").
 // deno-lint-ignore no-control-regex -- matching control characters is the point
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+/** The same, to ask whether there is any (most text has none, and a test is half a replace). */
+// deno-lint-ignore no-control-regex -- as above
+const ANY_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 
 function replacement(char: string): string {
   const code = char.charCodeAt(0);
@@ -55,7 +58,8 @@ function replacement(char: string): string {
  * reordering marks become U+FFFD.
  */
 export function sanitize(text: string): string {
-  return text.toWellFormed().replace(UNSAFE, replacement);
+  const wellFormed = text.toWellFormed();
+  return ANY_UNSAFE.test(wellFormed) ? wellFormed.replace(UNSAFE, replacement) : wellFormed;
 }
 
 /** Shortens and sanitizes user input for quoting it back inside an error message. */

@@ -27,6 +27,20 @@ export interface Message {
   deleted?: true;
 }
 
+/** A message's own fields, without what a store says about it (`duplicate`, `epoch`). */
+export function messageOf(stored: Message): Message {
+  const message: Message = {
+    room: stored.room,
+    id: stored.id,
+    ts: stored.ts,
+    from: stored.from,
+    text: stored.text,
+  };
+  if (stored.action) message.action = true;
+  if (stored.deleted) message.deleted = true;
+  return message;
+}
+
 /** What a deleted message leaves in history: its place, time and author, not its text. */
 export function tombstone(message: Message): Message {
   return {
