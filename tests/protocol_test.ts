@@ -26,6 +26,16 @@ Deno.test("parseText() reads a plain line as a message, keeping it word for word
     ok: true,
     msg: { type: "say", text: "trailing newline" },
   });
+  assert.deepEqual(parseText("a CRLF line\r\n"), {
+    ok: true,
+    msg: { type: "say", text: "a CRLF line" },
+  });
+  assert.deepEqual(parseText("two newlines\n\n"), {
+    ok: true,
+    msg: { type: "say", text: "two newlines␊" },
+  }, "only one trailing newline is the line's end");
+  assert.deepEqual(parseText(" \t\n").ok, false, "white space alone is empty");
+  assert.deepEqual(parseText("\u00a0x").ok, true, "a line may start with a non-ASCII space");
   assert.deepEqual(parseText("//etc/passwd is a path"), {
     ok: true,
     msg: { type: "say", text: "/etc/passwd is a path" },

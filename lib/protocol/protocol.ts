@@ -189,8 +189,15 @@ function tooLong(data: string, maxBytes: number): boolean {
   return data.length * 3 > maxBytes && utf8Length(data) > maxBytes;
 }
 
+/** Whether a text is empty or white space only; most start with a character that says not. */
+function isBlank(text: string): boolean {
+  const first = text.charCodeAt(0);
+  if (first > 0x20 && first < 0x7f) return false; // printable ASCII is never white space
+  return text.trim() === "";
+}
+
 function chat(type: "say" | "me", raw: string, maxBytes: number, ref?: Ref): Parsed {
-  if (raw.trim() === "") return fail("empty", "message is empty", ref);
+  if (isBlank(raw)) return fail("empty", "message is empty", ref);
   const text = sanitize(raw);
   // Control characters grow into visible symbols; the cap holds for what is stored and sent.
   if (utf8Length(text) > maxBytes) {
@@ -241,7 +248,8 @@ function join(raw: string, ref?: Ref): Parsed {
  */
 export function parseText(data: string, maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Parsed {
   if (tooLong(data, maxBytes)) return fail("too_long", `message is over ${maxBytes} bytes`);
-  const line = data.replace(/\r?\n$/, "");
+  // One trailing newline (a REPL's Enter) is not part of the line; most lines have none.
+  const line = data.endsWith("\n") ? data.slice(0, data.endsWith("\r\n") ? -2 : -1) : data;
   if (!line.startsWith("/")) return chat("say", line, maxBytes);
   if (line.startsWith("//")) return chat("say", line.slice(1), maxBytes);
   const space = line.search(/\s/);
