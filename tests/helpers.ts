@@ -6,6 +6,14 @@ import type { App } from "../lib/app.ts";
 import type { Options } from "../lib/ops/config.ts";
 import type { Connection } from "../lib/chat/room.ts";
 import type { Format } from "../lib/protocol/protocol.ts";
+import {
+  type Draft,
+  type HistoryStore,
+  type Stored,
+  StoreReset,
+  Unconfirmed,
+} from "../lib/store/history.ts";
+import { MemoryStore } from "../lib/store/memory.ts";
 
 /** A natter app served on a free loopback port. */
 export interface TestServer {
@@ -507,4 +515,52 @@ export async function signedToken(
   return await new SignJWT({ sub: "u-alice", name: "alice", exp: now + ttl, ...claims })
     .setProtectedHeader({ alg })
     .sign(key);
+}
+
+/**
+ * A store for hub tests: reads held until released (`holding`) or failing (`fail`); appends refused
+ * as after a reset (`stale`, until `refresh()` moves it to epoch e2) or stalled (`stall`: the hub
+ * hears `Unconfirmed`, and `answer()` settles it); the epoch can be changed.
+ */
+export class TestStore implements HistoryStore {
+  inner = new MemoryStore();
+  epoch = "e1";
+  holding = false;
+  stale = false;
+  stall = false;
+  fail = false;
+  answer: (() => void) | undefined;
+  #waiting: (() => void)[] = [];
+  append(room: string, draft: Draft, key?: string): Stored | Promise<Stored> {
+    if (this.stale) return Promise.reject(new StoreReset("the shared store was reset"));
+    const stored: Stored = { ...this.inner.append(room, draft, key), epoch: this.epoch };
+    if (!this.stall) return stored;
+    const later = new Promise<Stored>((resolve) => this.answer = () => resolve(stored));
+    throw new Unconfirmed("the store did not answer in time", later);
+  }
+  #read<T>(read: () => T): T | Promise<T> {
+    if (this.fail) return Promise.reject(new Error("store unreachable"));
+    if (!this.holding) return read();
+    return new Promise<T>((resolve) => this.#waiting.push(() => resolve(read())));
+  }
+  release(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const answer of waiting) answer();
+  }
+  latest(room: string, limit: number, before?: number) {
+    return this.#read(() => this.inner.latest(room, limit, before));
+  }
+  after(room: string, since: number) {
+    return this.#read(() => this.inner.after(room, since));
+  }
+  head(room: string) {
+    return this.#read(() => this.inner.head(room));
+  }
+  refresh(): void {
+    if (!this.stale) return;
+    this.stale = false;
+    this.epoch = "e2";
+  }
+  close(): void {}
 }

@@ -9,7 +9,7 @@ import {
 import { Hub } from "../lib/chat/hub.ts";
 import { presenceInterval } from "../lib/chat/presence.ts";
 import { MemoryStore } from "../lib/store/memory.ts";
-import { FakeConnection, until } from "./helpers.ts";
+import { FakeConnection, TestStore, until } from "./helpers.ts";
 
 const clock = () => 1_700_000_000_000;
 
@@ -766,40 +766,8 @@ Deno.test("Hub: a store that answers late gets the author 'unknown', then the ac
   assert.equal(bob.events.filter((e) => e.type === "message").length, 1);
 });
 
-/** A store whose reads answer when the test says, or fail; writes go to memory at once. */
-class SlowReadStore implements HistoryStore {
-  readonly #inner = new MemoryStore();
-  readonly epoch = this.#inner.epoch;
-  holding = false;
-  fail = false;
-  #waiting: (() => void)[] = [];
-  append(room: string, draft: Draft, key?: string): Stored {
-    return this.#inner.append(room, draft, key);
-  }
-  #read<T>(read: () => T): T | Promise<T> {
-    if (this.fail) return Promise.reject(new Error("store unreachable"));
-    if (!this.holding) return read();
-    return new Promise<T>((resolve) => this.#waiting.push(() => resolve(read())));
-  }
-  release(): void {
-    const waiting = this.#waiting;
-    this.#waiting = [];
-    for (const answer of waiting) answer();
-  }
-  latest(room: string, limit: number, before?: number) {
-    return this.#read(() => this.#inner.latest(room, limit, before));
-  }
-  after(room: string, since: number) {
-    return this.#read(() => this.#inner.after(room, since));
-  }
-  head(room: string) {
-    return this.#read(() => this.#inner.head(room));
-  }
-  close(): void {}
-}
-
 Deno.test("Hub: a welcome that waits for the store comes first; what was said meanwhile follows it, once", async () => {
-  const store = new SlowReadStore();
+  const store = new TestStore();
   const hub = new Hub({ now: clock, store });
   const bob = new FakeConnection("json");
   hub.connect(bob, { name: "bob" });
@@ -822,7 +790,7 @@ Deno.test("Hub: a welcome that waits for the store comes first; what was said me
 });
 
 Deno.test("Hub: a store that cannot be read: a welcome without history, an error, presence at once, messages once it answers", async () => {
-  const store = new SlowReadStore();
+  const store = new TestStore();
   const hub = new Hub({ now: clock, store, gapMs: 5 });
   store.fail = true;
   const alice = new FakeConnection("json");
@@ -891,7 +859,7 @@ Deno.test("Hub: the renamed member and the room get one rename with the same tim
 });
 
 Deno.test("Hub: quick joins while the store is slow: each join is answered once, and only the last room welcomes", async () => {
-  const store = new SlowReadStore();
+  const store = new TestStore();
   const hub = new Hub({ now: clock, store });
   const bob = new FakeConnection("json");
   const carol = new FakeConnection("json");
@@ -926,7 +894,7 @@ Deno.test("Hub: quick joins while the store is slow: each join is answered once,
 });
 
 Deno.test("Hub: a message said before its author's welcome is acknowledged, even when the welcome carries it", async () => {
-  const store = new SlowReadStore();
+  const store = new TestStore();
   const hub = new Hub({ now: clock, store });
   store.holding = true;
   const alice = new FakeConnection("json");

@@ -23,6 +23,7 @@ import { CloseCode, parse, type ProtocolError, type Ref } from "../protocol/prot
 import { VIEWS } from "../protocol/views.ts";
 import type { Draft, HistoryStore } from "../store/history.ts";
 import { MemoryStore } from "../store/memory.ts";
+import { asAck } from "./replies.ts";
 import { HistoryDesk } from "./desk.ts";
 import { Community } from "./community.ts";
 import { Credentials, type Verify } from "./credentials.ts";
@@ -171,9 +172,16 @@ export class Hub {
         store.hold?.(name);
         feed.open(name);
       },
-      closed: (name) => {
-        store.release?.(name);
-        feed.close(name);
+      closed: (room) => {
+        // Authors who moved on while their messages were being stored still learn they were
+        // kept (the event names its room): the room's order, which would have told them, stops.
+        for (const waiting of room.acks?.takeAll() ?? []) {
+          if (waiting.member.view.acks) {
+            this.#send.to(waiting.member, asAck(waiting.message, waiting.ref));
+          }
+        }
+        store.release?.(room.name);
+        feed.close(room.name);
       },
     });
     this.#presence = new RoomPresence(this.#send, feed.view, {

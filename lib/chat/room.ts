@@ -5,7 +5,7 @@
  */
 
 import type { Identity } from "./join.ts";
-import type { Ruling } from "../store/history.ts";
+import type { Message, Ruling } from "../store/history.ts";
 import type { TokenBucket } from "../base/limits.ts";
 import type { Metrics } from "../base/metrics.ts";
 import { RoomNames } from "./names.ts";
@@ -78,19 +78,81 @@ export interface Room {
    */
   presence?: { joined: (Member | string)[]; left: string[] } | undefined;
   /** Authors here waiting for the acknowledgement of a stored message, by its id. */
-  acks?: Map<number, { member: Member; ref: Ref | undefined }> | undefined;
+  acks?: WaitingAcks | undefined;
   /** Counts changes of its members (joins, leaves, a member's new connection). */
   version: number;
   /** Its broadcasts this turn, when members follow them (see {@link RoomTurn}). */
   turn?: RoomTurn | undefined;
 }
 
+/** An author waiting for the acknowledgement of its stored message. */
+export interface WaitingAck {
+  readonly member: Member;
+  readonly ref: Ref | undefined;
+  readonly message: Message;
+}
+
+/**
+ * A room's authors waiting for acknowledgements, by message id. Usually one at a time (on one
+ * instance a message is delivered as it is published), so the one waiting has a slot of its own:
+ * a `Map` that empties after every message costs V8 a new table each time (6 % of the server's
+ * time at 100 receivers; bench/RESULTS.md, twelfth session). More go to a map.
+ */
+export class WaitingAcks {
+  #id = 0;
+  #one: WaitingAck | undefined;
+  #more: Map<number, WaitingAck> | undefined;
+
+  set(id: number, waiting: WaitingAck): void {
+    if (this.#more?.has(id)) return void this.#more.set(id, waiting);
+    if (this.#one === undefined || this.#id === id) {
+      this.#id = id;
+      this.#one = waiting;
+    } else (this.#more ??= new Map()).set(id, waiting);
+  }
+
+  /** The author waiting for message `id`, no longer waiting. */
+  take(id: number): WaitingAck | undefined {
+    if (this.#one !== undefined && this.#id === id) {
+      const waiting = this.#one;
+      this.#one = undefined;
+      return waiting;
+    }
+    const waiting = this.#more?.get(id);
+    if (waiting !== undefined) this.#more!.delete(id);
+    return waiting;
+  }
+
+  /** Everyone still waiting, no longer waiting (their room is closing). */
+  takeAll(): WaitingAck[] {
+    const all = [...(this.#one ? [this.#one] : []), ...(this.#more?.values() ?? [])];
+    this.#one = undefined;
+    this.#more = undefined;
+    return all;
+  }
+}
+
+/** A welcome being read from the store (lib/chat/welcome.ts). */
+export interface Welcoming {
+  readonly room: Room;
+  /** The connection it is for (a page back within the grace brings another). */
+  readonly conn: Connection;
+  /** The `join` it answers, if any; handed over to a welcome that takes its place. */
+  join: { ref: Ref | undefined } | undefined;
+}
+
 /** An event for one member, kept until its welcome has gone out. */
 export interface Pending {
   readonly frame: Frame;
   readonly id: number | undefined;
-  /** The room it was broadcast to; undefined for a reply to the member alone. */
+  /** The room it was broadcast to; undefined for an event to the member alone. */
   readonly room: Room | undefined;
+  /**
+   * It outlives a new welcome: an answer to the member's request, or an event about no room. A
+   * broadcast, or an event to the member about its room (its name given back), does not: the new
+   * welcome says where things stand.
+   */
+  readonly keep: boolean;
 }
 
 export interface Member {
@@ -119,7 +181,7 @@ export interface Member {
   /** Events that arrived while its welcome was being read from the store. */
   pending: Pending[] | undefined;
   /** The welcome being read for it: a later one (another join) supersedes it. */
-  welcoming?: object | undefined;
+  welcoming?: Welcoming | undefined;
   /** Its history allowance in bytes, made on its first reply that carries any. */
   replies?: TokenBucket | undefined;
   /** The room turn whose broadcast it follows, if any. */
@@ -245,7 +307,10 @@ export class Delivery {
   /** Sends an event to one member. */
   to(member: Member, event: ServerEvent, id?: number): void {
     const frame = frameOf(member.view.encode(event));
-    if (frame) this.frame(member, frame, id);
+    if (!frame) return;
+    if (!member.pending) return void this.frame(member, frame, id);
+    const keep = (event as { ref?: Ref }).ref !== undefined || !("room" in event);
+    member.pending.push({ frame, id, room: undefined, keep });
   }
 
   /**
@@ -255,7 +320,7 @@ export class Delivery {
    */
   frame(member: Member, frame: Frame, id?: number, room?: Room): boolean {
     if (member.pending) {
-      member.pending.push({ frame, id, room });
+      member.pending.push({ frame, id, room, keep: room === undefined });
       return false;
     }
     if (!member.conn.open || (id !== undefined && id <= member.floor)) return false;
@@ -279,7 +344,7 @@ export interface RoomsHost {
   /** The room has its first member here. */
   opened(name: string): void;
   /** Its last member here left. */
-  closed(name: string): void;
+  closed(room: Room): void;
 }
 
 /** A hub's rooms: one per name while it has members here, made on the first join. */
@@ -326,7 +391,7 @@ export class Rooms {
     room.names.remove(member);
     if (room.members.size === 0) {
       this.#rooms.delete(room.name);
-      this.host.closed(room.name);
+      this.host.closed(room);
     }
     return true;
   }

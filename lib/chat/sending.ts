@@ -13,6 +13,7 @@ import type { Envelope } from "../cluster/broker.ts";
 import {
   type Draft,
   type HistoryStore,
+  type Message,
   messageOf,
   type Stored,
   StoreReset,
@@ -21,8 +22,8 @@ import {
 } from "../store/history.ts";
 import type { Ref, ServerEvent } from "../protocol/protocol.ts";
 import type { MessageEnvelope } from "../cluster/order.ts";
-import { asEvent, refField } from "./replies.ts";
-import type { Delivery, Member, Room } from "./room.ts";
+import { asAck, asEvent, refField } from "./replies.ts";
+import { type Delivery, type Member, type Room, WaitingAcks } from "./room.ts";
 import type { Feed } from "../cluster/feed.ts";
 
 /** What sending needs of the hub, for authors of type `A`. */
@@ -37,8 +38,8 @@ export interface SendHost<A> {
   rebaseIfNeeded(): void;
   /** Whether the hub delivered the room's message with this id already. */
   delivered(room: string, id: number): boolean;
-  /** Acknowledges the author when the room's message with this id is delivered, however it comes. */
-  awaitAck(room: string, id: number, author: A, ref: Ref | undefined): void;
+  /** Acknowledges the author when its stored message is delivered, however it comes. */
+  awaitAck(message: Message, author: A, ref: Ref | undefined): void;
   publish(envelope: Envelope): void;
   /** Sends one event to the author, and whether it takes acknowledgements at all. */
   tell(author: A, event: ServerEvent): void;
@@ -96,17 +97,15 @@ export class Sender<A> {
   /**
    * Publishes a stored message to every hub (each delivers a room's ids once, in order), and
    * sees that its author gets one acknowledgement, whichever way the message reaches this hub
-   * first: its own envelope (which names the author and its ref), a resend's, or the store
-   * filling a gap. One already delivered here (the resend of a kept key, a late answer after the
-   * store caught up) is acknowledged now. One that is not delivered as it is published (a
-   * broker between hubs, an order waiting for an earlier id) waits in its room's
-   * acknowledgements: only then, because a map that empties after every message costs the
-   * runtime a new table each time (a twentieth of the server's time at 100 receivers).
+   * first: its own envelope, a resend's, or the store filling a gap. One already delivered here
+   * (the resend of a kept key, a late answer after the store caught up) is acknowledged now.
    */
   #stored(author: A, stored: Stored, ref: Ref | undefined): void {
     const host = this.host;
     const message = messageOf(stored);
+    const here = host.present(author, message.room);
     const delivered = host.delivered(message.room, message.id);
+    if (here && !delivered) host.awaitAck(message, author, ref);
     const envelope: MessageEnvelope = {
       kind: "message",
       origin: host.origin,
@@ -116,12 +115,7 @@ export class Sender<A> {
     };
     if (ref !== undefined) envelope.ref = ref;
     host.publish(envelope);
-    if (!host.present(author, message.room)) return;
-    if (delivered) {
-      if (host.acks(author)) host.tell(author, asEvent(message, ref));
-    } else if (!host.delivered(message.room, message.id)) {
-      host.awaitAck(message.room, message.id, author, ref);
-    }
+    if (here && delivered && host.acks(author)) host.tell(author, asAck(message, ref));
   }
 }
 
@@ -143,9 +137,9 @@ export function memberSender(
     present,
     rebaseIfNeeded: () => feed.rebaseIfNeeded(),
     delivered: (room, id) => feed.delivered(room, id),
-    awaitAck: (room, id, member, ref) => {
-      const here = roomOf(room);
-      if (here) (here.acks ??= new Map()).set(id, { member, ref });
+    awaitAck: (message, member, ref) => {
+      const here = roomOf(message.room);
+      if (here) (here.acks ??= new WaitingAcks()).set(message.id, { member, ref, message });
     },
     publish: (envelope) => feed.publish(envelope),
     tell: (member, event) => send.to(member, event),
@@ -166,8 +160,7 @@ export function deliverStored(
   author: Member | undefined,
 ): void {
   const event = asEvent(envelope.message);
-  const waiting = room.acks?.get(event.id);
-  if (waiting) room.acks!.delete(event.id);
+  const waiting = room.acks?.take(event.id);
   let ref = envelope.ref;
   if (waiting && (author === undefined || author === waiting.member)) {
     author = waiting.member;
@@ -178,9 +171,9 @@ export function deliverStored(
   // It is owed even where the author's welcome carried the message (it spoke before its
   // welcome was read), and to an author who moved to another room while a shared store was
   // storing it (the event names its room).
-  if (author?.view.acks) send.to(author, asEvent(envelope.message, ref));
+  if (author?.view.acks) send.to(author, asAck(envelope.message, ref));
   if (waiting && waiting.member !== author && waiting.member.view.acks) {
-    send.to(waiting.member, asEvent(envelope.message, waiting.ref));
+    send.to(waiting.member, asAck(envelope.message, waiting.ref));
   }
 }
 
@@ -189,11 +182,10 @@ export function deliverStored(
  * here still waiting for its acknowledgement gets it.
  */
 export function ackPassed(send: Delivery, room: Room, envelope: MessageEnvelope): void {
-  const waiting = room.acks?.get(envelope.message.id);
+  const waiting = room.acks?.take(envelope.message.id);
   if (!waiting) return;
-  room.acks!.delete(envelope.message.id);
   if (waiting.member.view.acks) {
-    send.to(waiting.member, asEvent(envelope.message, waiting.ref));
+    send.to(waiting.member, asAck(envelope.message, waiting.ref));
   }
 }
 

@@ -12,7 +12,15 @@ import type { HistoryDesk } from "./desk.ts";
 import type { Feed } from "../cluster/feed.ts";
 import { when } from "../store/history.ts";
 import type { Ref } from "../protocol/protocol.ts";
-import { countIn, type Delivery, isIn, type Member, namesIn, withRef } from "./room.ts";
+import {
+  countIn,
+  type Delivery,
+  isIn,
+  type Member,
+  namesIn,
+  type Welcoming,
+  withRef,
+} from "./room.ts";
 
 export interface WelcomeOptions {
   /** Sent in the welcome, e.g. "natter/0.1.0". */
@@ -39,11 +47,18 @@ export class Welcomer {
   welcome(member: Member, since: number | undefined, join?: { ref: Ref | undefined }): void {
     const { desk, feed, delivery } = this;
     const room = member.room;
-    const mine = {};
+    // A welcome to the same room on the same connection (the store's epoch changed while a
+    // join's welcome was read) answers that join in its place.
+    const previous = member.welcoming;
+    if (join === undefined && previous?.room === room && previous.conn === member.conn) {
+      join = previous.join;
+      previous.join = undefined;
+    }
+    const mine: Welcoming = { room, conn: member.conn, join };
     member.welcoming = mine;
-    // What was broadcast to it before is either in this welcome or from a room it left; what
-    // was said to it alone (answers to its requests) still goes, after the welcome.
-    member.pending = member.pending?.filter((pending) => pending.room === undefined) ?? [];
+    // What was broadcast to it before is in this welcome or from a room it left; what went to it
+    // alone (answers to its requests) still goes, after the welcome (see Pending.keep).
+    member.pending = member.pending?.filter((pending) => pending.keep) ?? [];
     room.version++; // it follows none of the room's broadcasts while its welcome is read
     // Who is here as membership starts: changes after this reach the member as events.
     const listed = member.view.listed(this.options.bigRoom);
@@ -52,7 +67,6 @@ export class Welcomer {
     const reserved = member.view.replays && desk.reserve(member) === 0;
     const server = this.options.server;
     const topic = this.options.topic?.(room.name);
-    const ref = join?.ref;
     const fields = () => ({
       server,
       name: member.name,
@@ -67,9 +81,11 @@ export class Welcomer {
         return false;
       }
       if (reserved) desk.settle(member, 0);
-      if (join && member.conn.open) {
+      // Overtaken by a later join, or the member left: its join still gets an answer, on the
+      // connection that asked (a page back within the grace has a new one, which asked nothing).
+      if (mine.join && member.conn === mine.conn && member.conn.open) {
         const text = member.view.notice(`moved on from #${room.name} before its welcome was ready`);
-        delivery.to(member, withRef({ type: "notice", text }, ref));
+        delivery.to(member, withRef({ type: "notice", text }, mine.join.ref));
       }
       return true;
     };
@@ -82,7 +98,7 @@ export class Welcomer {
         member.floor = Math.max(found.head, found.messages.at(-1)?.id ?? 0);
         const pending = member.pending ?? [];
         member.pending = undefined;
-        delivery.frame(member, desk.welcome(member, fields(), found, reserved, ref));
+        delivery.frame(member, desk.welcome(member, fields(), found, reserved, mine.join?.ref));
         for (const { frame, id } of pending) {
           if (id === undefined || id > member.floor) delivery.frame(member, frame, id);
         }
@@ -92,7 +108,10 @@ export class Welcomer {
         const pending = member.pending ?? [];
         member.pending = undefined;
         if (reserved) desk.settle(member, 0);
-        delivery.frame(member, desk.welcome(member, fields(), { messages: [] }, false, ref));
+        delivery.frame(
+          member,
+          desk.welcome(member, fields(), { messages: [] }, false, mine.join?.ref),
+        );
         delivery.to(member, {
           type: "error",
           code: "unavailable",

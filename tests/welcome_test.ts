@@ -1,0 +1,134 @@
+/**
+ * Welcomes and acknowledgements at their edges: joins that overtake each other while the store is
+ * read, a store that changes its epoch, a page back within the grace, messages said before a
+ * welcome (found by a review of the twelfth session's changes; each failed on the code before it).
+ */
+import assert from "node:assert/strict";
+import { Hub } from "../lib/chat/hub.ts";
+import { MemoryStore } from "../lib/store/memory.ts";
+import { FakeConnection, TestStore, until } from "./helpers.ts";
+
+const clock = () => 1_700_000_000_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const say = (text: string, ref?: string) => JSON.stringify({ type: "say", text, ref });
+const join = (room: string, ref: string) => JSON.stringify({ type: "join", room, ref });
+const byRef = (c: FakeConnection, ref: string) => c.events.filter((e) => e.ref === ref);
+
+Deno.test("welcome: a message said before the first welcome is acknowledged even when its author joins another room (and its own room closes) first", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  hub.receive(alice, say("early", "a"));
+  hub.receive(alice, join("s", "j"));
+  store.holding = false;
+  store.release();
+  await until(() => byRef(alice, "j").length > 0, "the welcome to #s");
+  await sleep(50);
+  assert.equal(byRef(alice, "a").length, 1, "say 'a' answered once");
+  hub.stop();
+});
+
+Deno.test("welcome: nothing about the room a member left (its own name given back there) comes after the new room's welcome", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob", room: "r" });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "bob", room: "r" }); // bob-2, welcome held
+  hub.disconnect(bob); // bob-2 gets "bob" back in #r
+  hub.receive(alice, join("s", "j"));
+  store.holding = false;
+  store.release();
+  await until(() => alice.events.some((e) => e.type === "welcome"), "the welcome to #s");
+  const events = alice.events;
+  const welcome = events.findIndex((e) => e.type === "welcome");
+  assert.equal(events[welcome]!.room, "s");
+  assert.deepEqual(events.slice(welcome + 1).filter((e) => e.room === "r"), [], "nothing from #r");
+  hub.stop();
+});
+
+Deno.test("welcome: a join whose welcome is read again (the store's epoch changed) is answered by the new welcome, once", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob", room: "r" });
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "q" });
+  store.holding = true;
+  hub.receive(alice, join("r", "j"));
+  store.stale = true;
+  hub.receive(bob, say("x", "b")); // refused: reset, the hub rebases and welcomes again
+  await sleep(20);
+  store.holding = false;
+  store.release();
+  await until(() => alice.events.filter((e) => e.type === "welcome").length >= 2, "welcomes");
+  await sleep(20);
+  const answers = byRef(alice, "j");
+  assert.deepEqual(answers.map((e) => e.type), ["welcome"], "join j answered by its welcome");
+  hub.stop();
+});
+
+Deno.test("welcome: a page back within the grace gets no answer to its old connection's join", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store, graceMs: 1000 });
+  store.holding = true;
+  const page = new FakeConnection("json");
+  hub.connect(page, { name: "alice", room: "r", session: "tab-0000001" });
+  hub.receive(page, join("s", "j"));
+  hub.disconnect(page, true);
+  const again = new FakeConnection("json");
+  hub.connect(again, { name: "alice", room: "s", session: "tab-0000001" });
+  store.holding = false;
+  store.release();
+  await until(() => again.events.some((e) => e.type === "welcome"), "the welcome");
+  await sleep(20);
+  assert.deepEqual(byRef(again, "j"), [], "the new connection never sent join j");
+  hub.stop();
+});
+
+Deno.test("welcome: a message stored under an old epoch is acknowledged once, and a later message with its id is not taken for it", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const alice = new FakeConnection("json");
+  const bob = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  hub.connect(bob, { name: "bob", room: "r" });
+  store.stall = true;
+  hub.receive(alice, say("old epoch", "a"));
+  store.stall = false;
+  // The store lost its data meanwhile: a new epoch, ids from 1 again.
+  store.inner = new MemoryStore();
+  store.epoch = "e2";
+  store.answer!();
+  await until(() => byRef(alice, "a").some((e) => e.type === "message"), "alice's ack");
+  hub.receive(bob, say("bob in the new epoch", "b"));
+  await sleep(20);
+  assert.equal(byRef(alice, "a").filter((e) => e.type === "message").length, 1, "ack a once");
+  assert.equal(
+    alice.events.filter((e) => e.type === "message" && e.text === "bob in the new epoch").length,
+    1,
+    "bob's message once",
+  );
+  hub.stop();
+});
+
+Deno.test("welcome: messages in a welcome's history and a history reply carry no ref", () => {
+  const hub = new Hub({ now: clock });
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob", room: "r" });
+  hub.receive(bob, say("one"));
+  hub.receive(bob, say("two"));
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  hub.receive(alice, JSON.stringify({ type: "history", ref: "h" }));
+  const welcome = alice.events[0]!;
+  const reply = alice.events.find((e) => e.type === "history")!;
+  for (const m of [...(welcome.history as object[]), ...(reply.messages as object[])]) {
+    assert.ok(!("ref" in m), `no ref in ${JSON.stringify(m)}`);
+  }
+  hub.stop();
+});
