@@ -132,3 +132,77 @@ Deno.test("welcome: messages in a welcome's history and a history reply carry no
   }
   hub.stop();
 });
+
+const messages = (c: FakeConnection, text: string) =>
+  c.events.filter((e) => e.type === "message" && e.text === text);
+
+Deno.test("welcome: a message without a ref said before the first welcome is acknowledged when its author moves on first", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  hub.receive(alice, say("early"));
+  hub.receive(alice, join("s", "j"));
+  store.holding = false;
+  store.release();
+  await until(() => alice.events.some((e) => e.ref === "j"), "the welcome to #s");
+  await sleep(50);
+  assert.equal(messages(alice, "early").length, 1, "its acknowledgement, once");
+  hub.stop();
+});
+
+Deno.test("welcome: a message the store keeps after its author moved on and its room closed is acknowledged", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  store.stall = true; // the hub hears "unknown", then the store answers
+  hub.receive(alice, say("slow", "a"));
+  store.stall = false;
+  hub.receive(alice, join("s", "j"));
+  await until(() => alice.events.some((e) => e.ref === "j"), "the welcome to #s");
+  store.answer!();
+  await sleep(50);
+  assert.equal(byRef(alice, "a").filter((e) => e.type === "message").length, 1, "ack a once");
+  hub.stop();
+});
+
+Deno.test("welcome: answers without a ref, sent to a member while a welcome is read, outlive its next welcome", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const bob = new FakeConnection("json");
+  hub.connect(bob, { name: "bob", room: "s" });
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "q" });
+  store.holding = true;
+  hub.receive(alice, join("s", "j"));
+  hub.receive(alice, say("x")); // stored and delivered in #s at once
+  hub.receive(alice, JSON.stringify({ type: "nick", name: "alicia" }));
+  hub.receive(alice, join("t", "k"));
+  store.holding = false;
+  store.release();
+  await until(() => alice.events.some((e) => e.ref === "k"), "the welcome to #t");
+  await sleep(50);
+  assert.equal(messages(bob, "x").length, 1, "bob got x");
+  assert.equal(messages(alice, "x").length, 1, "alice's acknowledgement of x");
+  assert.equal(alice.events.filter((e) => e.type === "renamed" && e.to === "alicia").length, 1);
+  hub.stop();
+});
+
+Deno.test("welcome: a message of the old epoch still waiting when the store loses its data gets 'unknown', and no later message takes its ref", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  hub.receive(alice, say("old", "a")); // id 1 under e1, held: the room's position is unknown
+  store.holding = false;
+  store.inner = new MemoryStore(); // the store loses its data: a new epoch, ids from 1 again
+  store.epoch = "e2";
+  await hub.publish("r", "backend", "new one"); // id 1 under e2
+  store.release();
+  await sleep(50);
+  assert.deepEqual(byRef(alice, "a").map((e) => e.type), ["unknown"], "one answer to a");
+  hub.stop();
+});

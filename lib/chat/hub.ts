@@ -433,7 +433,20 @@ export class Hub {
    * clients learn the new epoch and drop the old ids.
    */
   #rebased(): void {
+    const epoch = this.#store.epoch;
     for (const room of this.#rooms.values()) {
+      // Messages stored under the old epoch and not yet delivered here never will be (their ids
+      // mean nothing now): their authors cannot be told they were kept, nor that they were not.
+      // A resend with the same key is stored once under the new epoch.
+      const acks = room.acks;
+      for (const waiting of acks?.takeAll() ?? []) {
+        if (waiting.epoch === epoch) acks!.set(waiting.message.id, waiting);
+        else if (waiting.member.view.acks) {
+          const message = "not sure your message was kept: the store lost its data meanwhile; " +
+            "a resend with the same key will not show twice";
+          this.#send.to(waiting.member, withRef({ type: "unknown", message }, waiting.ref));
+        }
+      }
       for (const member of room.members) {
         member.floor = 0;
         if (member.view.replays) this.#welcomer.welcome(member, undefined);

@@ -40,28 +40,33 @@ export class Naming {
       });
     }
     member.wanted = name;
-    this.#set(member, name, ref);
+    this.#set(member, name, true, ref);
   }
 
   /** A name freed up in `room`: a member here who wanted it (and got a suffix) takes it back. */
   freed(room: Room, name: string): void {
     const first = room.names.claimant(name);
-    if (first) this.#set(first, first.wanted);
+    if (first) this.#set(first, first.wanted, false);
   }
 
   /** A member of another hub took `name` in `room` and this hub yields: its holder here moves. */
   yieldName(room: Room, name: string): void {
     const holder = room.names.holder(name);
-    if (holder) this.#set(holder, room.names.free(holder.wanted));
+    if (holder) this.#set(holder, room.names.free(holder.wanted), false);
   }
 
-  /** Gives a member another name, tells it, and tells every hub (the room hears it from there). */
-  #set(member: Member, name: string, ref?: Ref): void {
+  /**
+   * Gives a member another name, tells it, and tells every hub (the room hears it from there).
+   * `asked`: it answers the member's `/nick`; otherwise it is news about the room, which a
+   * welcome still being read will tell the member itself.
+   */
+  #set(member: Member, name: string, asked: boolean, ref?: Ref): void {
     const room = member.room;
     const from = member.name;
     room.names.rename(member, name);
     const ts = this.now();
     if (from !== name) this.feed.renamed(room.name, from, name, member.conn.id, ts);
-    this.send.to(member, withRef({ type: "renamed", room: room.name, from, to: name, ts }, ref));
+    const event = withRef({ type: "renamed" as const, room: room.name, from, to: name, ts }, ref);
+    this.send.to(member, event, undefined, asked ? undefined : room);
   }
 }

@@ -90,6 +90,8 @@ export interface WaitingAck {
   readonly member: Member;
   readonly ref: Ref | undefined;
   readonly message: Message;
+  /** The store's epoch it was stored under. */
+  readonly epoch: string;
 }
 
 /**
@@ -148,9 +150,9 @@ export interface Pending {
   /** The room it was broadcast to; undefined for an event to the member alone. */
   readonly room: Room | undefined;
   /**
-   * It outlives a new welcome: an answer to the member's request, or an event about no room. A
-   * broadcast, or an event to the member about its room (its name given back), does not: the new
-   * welcome says where things stand.
+   * It outlives a new welcome: an event to the member alone (an answer, an error, a private
+   * message). A broadcast, or news to the member about its room (its name given back), does not:
+   * the new welcome says where things stand.
    */
   readonly keep: boolean;
 }
@@ -305,12 +307,15 @@ export class Delivery {
   }
 
   /** Sends an event to one member. */
-  to(member: Member, event: ServerEvent, id?: number): void {
+  /**
+   * Sends an event to one member. `about`: the room whose state it tells (not an answer to the
+   * member): held for a welcome, it does not outlive a new one, which tells that state itself.
+   */
+  to(member: Member, event: ServerEvent, id?: number, about?: Room): void {
     const frame = frameOf(member.view.encode(event));
     if (!frame) return;
     if (!member.pending) return void this.frame(member, frame, id);
-    const keep = (event as { ref?: Ref }).ref !== undefined || !("room" in event);
-    member.pending.push({ frame, id, room: undefined, keep });
+    member.pending.push({ frame, id, room: undefined, keep: about === undefined });
   }
 
   /**

@@ -38,8 +38,10 @@ export interface SendHost<A> {
   rebaseIfNeeded(): void;
   /** Whether the hub delivered the room's message with this id already. */
   delivered(room: string, id: number): boolean;
+  /** Whether the room has members on this hub (its messages are delivered here). */
+  hosts(room: string): boolean;
   /** Acknowledges the author when its stored message is delivered, however it comes. */
-  awaitAck(message: Message, author: A, ref: Ref | undefined): void;
+  awaitAck(message: Message, epoch: string, author: A, ref: Ref | undefined): void;
   publish(envelope: Envelope): void;
   /** Sends one event to the author, and whether it takes acknowledgements at all. */
   tell(author: A, event: ServerEvent): void;
@@ -103,19 +105,25 @@ export class Sender<A> {
   #stored(author: A, stored: Stored, ref: Ref | undefined): void {
     const host = this.host;
     const message = messageOf(stored);
+    const epoch = stored.epoch ?? host.store.epoch;
     const here = host.present(author, message.room);
     const delivered = host.delivered(message.room, message.id);
-    if (here && !delivered) host.awaitAck(message, author, ref);
+    if (here && !delivered) host.awaitAck(message, epoch, author, ref);
     const envelope: MessageEnvelope = {
       kind: "message",
       origin: host.origin,
-      epoch: stored.epoch ?? host.store.epoch,
+      epoch,
       message,
       actor: host.idOf(author),
     };
     if (ref !== undefined) envelope.ref = ref;
     host.publish(envelope);
     if (here && delivered && host.acks(author)) host.tell(author, asAck(message, ref));
+    // Its author moved on, and nobody here is in the room any more: no delivery here will
+    // acknowledge it, and it was kept (the event names its room).
+    if (!here && !host.hosts(message.room) && host.acks(author)) {
+      host.tell(author, asAck(message, ref));
+    }
   }
 }
 
@@ -137,9 +145,10 @@ export function memberSender(
     present,
     rebaseIfNeeded: () => feed.rebaseIfNeeded(),
     delivered: (room, id) => feed.delivered(room, id),
-    awaitAck: (message, member, ref) => {
+    hosts: (room) => roomOf(room) !== undefined,
+    awaitAck: (message, epoch, member, ref) => {
       const here = roomOf(message.room);
-      if (here) (here.acks ??= new WaitingAcks()).set(message.id, { member, ref, message });
+      if (here) (here.acks ??= new WaitingAcks()).set(message.id, { member, ref, message, epoch });
     },
     publish: (envelope) => feed.publish(envelope),
     tell: (member, event) => send.to(member, event),
@@ -217,6 +226,7 @@ export function callSender(
     present: () => false,
     rebaseIfNeeded: () => feed.rebaseIfNeeded(),
     delivered: (room, id) => feed.delivered(room, id),
+    hosts: () => true, // answered by the publish below, wherever the room is
     awaitAck: () => {},
     publish: (envelope) => {
       // Stored: the envelope carries the message's id, which is the answer.
