@@ -130,3 +130,33 @@ Deno.test("cluster: a hub that says bye, or goes silent past the time-to-live, t
   assert.ok(c.told.includes("-bob@r"));
   assert.equal(c.cluster.view.size, 0);
 });
+
+Deno.test("cluster: a hub dropped for silence that comes back is announced, whether its snapshot or its heartbeat arrives first", () => {
+  for (const first of ["snapshot", "heartbeat"] as const) {
+    const bus = new Bus();
+    const clock = { now: 0 };
+    const a = hub(bus, "a", clock);
+    const b = hub(bus, "b", clock);
+    for (const h of [a, b]) h.cluster.hello();
+    bus.flush();
+    b.join("r", "bob");
+    bus.flush();
+    clock.now = 7001; // b silent past the time-to-live (a stalled bus)
+    a.cluster.beat();
+    bus.queue.length = 0; // a's heartbeat went nowhere: the bus was down
+    assert.ok(a.told.includes("-bob@r"));
+    a.told.length = 0;
+    // The bus is back: a says hello (back from an outage), b beats; either may arrive first.
+    if (first === "snapshot") {
+      a.cluster.hello();
+      bus.flush(); // b answers with a snapshot, before any heartbeat of b's
+      b.cluster.beat();
+    } else {
+      b.cluster.beat();
+      bus.flush(); // a asks b for a snapshot
+    }
+    bus.flush();
+    assert.deepEqual(a.told, ["+bob@r"], `bob is back (${first} first)`);
+    assert.deepEqual(a.cluster.view.names("r"), ["bob"]);
+  }
+});

@@ -109,7 +109,8 @@ export class Peers {
 
   /**
    * Replaces a peer's members with a snapshot. Returns who came and went compared with what
-   * this view held (nothing for a peer first heard now: its members are not news).
+   * this view held (nothing for a peer first heard now: its members are not news; all of them for
+   * one dropped for silence that is back).
    */
   replace(
     origin: string,
@@ -118,6 +119,9 @@ export class Peers {
     now: number,
   ): { joined: Change[]; left: Change[] } {
     const before = this.#peers.get(origin);
+    // One dropped for silence is back: its members are news again, whichever of its snapshot
+    // and its heartbeat (see heard) comes first after an outage.
+    const back = before === undefined && this.#dropped.delete(origin);
     const next = new Map<string, Map<string, string>>();
     for (const [room, names] of Object.entries(rooms)) {
       if (names.length > 0) next.set(room, new Map(names.map((name) => [nameKey(name), name])));
@@ -125,13 +129,14 @@ export class Peers {
     this.#peers.set(origin, { seq, heardAt: now, synced: true, rooms: next });
     const joined: Change[] = [];
     const left: Change[] = [];
-    if (!before?.synced) return { joined, left };
+    if (!before?.synced && !back) return { joined, left };
+    const had = before?.rooms ?? new Map<string, Map<string, string>>();
     for (const [room, names] of next) {
       for (const [key, name] of names) {
-        if (!before.rooms.get(room)?.has(key)) joined.push({ room, name });
+        if (!had.get(room)?.has(key)) joined.push({ room, name });
       }
     }
-    for (const [room, names] of before.rooms) {
+    for (const [room, names] of had) {
       for (const [key, name] of names) if (!next.get(room)?.has(key)) left.push({ room, name });
     }
     return { joined, left };
