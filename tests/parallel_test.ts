@@ -105,7 +105,13 @@ Deno.test("deno serve --parallel: two workers share one chat, presence, history 
     assert.equal(welcome.count, COUNT + 1);
   } finally {
     // Connection ids never repeat across workers (each counts from 1, with a tag of its own).
-    const ids = [...server.stdout.matchAll(/connected id=(\S+)/g)].map((match) => match[1]);
+    // A worker's log line can reach this process after its welcome reached the client.
+    const connected = () =>
+      [...server.stdout.matchAll(/connected id=(\S+)/g)].map((match) => match[1]);
+    await until(() => connected().length >= COUNT + 1, "every connected line", 5000).catch(
+      () => {},
+    );
+    const ids = connected();
     assert.equal(ids.length, COUNT + 1);
     assert.equal(new Set(ids).size, ids.length, `ids: ${ids}`);
     // A signal reaches one worker; both drain their clients (on both workers: above) and say so.
