@@ -206,3 +206,58 @@ Deno.test("welcome: a message of the old epoch still waiting when the store lose
   assert.deepEqual(byRef(alice, "a").map((e) => e.type), ["unknown"], "one answer to a");
   hub.stop();
 });
+
+Deno.test("welcome: a resend with the same key while the first copy still waits for its place answers both refs", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  store.holding = true; // alice is alone: the room's place in the store is being read
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  const keyed = (ref: string) => JSON.stringify({ type: "say", text: "once", key: "k-1", ref });
+  hub.receive(alice, keyed("a")); // stored; its author's welcome is still being read
+  hub.receive(alice, keyed("b")); // the same key again: the same message
+  store.holding = false;
+  store.release();
+  await until(() => byRef(alice, "b").length > 0, "the answer to b");
+  await sleep(50);
+  assert.deepEqual(byRef(alice, "a").map((e) => e.type), ["message"], "a answered once");
+  assert.deepEqual(byRef(alice, "b").map((e) => e.type), ["message"], "b answered once");
+  hub.stop();
+});
+
+Deno.test("welcome: a moderator's action in the room while a member's welcome is read reaches it, even when the welcome is read again", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const mod = new FakeConnection("json");
+  const identity = {
+    sub: "u-mod",
+    name: "mod",
+    role: "moderator" as const,
+    rooms: undefined,
+    nick: false,
+    exp: 2_000_000_000,
+  };
+  hub.connect(mod, { name: "mod", room: "r", identity });
+  const carol = new FakeConnection("json");
+  hub.connect(carol, { name: "carol", room: "r" });
+  store.holding = true;
+  const alice = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" }); // its welcome is being read
+  hub.receive(mod, JSON.stringify({ type: "mute", name: "carol", ref: "m" }));
+  store.stale = true;
+  hub.receive(mod, say("x", "c")); // refused: reset, the hub rebases and welcomes everyone again
+  await sleep(20);
+  store.holding = false;
+  store.release();
+  await until(() => alice.events.some((e) => e.type === "welcome"), "alice's welcome");
+  await sleep(50);
+  const events = alice.events;
+  assert.equal(mod.events.filter((e) => e.type === "welcome").length, 2, "read again");
+  const again = events.findLastIndex((e) => e.type === "welcome");
+  assert.deepEqual(
+    events.slice(again + 1).filter((e) => e.type === "moderated").map((e) => e.action),
+    ["mute"],
+    "alice learns of the mute",
+  );
+  hub.stop();
+});

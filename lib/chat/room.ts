@@ -92,6 +92,18 @@ export interface WaitingAck {
   readonly message: Message;
   /** The store's epoch it was stored under. */
   readonly epoch: string;
+  /**
+   * An earlier ask for the same message still waiting: a resend of its key (its own ref) that
+   * came before the first copy's place in the room was known. Each ref gets its answer.
+   */
+  also?: WaitingAck | undefined;
+}
+
+/** `waiting` and every earlier ask for the same message, the earliest first. */
+export function everyAsk(waiting: WaitingAck | undefined): WaitingAck[] {
+  const all: WaitingAck[] = [];
+  for (let ask = waiting; ask !== undefined; ask = ask.also) all.unshift(ask);
+  return all;
 }
 
 /**
@@ -106,6 +118,10 @@ export class WaitingAcks {
   #more: Map<number, WaitingAck> | undefined;
 
   set(id: number, waiting: WaitingAck): void {
+    const before = this.#one !== undefined && this.#id === id ? this.#one : this.#more?.get(id);
+    if (before !== undefined && (before.member !== waiting.member || before.ref !== waiting.ref)) {
+      waiting.also = before;
+    }
     if (this.#more?.has(id)) return void this.#more.set(id, waiting);
     if (this.#one === undefined || this.#id === id) {
       this.#id = id;
@@ -125,9 +141,11 @@ export class WaitingAcks {
     return waiting;
   }
 
-  /** Everyone still waiting, no longer waiting (their room is closing). */
+  /** Every ask still waiting, each apart, no longer waiting (their room is closing). */
   takeAll(): WaitingAck[] {
-    const all = [...(this.#one ? [this.#one] : []), ...(this.#more?.values() ?? [])];
+    const all = [...(this.#one ? [this.#one] : []), ...(this.#more?.values() ?? [])]
+      .flatMap(everyAsk);
+    for (const ask of all) ask.also = undefined;
     this.#one = undefined;
     this.#more = undefined;
     return all;
@@ -155,6 +173,16 @@ export interface Pending {
    * the new welcome says where things stand.
    */
   readonly keep: boolean;
+  /**
+   * A broadcast whose news no welcome tells (a moderator's action, a deletion): it outlives a new
+   * welcome to the same room (the store's epoch changed while the first one was read).
+   */
+  readonly lasting: boolean;
+}
+
+/** Whether a broadcast tells what a welcome to its room does not (see {@link Pending.lasting}). */
+function lasting(event: ServerEvent): boolean {
+  return event.type === "moderated" || event.type === "deleted";
 }
 
 export interface Member {
@@ -259,7 +287,7 @@ export class Delivery {
           frame = frameOf(view.encode(event));
         }
       }
-      if (!frame || !this.frame(member, frame, id, room)) {
+      if (!frame || !this.frame(member, frame, id, room, event)) {
         others.push(member);
         continue;
       }
@@ -302,7 +330,7 @@ export class Delivery {
     for (const member of turn.others) {
       if (member === skip) continue;
       if (member.view !== view) frame = frameOf((view = member.view).encode(event));
-      if (frame) this.frame(member, frame, id, room);
+      if (frame) this.frame(member, frame, id, room, event);
     }
   }
 
@@ -315,17 +343,18 @@ export class Delivery {
     const frame = frameOf(member.view.encode(event));
     if (!frame) return;
     if (!member.pending) return void this.frame(member, frame, id);
-    member.pending.push({ frame, id, room: undefined, keep: about === undefined });
+    member.pending.push({ frame, id, room: undefined, keep: about === undefined, lasting: false });
   }
 
   /**
    * Sends a frame, unless it is a message the member's welcome already carried. `room`: the room
-   * it is broadcast to (see {@link Connection.send}); a frame held for a welcome goes alone.
-   * Whether it went to the connection (not held, not dropped).
+   * it is broadcast to (see {@link Connection.send}), and `event` the broadcast; a frame held for
+   * a welcome goes alone. Whether it went to the connection (not held, not dropped).
    */
-  frame(member: Member, frame: Frame, id?: number, room?: Room): boolean {
+  frame(member: Member, frame: Frame, id?: number, room?: Room, event?: ServerEvent): boolean {
     if (member.pending) {
-      member.pending.push({ frame, id, room, keep: room === undefined });
+      const keep = room === undefined;
+      member.pending.push({ frame, id, room, keep, lasting: !keep && !!event && lasting(event) });
       return false;
     }
     if (!member.conn.open || (id !== undefined && id <= member.floor)) return false;

@@ -23,7 +23,7 @@ import {
 import type { Ref, ServerEvent } from "../protocol/protocol.ts";
 import type { MessageEnvelope } from "../cluster/order.ts";
 import { asAck, asEvent, refField } from "./replies.ts";
-import { type Delivery, type Member, type Room, WaitingAcks } from "./room.ts";
+import { type Delivery, type Member, type Room, type WaitingAck, WaitingAcks } from "./room.ts";
 import type { Feed } from "../cluster/feed.ts";
 
 /** What sending needs of the hub, for authors of type `A`. */
@@ -184,6 +184,14 @@ export function deliverStored(
   if (waiting && waiting.member !== author && waiting.member.view.acks) {
     send.to(waiting.member, asAck(envelope.message, waiting.ref));
   }
+  if (waiting?.also) answerEarlier(send, waiting, envelope.message);
+}
+
+/** The earlier asks for a message (resends of its key, each with its own ref) get their answers. */
+function answerEarlier(send: Delivery, waiting: WaitingAck, message: Message): void {
+  for (let ask = waiting.also; ask !== undefined; ask = ask.also) {
+    if (ask.member.view.acks) send.to(ask.member, asAck(message, ask.ref));
+  }
 }
 
 /**
@@ -196,6 +204,7 @@ export function ackPassed(send: Delivery, room: Room, envelope: MessageEnvelope)
   if (waiting.member.view.acks) {
     send.to(waiting.member, asAck(envelope.message, waiting.ref));
   }
+  if (waiting.also) answerEarlier(send, waiting, envelope.message);
 }
 
 /** How a backend's publish (the server API, lib/transport/api.ts) ended. */

@@ -56,9 +56,13 @@ export class Welcomer {
     }
     const mine: Welcoming = { room, conn: member.conn, join };
     member.welcoming = mine;
-    // What was broadcast to it before is in this welcome or from a room it left; what went to it
-    // alone (answers to its requests) still goes, after the welcome (see Pending.keep).
-    member.pending = member.pending?.filter((pending) => pending.keep) ?? [];
+    // What was broadcast to it before is in this welcome or from a room it left, but for news no
+    // welcome tells (a moderator's action in this room); what went to it alone (answers to its
+    // requests) still goes, after the welcome (see Pending.keep and Pending.lasting).
+    member.pending =
+      member.pending?.filter((pending) =>
+        pending.keep || (pending.lasting && pending.room === room)
+      ) ?? [];
     room.version++; // it follows none of the room's broadcasts while its welcome is read
     // Who is here as membership starts: changes after this reach the member as events.
     const listed = member.view.listed(this.options.bigRoom);
