@@ -22,9 +22,6 @@ import { Metrics } from "./base/metrics.ts";
 import { CloseCode } from "./protocol/protocol.ts";
 import { Turns } from "./transport/outbox.ts";
 import { MemoryGuard } from "./transport/pressure.ts";
-import { redact, RedisLink } from "./store/redis_link.ts";
-import { RedisStore } from "./store/redis_store.ts";
-import { RedisBroker } from "./cluster/redis_broker.ts";
 import {
   authPage,
   type DoorStatus,
@@ -272,6 +269,12 @@ export async function openApp(partial: Partial<Options> = {}, deps: AppDeps = {}
   }
   if (options.redis === undefined || deps.broker || deps.store) return createApp(options, deps);
   const log = deps.log ?? SILENT;
+  // The Redis client is loaded only here: a server without `--redis` starts without it.
+  const [{ redact, RedisLink }, { RedisStore }, { RedisBroker }] = await Promise.all([
+    import("./store/redis_link.ts"),
+    import("./store/redis_store.ts"),
+    import("./cluster/redis_broker.ts"),
+  ]);
   const link = await RedisLink.open(options.redis, log);
   try {
     const store = await RedisStore.open(link, {

@@ -10,7 +10,7 @@ import { DENO_ENVIRONMENT, parseCommand, usage } from "./ops/cli.ts";
 import { ConfigError, type Options } from "./ops/config.ts";
 import { SHUTDOWN_GRACE_MS } from "./base/defaults.ts";
 import { createLogger, type Logger } from "./base/log.ts";
-import { RedisError } from "./store/redis_link.ts";
+import { RedisError } from "./store/redis_error.ts";
 import { StoreError } from "./store/sqlite.ts";
 import { VERSION } from "./base/version.ts";
 

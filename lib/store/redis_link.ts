@@ -20,10 +20,9 @@ import {
 } from "redis";
 import type { Logger } from "../base/log.ts";
 
-/** Redis could not be used at start; the message says why. */
-export class RedisError extends Error {
-  override name = "RedisError";
-}
+import { RedisError } from "./redis_error.ts";
+
+export { RedisError };
 
 /** Longest wait between reconnection attempts. */
 const MAX_BACKOFF_MS = 2000;
