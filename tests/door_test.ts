@@ -258,3 +258,40 @@ Deno.test("door: readers dropped as too slow keep their slots while the kernel h
     },
   );
 });
+
+Deno.test("door: a client that pipelines requests and never reads the answers is closed before it can grow the process", async () => {
+  await withServer([], async (server, port) => {
+    const base = rssMiB(server.child.pid);
+    // 20,000 requests for the page in one go (700 KB), on a socket that reads nothing.
+    const socket = await connectFrom(port, "127.0.0.2");
+    const request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    socket.write(request.repeat(20_000));
+    // The server closes it (the one open connection left is the check's own).
+    await until(
+      async () => {
+        const tcp = (await health(port)).tcp as { open: number };
+        return tcp.open === 1;
+      },
+      "the pipelining connection closed",
+      5000,
+    );
+    const grown = rssMiB(server.child.pid) - base;
+    assert.ok(grown < 64, `the process grew by ${grown.toFixed(0)} MiB`);
+    socket.destroy();
+    // Pipelining within reason is still served: 10 requests in one write, 10 answers.
+    const polite = await connectFrom(port, "127.0.0.3");
+    let answers = 0;
+    polite.on("data", (chunk: Uint8Array) => {
+      answers += new TextDecoder().decode(chunk).split("HTTP/1.1 200").length - 1;
+    });
+    polite.write(request.repeat(10));
+    await until(() => answers === 10, "10 answers to 10 pipelined requests");
+    // And a keep-alive connection asks one request after another, as long as it likes.
+    for (let i = 0; i < 100; i++) {
+      polite.write(request);
+      await until(() => answers === 11 + i, `answer ${11 + i}`);
+    }
+    polite.destroy();
+    await chatsWithin(port, 2000);
+  });
+});

@@ -21,6 +21,8 @@ export interface Tracked {
   port: number;
   /** Counted as pending (not yet upgraded). */
   pending: boolean;
+  /** Requests read whose answers have not been handed to the socket yet (pipelined ones wait). */
+  unanswered: number;
 }
 export const TRACKED = Symbol("natter.door");
 export type TrackedSocket = net.Socket & { [TRACKED]?: Tracked | undefined };
@@ -100,6 +102,7 @@ export class DoorBudget {
       address,
       port: socket.remotePort ?? 0,
       pending: true,
+      unanswered: 0,
     };
     socket[TRACKED] = state;
     this.waiting.add(socket);
