@@ -132,6 +132,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   const guard = new MemoryGuard({
     budget: options.maxMemoryBytes,
     connections: () => live,
+    idle: () => live.size === 0,
     floor: Math.min(64 * 1024, options.maxBufferedBytes / 4),
     log,
   });

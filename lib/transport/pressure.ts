@@ -5,9 +5,16 @@
  * `/metrics`, until it is back under 90 % of the budget.
  *
  * What it cannot do is take back what the runtime holds for a peer: Deno buffers an incoming
- * message of up to 64 MiB before natter sees any of it, keeps reading after natter closes the
- * connection, and frees it only when the peer leaves (tests/runtime_test.ts). Refusing new
- * connections is what bounds that; docs/DEPLOY.md gives the formula.
+ * message in full (a fragmented one without any cap) before natter sees any of it, keeps reading
+ * after natter closes the connection, and frees it only when the peer leaves or stops answering
+ * pings (tests/runtime_test.ts). Refusing new connections is what bounds the number of such
+ * peers; docs/DEPLOY.md says what that does and does not bound.
+ *
+ * Nor does the resident size always come back down when what filled it is gone: the allocator
+ * may keep memory it freed (fragmentation, small allocations). Over budget with no connection
+ * open, nothing is anybody's: natter takes connections again, and refuses once more only when
+ * the resident size grows by a tenth of the budget beyond what was kept (it reuses what it kept
+ * before it grows). Refusing everyone for what nobody holds would be a lockout of its own.
  */
 
 import type { Logger } from "../base/log.ts";
@@ -26,6 +33,8 @@ export interface PressureOptions {
   budget: number;
   /** Connections that can be dropped, largest holders first. */
   connections: () => Iterable<Shedable>;
+  /** Whether no connection is open (none that could hold memory); by `connections` by default. */
+  idle?: () => boolean;
   /** Unsent bytes below which a connection is not worth dropping. */
   floor: number;
   log: Logger;
@@ -41,6 +50,11 @@ const LOG_EVERY_MS = 30_000;
 
 export class MemoryGuard {
   readonly budget: number;
+  /**
+   * The resident size above which natter is over: the budget, or more while the allocator keeps
+   * memory that nobody holds (see above); back to the budget once the size is under it.
+   */
+  ceiling: number;
   /** Over budget: new connections are refused. */
   over = false;
   /** The last reading, in bytes. */
@@ -52,7 +66,7 @@ export class MemoryGuard {
 
   constructor(options: PressureOptions) {
     this.#options = options;
-    this.budget = options.budget;
+    this.budget = this.ceiling = options.budget;
     this.#read = options.rss ?? (() => Deno.memoryUsage().rss);
     this.rss = this.#read();
   }
@@ -70,8 +84,9 @@ export class MemoryGuard {
   /** One reading, and what follows from it. */
   check(): void {
     const rss = this.rss = this.#read();
-    if (!this.over && rss <= this.budget) return;
-    if (this.over && rss < this.budget * RESUME) {
+    if (rss <= this.budget) this.ceiling = this.budget; // what was kept is given back
+    if (!this.over && rss <= this.ceiling) return;
+    if (this.over && rss < this.ceiling * RESUME) {
       this.over = false;
       this.#options.log.warn("memory back under budget: taking new connections again", {
         rssMiB: mib(rss),
@@ -79,9 +94,20 @@ export class MemoryGuard {
       });
       return;
     }
-    if (rss <= this.budget) return; // between the two marks: stay as we are
+    if (this.over && this.#idle()) {
+      // Nobody holds it: the allocator kept it. Growing past it is still refused.
+      this.over = false;
+      this.ceiling = rss + this.budget * (1 - RESUME);
+      this.#options.log.warn(
+        "over the memory budget with no connection open: the allocator keeps memory it freed; " +
+          "taking new connections again",
+        { rssMiB: mib(rss), budgetMiB: mib(this.budget), ceilingMiB: mib(this.ceiling) },
+      );
+      return;
+    }
+    if (rss <= this.ceiling) return; // between the two marks: stay as we are
     this.over = true;
-    const dropped = this.#shed(rss - this.budget);
+    const dropped = this.#shed(rss - this.ceiling);
     const now = Date.now();
     if (now - this.#logged >= LOG_EVERY_MS) {
       this.#logged = now;
@@ -91,6 +117,12 @@ export class MemoryGuard {
         dropped,
       });
     }
+  }
+
+  #idle(): boolean {
+    if (this.#options.idle) return this.#options.idle();
+    for (const conn of this.#options.connections()) if (conn.open) return false;
+    return true;
   }
 
   /** Drops the largest holders of unsent data until `excess` bytes are covered. */

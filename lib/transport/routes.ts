@@ -86,6 +86,8 @@ export function health(request: Request, r: Readings): Response {
     memory: {
       rssMiB: Math.round(guard.rss / 1048576),
       budgetMiB: Math.round(guard.budget / 1048576),
+      // Raised while the allocator keeps freed memory that no connection holds.
+      ...(guard.ceiling > guard.budget ? { ceilingMiB: Math.round(guard.ceiling / 1048576) } : {}),
       over: guard.over,
     },
     ...(front
