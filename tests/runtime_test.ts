@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { abortedHandshakes, connectFrom, FragmentHolder, openFiles } from "./attack.ts";
-import { ServerProcess, sleep, until } from "./helpers.ts";
+import { rssMiB, ServerProcess, sleep, until, upgradeRequest } from "./helpers.ts";
 
 /** Runs `source` as a server that prints "listening on http://127.0.0.1:PORT/". */
 async function minimal(source: string, ulimit?: number): Promise<ServerProcess> {
@@ -174,6 +174,53 @@ Deno.test("runtime: a peer holding an unfinished fragmented message keeps its bu
     assert.equal((await stats(port)).closed, base, "the runtime let go of the connection");
     holder.close();
   } finally {
+    await server.stop("SIGKILL");
+  }
+});
+
+Deno.test("runtime: a fragmented message has no size cap: one connection makes Deno.serve hold 160 MiB", async () => {
+  const server = await minimal(SERVE);
+  try {
+    const port = await server.port();
+    const base = rssMiB(server.child.pid);
+    const holder = await FragmentHolder.open(port);
+    // 1 MiB frames: each under the runtime's 64 MiB frame cap; the message they make is not.
+    await holder.hold(160, 2);
+    await until(() => rssMiB(server.child.pid) - base > 150, "the runtime to hold 150 MiB", 10_000);
+    await sleep(200);
+    assert.equal(holder.ended, false, "the connection is still open");
+    assert.deepEqual(holder.events.filter((e) => e.startsWith("close")), [], "no close frame");
+    holder.close();
+  } finally {
+    await server.stop("SIGKILL");
+  }
+});
+
+Deno.test("runtime: a client frame without a mask is taken as a message (RFC 6455 5.1 says close)", async () => {
+  const source = `
+Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: ({ port }) => console.log("listening on http://127.0.0.1:" + port + "/") }, (req) => {
+  const { socket, response } = Deno.upgradeWebSocket(req);
+  socket.onmessage = (e) => socket.send("got " + e.data);
+  return response;
+});
+`;
+  const server = await minimal(source);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: await server.port() });
+  try {
+    await conn.write(new TextEncoder().encode(upgradeRequest("/")));
+    const text = new TextEncoder().encode("hi");
+    await conn.write(new Uint8Array([0x81, text.length, ...text])); // FIN, text; mask bit clear
+    let seen = "";
+    const buffer = new Uint8Array(4096);
+    const deadline = Date.now() + 3000;
+    while (!seen.includes("got hi") && Date.now() < deadline) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      seen += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    assert.match(seen, /got hi/, "the unmasked frame was delivered");
+  } finally {
+    conn.close();
     await server.stop("SIGKILL");
   }
 });
