@@ -8,6 +8,7 @@
 
 import type http from "node:http";
 import net from "node:net";
+import { setImmediate } from "node:timers";
 import type { DoorBudget } from "./budget.ts";
 import type { DoorTrouble } from "./trouble.ts";
 import type { Logger } from "../base/log.ts";
@@ -152,7 +153,12 @@ export class Listener {
     this.#relistening = false;
   }
 
-  /** Connects to ourselves: a connection not accepted in time means the accept loop stopped. */
+  /**
+   * Connects to ourselves: a connection not accepted in time means the accept loop stopped. A
+   * loop that was busy (a burst of fan-out can hold it for seconds) is not one that stopped: a
+   * wait that ended late proves nothing, and the verdict waits until the loop has handled the
+   * I/O that came meanwhile (the probe's accept among it).
+   */
   #probe(): void {
     const { books } = this.#options;
     const probeHost = this.#probeHost;
@@ -165,8 +171,22 @@ export class Listener {
       client.destroy();
       if (stalled !== undefined && books.accepted === before) this.#relisten(stalled);
     };
+    /** A wait of PROBE_MS armed at `armed` has ended: stalled, unless the loop was busy. */
+    const waited = (armed: number) => {
+      const late = Date.now() - armed - PROBE_MS > PROBE_MS / 3;
+      setImmediate(() => {
+        if (books.accepted > before) return done(undefined);
+        if (late) { // inconclusive: the next quiet check probes again
+          settled = true;
+          client.destroy();
+          return;
+        }
+        done("stalled");
+      });
+    };
     const client = net.connect({ port: this.addr.port, host: probeHost });
-    const timer = setTimeout(() => done("stalled"), PROBE_MS);
+    const start = Date.now();
+    const timer = setTimeout(() => waited(start), PROBE_MS);
     client.on("error", (error: NodeJS.ErrnoException) => {
       // Out of descriptors ourselves; or refused: nothing listens there any more.
       const code = error.code;
@@ -180,7 +200,9 @@ export class Listener {
     });
     client.on("connect", () => {
       // Accepted (or not) shortly: give the loop a moment to see it.
-      setTimeout(() => done(books.accepted > before ? undefined : "stalled"), PROBE_MS);
+      clearTimeout(timer);
+      const connected = Date.now();
+      setTimeout(() => waited(connected), PROBE_MS);
     });
   }
 }
