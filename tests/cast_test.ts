@@ -243,8 +243,8 @@ class SlowStore implements HistoryStore {
     return this.#held(() => this.#inner.latest(room, limit, before), this.slowReads);
   }
 
-  after(room: string, since: number) {
-    return this.#held(() => this.#inner.after(room, since), this.slowReads);
+  after(room: string, since: number, budget?: number) {
+    return this.#held(() => this.#inner.after(room, since, budget), this.slowReads);
   }
 
   head(room: string) {

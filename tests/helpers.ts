@@ -551,8 +551,8 @@ export class TestStore implements HistoryStore {
   latest(room: string, limit: number, before?: number) {
     return this.#read(() => this.inner.latest(room, limit, before));
   }
-  after(room: string, since: number) {
-    return this.#read(() => this.inner.after(room, since));
+  after(room: string, since: number, budget?: number) {
+    return this.#read(() => this.inner.after(room, since, budget));
   }
   head(room: string) {
     return this.#read(() => this.inner.head(room));

@@ -73,6 +73,23 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.deepEqual(stored, { room: "a", id: 3, ts: 5, from: "bob", text: "waves", action: true });
   });
 
+  test("after() with a budget reads all that fits, and none of a backlog past it", async (store) => {
+    const long = "é".repeat(4000); // 8000 bytes of UTF-8, 4000 code units
+    for (let i = 0; i < 300; i++) await store.append("big", draft(`${i} ${long}`));
+    const budget = 64 * 1024;
+    const over = await store.after("big", 0, budget);
+    assert.deepEqual(over, { messages: [], complete: false }, "300 x 4 KiB is past 64 KiB");
+    const fits = await store.after("big", 295, budget);
+    assert.deepEqual(fits.messages.map((m) => m.id), [296, 297, 298, 299, 300]);
+    assert.equal(fits.complete, true);
+    // Across pages: 150 short messages fit in one budget.
+    for (let i = 0; i < 150; i++) await store.append("short", draft(`m${i}`));
+    const all = await store.after("short", 0, budget);
+    assert.deepEqual(all.messages.map((m) => m.id), Array.from({ length: 150 }, (_, i) => i + 1));
+    assert.equal(all.complete, true);
+    assert.deepEqual(await store.after("short", 0), all, "the same as without a budget");
+  });
+
   test("a removed message reads back as its tombstone, in latest and after; an unknown id is none", async (store) => {
     for (const text of ["one", "two", "three"]) await store.append("a", draft(text));
     const gone = await store.remove!("a", 2);

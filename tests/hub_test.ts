@@ -691,8 +691,8 @@ class FlakyStore implements HistoryStore {
   latest(room: string, limit: number, before?: number) {
     return this.#inner.latest(room, limit, before);
   }
-  after(room: string, since: number) {
-    return this.#inner.after(room, since);
+  after(room: string, since: number, budget?: number) {
+    return this.#inner.after(room, since, budget);
   }
   head(room: string) {
     return this.#inner.head(room);

@@ -155,7 +155,8 @@ export class HistoryDesk {
     const head = store.head(room);
     // Plain-text clients get no replay: the seed's REPL experience stays as it was.
     if (reader.conn.format !== "json") return when(() => head, (head) => ({ messages: [], head }));
-    const missed = since === undefined ? undefined : store.after(room, since);
+    // Only as much as one frame can carry is read: more, and the latest go instead.
+    const missed = since === undefined ? undefined : store.after(room, since, HISTORY_FRAME_BYTES);
     const latest = store.latest(room, reserved ? this.options.historyOnJoin : 0);
     return when(() => all3(head, missed, latest), ([head, missed, latest]) => {
       // All that was missed, if it is kept and fits one frame; otherwise the latest, and say so.

@@ -178,8 +178,13 @@ export interface HistoryStore {
   append(room: string, draft: Draft, key?: string): Maybe<Stored>;
   /** Up to `limit` of the newest messages, or of those before id `before`. */
   latest(room: string, limit: number, before?: number): Maybe<Message[]>;
-  /** Every kept message after id `since`. */
-  after(room: string, since: number): Maybe<Recovery>;
+  /**
+   * Every kept message after id `since`. With `budget`: if they would take more than `budget`
+   * bytes as JSON (at least {@link leastJsonBytes} each), none of them, marked incomplete, having
+   * read little more than that from the store (a client asking for all since 0 in a room of
+   * thousands of long messages cost a 100 ms read otherwise; it gets the latest instead).
+   */
+  after(room: string, since: number, budget?: number): Maybe<Recovery>;
   /** The last id given out in the room; 0 before its first message. */
   head(room: string): Maybe<number>;
   /**
@@ -215,3 +220,16 @@ export interface HistoryStore {
 
 /** Defaults: a few thousand messages per room, kept regardless of age. */
 export const DEFAULT_RETENTION: Retention = { maxCount: HISTORY_LIMIT, maxAgeMs: 0 };
+
+/**
+ * The fewest bytes a message with `textLength` code units (or UTF-8 bytes) of text takes in a
+ * JSON frame: each byte once, plus its fields. A lower bound: a reply's own measure (`fitting`
+ * in lib/chat/replies.ts) is never below it, so a store that stops at a budget by this measure
+ * never leaves out what would have fitted.
+ */
+export function leastJsonBytes(textLength: number): number {
+  return textLength + 64;
+}
+
+/** Messages after `since` read newest first, a page at a time, until `budget` is passed. */
+export const BUDGET_PAGE = 64;

@@ -9,6 +9,7 @@ import {
   type Draft,
   type HistoryStore,
   KEY_WINDOW_MS,
+  leastJsonBytes,
   type Message,
   type Recovery,
   type Retention,
@@ -145,7 +146,7 @@ export class MemoryStore implements HistoryStore {
     return this.#marked(room, log.messages(room, Math.max(log.head, end - limit), end));
   }
 
-  after(room: string, since: number): Recovery {
+  after(room: string, since: number, budget?: number): Recovery {
     const log = this.#kept(room);
     const lastId = log?.lastId ?? this.#forgotten;
     if (since > lastId || since < 0) return { messages: [], complete: false };
@@ -153,6 +154,14 @@ export class MemoryStore implements HistoryStore {
     if (!log) return { messages: [], complete: since === 0 };
     const first = log.count > 0 ? log.idAt(log.head) : lastId + 1;
     const from = log.head + Math.max(0, since + 1 - first);
+    if (budget !== undefined) {
+      // Measured from the sizes it keeps, newest first, before anything is decoded.
+      let spent = 0;
+      for (let i = log.tail - 1; i >= from; i--) {
+        spent += leastJsonBytes(log.textBytes(i));
+        if (spent > budget) return { messages: [], complete: false };
+      }
+    }
     return {
       messages: this.#marked(room, log.messages(room, from, log.tail)),
       complete: since + 1 >= first,

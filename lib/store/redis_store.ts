@@ -25,10 +25,12 @@
 
 import { ClientOfflineError, ErrorReply } from "redis";
 import {
+  BUDGET_PAGE,
   DEFAULT_RETENTION,
   type Draft,
   type HistoryStore,
   KEY_WINDOW_MS,
+  leastJsonBytes,
   type Message,
   type Recovery,
   type Retention,
@@ -473,7 +475,8 @@ export class RedisStore implements HistoryStore {
     return [...messages, ...stones].sort((a, b) => a.id - b.id);
   }
 
-  async after(room: string, since: number): Promise<Recovery> {
+  async after(room: string, since: number, budget?: number): Promise<Recovery> {
+    if (budget !== undefined) return await this.#afterWithin(room, since, budget);
     // One connection runs these in order: the entries reach at least to `head`.
     const [head, entries] = await this.#read(() =>
       Promise.all([
@@ -481,6 +484,37 @@ export class RedisStore implements HistoryStore {
         this.link.command.xRange(roomKey(room, "log"), String(since + 1), "+"),
       ])
     );
+    return await this.#recovered(room, since, head, entries);
+  }
+
+  /** As `after`, reading newest first a page at a time, and none past `budget`. */
+  async #afterWithin(room: string, since: number, budget: number): Promise<Recovery> {
+    const head = await this.#read(() => this.head(room));
+    if (since > head || since < 0) return { messages: [], complete: false };
+    const log = roomKey(room, "log");
+    const pages: { id: string; message: Record<string, string> }[][] = [];
+    let top = "+";
+    let spent = 0;
+    for (;;) {
+      const page = await this.#read(() =>
+        this.link.command.xRevRange(log, top, String(since + 1), { COUNT: BUDGET_PAGE })
+      );
+      for (const entry of page) spent += leastJsonBytes((entry.message.text ?? "").length);
+      if (spent > budget) return { messages: [], complete: false };
+      pages.unshift(page.reverse());
+      if (page.length < BUDGET_PAGE) break;
+      top = `(${page[0]!.id}`; // exclusive: below the oldest of this page
+    }
+    return await this.#recovered(room, since, head, pages.flat());
+  }
+
+  /** What `after` answers, from the entries after `since` up to `head`. */
+  async #recovered(
+    room: string,
+    since: number,
+    head: number,
+    entries: { id: string; message: Record<string, string> }[],
+  ): Promise<Recovery> {
     if (since > head || since < 0) return { messages: [], complete: false };
     const gone = await this.#read(() => this.link.command.hGetAll(roomKey(room, "gone")));
     const bottom = Math.max(since + 1, head - this.#retention.maxCount + 1);

@@ -146,6 +146,11 @@ export class RoomLog {
     return message;
   }
 
+  /** The UTF-8 length of the text at slot `i`, without decoding it. */
+  textBytes(i: number): number {
+    return this.meta[3 * i + 2]!;
+  }
+
   /** Entries at slots [from, to) as messages. */
   messages(room: string, from: number, to: number): Message[] {
     const list: Message[] = [];

@@ -5,10 +5,12 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import {
+  BUDGET_PAGE,
   DEFAULT_RETENTION,
   type Draft,
   type HistoryStore,
   KEY_WINDOW_MS,
+  leastJsonBytes,
   type Message,
   type Recovery,
   type Retention,
@@ -157,6 +159,7 @@ export class SqliteStore implements HistoryStore {
   readonly #latest: StatementSync;
   readonly #before: StatementSync;
   readonly #after: StatementSync;
+  readonly #afterBack: StatementSync;
   readonly #bounds: StatementSync;
   readonly #head: StatementSync;
   readonly #keyed: StatementSync;
@@ -195,6 +198,9 @@ export class SqliteStore implements HistoryStore {
     );
     this.#after = db.prepare(
       "SELECT * FROM messages WHERE room = ? AND ts >= ? AND id > ? ORDER BY id",
+    );
+    this.#afterBack = db.prepare(
+      "SELECT * FROM messages WHERE room = ? AND ts >= ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
     );
     this.#head = db.prepare("SELECT last_id FROM rooms WHERE name = ?");
     this.#keyed = db.prepare("SELECT id FROM message_keys WHERE room = ? AND key = ? AND at >= ?");
@@ -311,7 +317,7 @@ export class SqliteStore implements HistoryStore {
     return this.#marked(room, (rows as unknown as Row[]).map(toMessage));
   }
 
-  after(room: string, since: number): Recovery {
+  after(room: string, since: number, budget?: number): Recovery {
     const bounds = this.#bounds.get(room, this.#cutoff()) as {
       last: number | null;
       first: number | null;
@@ -319,10 +325,33 @@ export class SqliteStore implements HistoryStore {
     const last = Number(bounds.last ?? 0);
     if (since > last || since < 0) return { messages: [], complete: false };
     const first = bounds.first === null ? last + 1 : Number(bounds.first);
-    const messages = (this.#after.all(room, this.#cutoff(), since) as unknown as Row[]).map(
-      toMessage,
-    );
+    const messages = budget === undefined
+      ? (this.#after.all(room, this.#cutoff(), since) as unknown as Row[]).map(toMessage)
+      : this.#afterWithin(room, since, last, budget);
+    if (messages === undefined) return { messages: [], complete: false };
     return { messages: this.#marked(room, messages), complete: since + 1 >= first };
+  }
+
+  /** The messages after `since`, newest first a page at a time; undefined past `budget`. */
+  #afterWithin(room: string, since: number, last: number, budget: number): Message[] | undefined {
+    const pages: Message[][] = [];
+    let below = last + 1;
+    let spent = 0;
+    for (;;) {
+      const rows = this.#afterBack.all(
+        room,
+        this.#cutoff(),
+        since,
+        below,
+        BUDGET_PAGE,
+      ) as unknown as Row[];
+      const page = rows.map(toMessage).reverse();
+      for (const message of page) spent += leastJsonBytes(message.text.length);
+      if (spent > budget) return undefined;
+      pages.unshift(page);
+      if (rows.length < BUDGET_PAGE) return pages.flat();
+      below = page[0]!.id;
+    }
   }
 
   remove(room: string, id: number): Message | undefined {
