@@ -92,7 +92,8 @@ export class FragmentHolder {
 
   #send(bytes: Uint8Array): Promise<void> {
     this.#writing = this.#writing.then(async () => {
-      await this.conn.write(bytes);
+      // A write may take only part of a MiB: the rest follows, or the frames fall out of step.
+      for (let done = 0; done < bytes.length;) done += await this.conn.write(bytes.subarray(done));
     }).catch(() => {
       this.#ended = true;
     });
