@@ -139,7 +139,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   guard.start();
   const turns = new Turns();
   const gate = new Gate(options, { hub, guard, live, metrics, log, turns });
-  const api = options.apiKey === undefined ? undefined : new Api(options, hub, store);
+  const api = options.apiKey === undefined ? undefined : new Api(options, hub, store, metrics, log);
 
   /** What /healthz and /metrics report, as of now. */
   const readings = (): Readings => ({

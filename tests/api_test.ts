@@ -62,6 +62,9 @@ Deno.test("the server API through natter's own listener: publish, rooms, members
       assert.equal((await call(base, method!, path!, {}, null)).status, 401, `${method} ${path}`);
       assert.equal((await call(base, method!, path!, {}, "wrong-key-wrong-key-1")).status, 401);
     }
+    // Counted, for an operator to see guessing (and logged, at most twice a minute).
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    assert.match(metrics, /^natter_refused_total\{reason="api_key"\} 12$/m);
 
     const published = await call(base, "POST", "/api/publish", {
       room: "news",

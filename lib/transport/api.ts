@@ -23,6 +23,11 @@ import { TokenBucket } from "../base/limits.ts";
 import type { HistoryStore } from "../store/history.ts";
 import { json } from "./routes.ts";
 import { sameSecret } from "./token.ts";
+import { Metrics } from "../base/metrics.ts";
+import type { Logger } from "../base/log.ts";
+
+/** How often refused API keys may be logged. */
+const LOG_REFUSED_EVERY_MS = 30_000;
 
 /**
  * Largest request body the API reads: a message's cap six times over (JSON may write each byte
@@ -72,13 +77,31 @@ export class Api {
   readonly #store: HistoryStore;
   readonly #maxMessageBytes: number;
   readonly #rate: TokenBucket;
+  readonly #metrics: Metrics | undefined;
+  readonly #log: Logger | undefined;
+  /** Requests refused for their key since the last log line, and when that was. */
+  #refused = 0;
+  #loggedAt = -Infinity;
 
-  constructor(options: Options, hub: Hub, store: HistoryStore) {
+  constructor(options: Options, hub: Hub, store: HistoryStore, metrics?: Metrics, log?: Logger) {
     this.#key = options.apiKey!;
     this.#hub = hub;
     this.#store = store;
     this.#maxMessageBytes = options.maxMessageBytes;
     this.#rate = new TokenBucket(options.rateBurst, options.ratePerSecond);
+    this.#metrics = metrics;
+    this.#log = log;
+  }
+
+  /** A request came with a missing or wrong key: counted, and logged at most twice a minute. */
+  #wrongKey(): void {
+    if (this.#metrics) Metrics.bump(this.#metrics.refused, "api_key");
+    this.#refused++;
+    const now = Date.now();
+    if (now - this.#loggedAt < LOG_REFUSED_EVERY_MS) return;
+    this.#log?.warn("API requests refused for a missing or wrong key", { count: this.#refused });
+    this.#loggedAt = now;
+    this.#refused = 0;
   }
 
   /** The largest body a request may carry. */
@@ -91,6 +114,7 @@ export class Api {
     const header = request.headers.get("authorization") ?? "";
     const given = /^bearer\s+(\S+)\s*$/i.exec(header)?.[1];
     if (given === undefined || !sameSecret(given, this.#key)) {
+      this.#wrongKey();
       return failure(
         request,
         401,
