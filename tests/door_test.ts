@@ -278,6 +278,8 @@ Deno.test("door: a client that pipelines requests and never reads the answers is
     const grown = rssMiB(server.child.pid) - base;
     assert.ok(grown < 64, `the process grew by ${grown.toFixed(0)} MiB`);
     socket.destroy();
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^natter_refused_total\{reason="unanswered"\} 1$/m, "one refusal");
     // Pipelining within reason is still served: 10 requests in one write, 10 answers.
     const polite = await connectFrom(port, "127.0.0.3");
     let answers = 0;

@@ -88,6 +88,12 @@ for (const [kind, make] of Object.entries(factories)) {
     assert.deepEqual(all.messages.map((m) => m.id), Array.from({ length: 150 }, (_, i) => i + 1));
     assert.equal(all.complete, true);
     assert.deepEqual(await store.after("short", 0), all, "the same as without a budget");
+    // Deleted messages go as tombstones: a backlog of deleted long ones fits.
+    for (let i = 0; i < 40; i++) await store.append("spam", draft(`${i} ${long}`));
+    for (let id = 1; id <= 40; id++) await store.remove!("spam", id);
+    const stones = await store.after("spam", 0, budget);
+    assert.equal(stones.messages.length, 40, "every tombstone");
+    assert.equal(stones.complete, true);
   });
 
   test("a removed message reads back as its tombstone, in latest and after; an unknown id is none", async (store) => {

@@ -66,6 +66,10 @@ Deno.test("memory budget: memory kept by the allocator after everyone left does 
   state.rss = 1250 * MiB; // and grow past it
   g.check();
   assert.equal(g.over, true, "growth past what was kept is refused");
+  state.rss = 950 * MiB; // under the raised mark's 90 % (and under the budget): taken again
+  g.check();
+  assert.equal(g.over, false, "under 90 % of the raised mark");
+  assert.equal(g.ceiling, 1000 * MiB, "under the budget: the budget is the mark again");
   conns.clear();
   state.rss = 900 * MiB; // given back: the budget is the budget again
   g.check();

@@ -175,7 +175,7 @@ export class Metrics {
       [
         "refused_total",
         "counter",
-        "Connections or upgrades refused, by reason.",
+        "Connections, upgrades or API requests refused, by reason.",
         labelled("reason", this.refused),
       ],
     ];

@@ -142,7 +142,9 @@ export async function openDoor(app: App, options: DoorOptions): Promise<Door> {
     // Read first: whatever happens below, the connection waits for its next head again.
     const state = socket[TRACKED];
     if (state && ++state.unanswered > MAX_UNANSWERED) {
-      return void refuse(metrics, socket, "unanswered");
+      // Requests it had sent already still come out of the parser: one refusal counts.
+      if (!socket.destroyed) refuse(metrics, socket, "unanswered");
+      return;
     }
     if (state) response.once("close", () => state.unanswered--);
     const method = request.method ?? "GET";

@@ -156,9 +156,11 @@ export class MemoryStore implements HistoryStore {
     const from = log.head + Math.max(0, since + 1 - first);
     if (budget !== undefined) {
       // Measured from the sizes it keeps, newest first, before anything is decoded.
+      const deleted = this.#deleted.get(room);
       let spent = 0;
       for (let i = log.tail - 1; i >= from; i--) {
-        spent += leastJsonBytes(log.textBytes(i));
+        // A deleted message goes as its tombstone, with no text.
+        spent += leastJsonBytes(deleted?.has(log.idAt(i)) ? 0 : log.textBytes(i));
         if (spent > budget) return { messages: [], complete: false };
       }
     }

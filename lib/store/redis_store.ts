@@ -472,7 +472,9 @@ export class RedisStore implements HistoryStore {
       if (ts >= cutoff) stones.push(tombstone({ room, id, ts, from, text: "" }));
     }
     if (stones.length === 0) return messages;
-    return [...messages, ...stones].sort((a, b) => a.id - b.id);
+    // One deleted since its entry was read (by another instance) goes as its tombstone only.
+    const kept = messages.filter((message) => gone[String(message.id)] === undefined);
+    return [...kept, ...stones].sort((a, b) => a.id - b.id);
   }
 
   async after(room: string, since: number, budget?: number): Promise<Recovery> {
@@ -503,7 +505,8 @@ export class RedisStore implements HistoryStore {
       if (spent > budget) return { messages: [], complete: false };
       pages.unshift(page.reverse());
       if (page.length < BUDGET_PAGE) break;
-      top = `(${page[0]!.id}`; // exclusive: below the oldest of this page
+      // Below the oldest of this page (ids are `N-0`; an exclusive range needs Redis 6.2).
+      top = String(Number.parseInt(page[0]!.id, 10) - 1);
     }
     return await this.#recovered(room, since, head, pages.flat());
   }

@@ -318,6 +318,17 @@ export class SqliteStore implements HistoryStore {
   }
 
   after(room: string, since: number, budget?: number): Recovery {
+    // One snapshot for the bounds and every page: another worker's append (and its trim) between
+    // two reads would leave a gap behind a `complete` answer.
+    this.#db.exec("BEGIN");
+    try {
+      return this.#afterIn(room, since, budget);
+    } finally {
+      this.#db.exec("COMMIT");
+    }
+  }
+
+  #afterIn(room: string, since: number, budget: number | undefined): Recovery {
     const bounds = this.#bounds.get(room, this.#cutoff()) as {
       last: number | null;
       first: number | null;

@@ -84,16 +84,17 @@ export class MemoryGuard {
   /** One reading, and what follows from it. */
   check(): void {
     const rss = this.rss = this.#read();
-    if (rss <= this.budget) this.ceiling = this.budget; // what was kept is given back
-    if (!this.over && rss <= this.ceiling) return;
     if (this.over && rss < this.ceiling * RESUME) {
       this.over = false;
-      this.#options.log.warn("memory back under budget: taking new connections again", {
+      if (rss <= this.budget) this.ceiling = this.budget;
+      this.#options.log.warn("memory back under its mark: taking new connections again", {
         rssMiB: mib(rss),
         budgetMiB: mib(this.budget),
       });
       return;
     }
+    if (!this.over && rss <= this.budget) this.ceiling = this.budget; // what was kept is given back
+    if (!this.over && rss <= this.ceiling) return;
     if (this.over && this.#idle()) {
       // Nobody holds it: the allocator kept it. Growing past it is still refused.
       this.over = false;
