@@ -156,7 +156,9 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
   function fetch(request: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
-    if (api && path.startsWith("/api/")) return api.handle(request, url);
+    if (api && path.startsWith("/api/")) {
+      return api.handle(request, url, (info.remoteAddr as Deno.NetAddr | undefined)?.hostname);
+    }
     const isEndpoint = path === "/" || path === "/ws";
     const known = isEndpoint || isAsset(path) || ROUTES.has(path);
     if (!known) return plain(404, "Not Found");

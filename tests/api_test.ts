@@ -4,7 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { Client, ServerProcess, signedToken, startServer, TEST_JWT_SECRET } from "./helpers.ts";
+import {
+  Client,
+  ServerProcess,
+  signedToken,
+  startServer,
+  TEST_JWT_SECRET,
+  until,
+} from "./helpers.ts";
 
 const KEY = "api-key-0123456789abcdef";
 const SECRET = TEST_JWT_SECRET;
@@ -65,6 +72,13 @@ Deno.test("the server API through natter's own listener: publish, rooms, members
     // Counted, for an operator to see guessing (and logged, at most twice a minute).
     const metrics = await (await fetch(`${base}/metrics`)).text();
     assert.match(metrics, /^natter_refused_total\{reason="api_key"\} 12$/m);
+    await until(
+      () =>
+        /API requests refused for a missing or wrong key.*count=1 .*from=127\.0\.0\.1/.test(
+          server.stderr,
+        ),
+      "the log line, with the address",
+    );
 
     const published = await call(base, "POST", "/api/publish", {
       room: "news",

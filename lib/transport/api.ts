@@ -79,8 +79,9 @@ export class Api {
   readonly #rate: TokenBucket;
   readonly #metrics: Metrics | undefined;
   readonly #log: Logger | undefined;
-  /** Requests refused for their key since the last log line, and when that was. */
+  /** Requests refused for their key since the last log line, from which addresses, and when. */
   #refused = 0;
+  #from = new Set<string>();
   #loggedAt = -Infinity;
 
   constructor(options: Options, hub: Hub, store: HistoryStore, metrics?: Metrics, log?: Logger) {
@@ -93,15 +94,24 @@ export class Api {
     this.#log = log;
   }
 
-  /** A request came with a missing or wrong key: counted, and logged at most twice a minute. */
-  #wrongKey(): void {
+  /**
+   * A request came with a missing or wrong key: counted, and logged at most twice a minute with
+   * how many came since the last line and from where (the first few addresses).
+   */
+  #wrongKey(address: string | undefined): void {
     if (this.#metrics) Metrics.bump(this.#metrics.refused, "api_key");
     this.#refused++;
+    if (address !== undefined && this.#from.size < 5) this.#from.add(address);
     const now = Date.now();
     if (now - this.#loggedAt < LOG_REFUSED_EVERY_MS) return;
-    this.#log?.warn("API requests refused for a missing or wrong key", { count: this.#refused });
+    this.#log?.warn("API requests refused for a missing or wrong key", {
+      count: this.#refused,
+      from: [...this.#from].join(" "),
+      sinceSeconds: Number.isFinite(this.#loggedAt) ? Math.round((now - this.#loggedAt) / 1000) : 0,
+    });
     this.#loggedAt = now;
     this.#refused = 0;
+    this.#from.clear();
   }
 
   /** The largest body a request may carry. */
@@ -110,11 +120,11 @@ export class Api {
   }
 
   /** Answers a request under `/api/`. */
-  async handle(request: Request, url: URL): Promise<Response> {
+  async handle(request: Request, url: URL, address?: string): Promise<Response> {
     const header = request.headers.get("authorization") ?? "";
     const given = /^bearer\s+(\S+)\s*$/i.exec(header)?.[1];
     if (given === undefined || !sameSecret(given, this.#key)) {
-      this.#wrongKey();
+      this.#wrongKey(address);
       return failure(
         request,
         401,
