@@ -171,22 +171,29 @@ export class Listener {
       client.destroy();
       if (stalled !== undefined && books.accepted === before) this.#relisten(stalled);
     };
-    /** A wait of PROBE_MS armed at `armed` has ended: stalled, unless the loop was busy. */
-    const waited = (armed: number) => {
+    /**
+     * A wait of PROBE_MS armed at `armed` has ended. Not accepted yet: wait once more, since a
+     * loop that is only busy gets to the accept in the end and one that stopped never does. A
+     * wait that ended late proves nothing either way: the next quiet check probes again.
+     */
+    const waited = (armed: number, again: boolean) => {
       const late = Date.now() - armed - PROBE_MS > PROBE_MS / 3;
       setImmediate(() => {
+        if (settled) return;
         if (books.accepted > before) return done(undefined);
-        if (late) { // inconclusive: the next quiet check probes again
+        if (late) {
           settled = true;
           client.destroy();
           return;
         }
-        done("stalled");
+        if (!again) return done("stalled");
+        const now = Date.now();
+        setTimeout(() => waited(now, false), PROBE_MS);
       });
     };
     const client = net.connect({ port: this.addr.port, host: probeHost });
     const start = Date.now();
-    const timer = setTimeout(() => waited(start), PROBE_MS);
+    const timer = setTimeout(() => waited(start, true), PROBE_MS);
     client.on("error", (error: NodeJS.ErrnoException) => {
       // Out of descriptors ourselves; or refused: nothing listens there any more.
       const code = error.code;
@@ -202,7 +209,7 @@ export class Listener {
       // Accepted (or not) shortly: give the loop a moment to see it.
       clearTimeout(timer);
       const connected = Date.now();
-      setTimeout(() => waited(connected), PROBE_MS);
+      setTimeout(() => waited(connected, true), PROBE_MS);
     });
   }
 }
