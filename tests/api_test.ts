@@ -119,6 +119,11 @@ Deno.test("the server API through natter's own listener: publish, rooms, members
     assert.equal((await reader.event("deleted")).id, id);
 
     assert.equal((await call(base, "POST", "/api/disconnect", {})).status, 400);
+    // A field of the wrong type is an error, not left out: this must not disconnect ~reader.
+    const wrongType = await call(base, "POST", "/api/disconnect", { sub: 42, name: "~reader" });
+    assert.equal(wrongType.status, 400);
+    assert.match(String((wrongType.json.error as { message: string }).message), /'sub'/);
+    assert.equal((await call(base, "POST", "/api/disconnect", { name: "" })).status, 400);
     const bySub = await call(base, "POST", "/api/disconnect", { sub: "u-42" });
     assert.equal(bySub.status, 200);
     assert.equal((await dora.closed).code, 4004);

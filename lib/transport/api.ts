@@ -265,8 +265,16 @@ export class Api {
   async #disconnecting(request: Request): Promise<Response> {
     const value = await body(request, this.bodyLimit);
     if (value instanceof Response) return value;
-    const sub = typeof value.sub === "string" && value.sub !== "" ? value.sub : undefined;
-    const name = typeof value.name === "string" && value.name !== "" ? value.name : undefined;
+    // A field given with the wrong type is refused, not taken as absent: `{"sub":42,"name":"x"}`
+    // must not disconnect x.
+    for (const field of ["sub", "name"]) {
+      const given = value[field];
+      if (given !== undefined && (typeof given !== "string" || given === "")) {
+        return failure(request, 400, "bad_request", `'${field}' must be a non-empty string`);
+      }
+    }
+    const sub = value.sub as string | undefined;
+    const name = value.name as string | undefined;
     if ((sub === undefined) === (name === undefined)) {
       return failure(request, 400, "bad_request", "give one of 'sub' (a user id) or 'name'");
     }
