@@ -4,7 +4,7 @@
  * the allocator keeps after everyone left locks nobody out.
  */
 import assert from "node:assert/strict";
-import { MemoryGuard, type Shedable } from "../lib/transport/pressure.ts";
+import { FRESH_MS, MemoryGuard, type Shedable } from "../lib/transport/pressure.ts";
 import { SILENT } from "../lib/base/log.ts";
 
 const MiB = 1048576;
@@ -79,4 +79,16 @@ Deno.test("memory budget: memory kept by the allocator after everyone left does 
   conns.add(new Holder(0));
   g.check();
   assert.equal(g.over, true);
+});
+
+Deno.test("memory budget: a new connection is judged on a fresh reading, not on the last tick's", async () => {
+  const { g, state } = guard(new Set([new Holder(0)]));
+  g.check(); // a tick: under the budget
+  state.rss = 1200 * MiB; // a burst passes it before the next tick
+  assert.equal(g.over, false, "no tick since");
+  await new Promise((resolve) => setTimeout(resolve, FRESH_MS + 10));
+  assert.equal(g.refusing(), true, "the connection asking now is refused");
+  state.rss = 1300 * MiB;
+  assert.equal(g.refusing(), true);
+  assert.equal(g.rss, 1200 * MiB, "readings closer together than FRESH_MS reuse the last one");
 });

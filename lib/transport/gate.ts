@@ -156,7 +156,7 @@ export class Gate {
         plain(503, "The server is shutting down; try again in a moment", { "retry-after": "5" }),
       );
     }
-    if (this.#guard.over) {
+    if (this.#guard.refusing()) {
       return this.#refuse(
         "memory",
         address,
