@@ -235,6 +235,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     async shutdown(graceMs = SHUTDOWN_GRACE_MS) {
       gate.drain();
       guard.stop();
+      api?.stop();
       hub.announce("server is shutting down; reconnect in a moment");
       hub.closeAll(CloseCode.goingAway, "server shutting down");
       const deadline = Date.now() + graceMs;

@@ -4,6 +4,10 @@
  */
 
 import assert from "node:assert/strict";
+import { Api } from "../lib/transport/api.ts";
+import type { Hub } from "../lib/chat/hub.ts";
+import type { HistoryStore } from "../lib/store/history.ts";
+import { DEFAULTS } from "../lib/ops/config.ts";
 import {
   Client,
   ServerProcess,
@@ -183,4 +187,33 @@ Deno.test("the server API in process: the rate limit answers 429; without --api-
   } finally {
     await plain.close();
   }
+});
+
+Deno.test("the server API: wrong keys that come within the log's quiet time are logged when it ends, with no further request", async () => {
+  const lines: string[] = [];
+  const log = {
+    info() {},
+    error() {},
+    warn(message: string, fields?: Record<string, unknown>) {
+      lines.push(`${message} ${JSON.stringify(fields)}`);
+    },
+  };
+  const options = { ...DEFAULTS, apiKey: KEY };
+  const api = new Api(options, {} as Hub, {} as HistoryStore, undefined, log, 200);
+  const wrong = () =>
+    api.handle(
+      new Request("http://x/api/rooms", { headers: { authorization: "Bearer nope" } }),
+      new URL("http://x/api/rooms"),
+      "192.0.2.7",
+    );
+  assert.equal((await wrong()).status, 401);
+  assert.equal(lines.length, 1, "the first is logged at once");
+  for (let i = 0; i < 3; i++) assert.equal((await wrong()).status, 401);
+  assert.equal(lines.length, 1, "the next three wait for the quiet time's end");
+  await until(() => lines.length === 2, "the three logged when the quiet time ends", 2000);
+  assert.match(lines[1]!, /"count":3/);
+  assert.match(lines[1]!, /192\.0\.2\.7/);
+  await (await wrong()).body?.cancel();
+  api.stop(); // what is left is logged at shutdown
+  assert.equal(lines.length, 3);
 });

@@ -83,8 +83,19 @@ export class Api {
   #refused = 0;
   #from = new Set<string>();
   #loggedAt = -Infinity;
+  /** Logs what came since the last line once its quiet time is over, if nothing else does. */
+  #flushLater: ReturnType<typeof setTimeout> | undefined;
+  readonly #logEveryMs: number;
 
-  constructor(options: Options, hub: Hub, store: HistoryStore, metrics?: Metrics, log?: Logger) {
+  constructor(
+    options: Options,
+    hub: Hub,
+    store: HistoryStore,
+    metrics?: Metrics,
+    log?: Logger,
+    logEveryMs = LOG_REFUSED_EVERY_MS,
+  ) {
+    this.#logEveryMs = logEveryMs;
     this.#key = options.apiKey!;
     this.#hub = hub;
     this.#store = store;
@@ -102,8 +113,25 @@ export class Api {
     if (this.#metrics) Metrics.bump(this.#metrics.refused, "api_key");
     this.#refused++;
     if (address !== undefined && this.#from.size < 5) this.#from.add(address);
+    const wait = this.#loggedAt + this.#logEveryMs - Date.now();
+    if (wait <= 0) return this.#logRefused();
+    // Within the quiet time: the count is logged when it ends, even if no further request comes.
+    if (this.#flushLater === undefined) {
+      const flush = () => {
+        this.#flushLater = undefined;
+        this.#logRefused();
+      };
+      const timer: ReturnType<typeof setTimeout> = setTimeout(flush, wait);
+      Deno.unrefTimer(this.#flushLater = timer);
+    }
+  }
+
+  /** Logs the requests refused since the last line, if any. */
+  #logRefused(): void {
+    if (this.#refused === 0) return;
     const now = Date.now();
-    if (now - this.#loggedAt < LOG_REFUSED_EVERY_MS) return;
+    clearTimeout(this.#flushLater);
+    this.#flushLater = undefined;
     this.#log?.warn("API requests refused for a missing or wrong key", {
       count: this.#refused,
       from: [...this.#from].join(" "),
@@ -112,6 +140,11 @@ export class Api {
     this.#loggedAt = now;
     this.#refused = 0;
     this.#from.clear();
+  }
+
+  /** Logs what is left to log (the server is stopping). */
+  stop(): void {
+    this.#logRefused();
   }
 
   /** The largest body a request may carry. */
