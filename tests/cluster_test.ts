@@ -185,6 +185,41 @@ Deno.test({
 
 Deno.test({
   name:
+    "Redis cluster: Redis emptied while it runs (FLUSHALL): the instance that did not notice moves to the new epoch before it delivers the new ids",
+  ignore: !enabled,
+  async fn() {
+    await cluster(async ({ redis, ports: [pa, pb] }) => {
+      const watcher = await Client.json(`ws://127.0.0.1:${pa}/?name=watcher&room=r`);
+      const poster = await Client.json(`ws://127.0.0.1:${pb}/?name=poster&room=r`);
+      await watcher.event("joined", (e) => e.name === "poster");
+      const before = welcomeOf(watcher).epoch;
+      for (let i = 1; i <= 3; i++) {
+        poster.socket.send(JSON.stringify({ type: "say", text: `old ${i}`, ref: i }));
+        await watcher.event("message", (e) => e.text === `old ${i}`);
+      }
+      await redis.command("FLUSHALL");
+      // The poster's instance notices on its next append; the watcher's only hears the message.
+      poster.socket.send(JSON.stringify({ type: "say", text: "new 1", ref: "n1" }));
+      const ack = await poster.event("message", (e) => e.ref === "n1", 10_000);
+      // The watcher gets a welcome under the new epoch, with the new message in its history or
+      // after it; never the new id as if it followed the old ones.
+      const rewelcome = await watcher.event("welcome", (e) => e.epoch !== before, 10_000);
+      const inHistory = (rewelcome.history as { id: number; text: string }[])
+        .find((m) => m.text === "new 1");
+      const seen = inHistory ?? await watcher.event("message", (e) => e.text === "new 1", 10_000);
+      assert.equal(seen.id, ack.id);
+      const welcomeAt = watcher.lines.findIndex((l) =>
+        l.includes('"type":"welcome"') && !l.includes(before)
+      );
+      const early = watcher.lines.slice(0, welcomeAt).filter((l) => l.includes('"new 1"'));
+      assert.deepEqual(early, [], "no new id before the new welcome");
+      await Promise.all([watcher.close(), poster.close()]);
+    });
+  },
+});
+
+Deno.test({
+  name:
     "Redis cluster: a stalled Redis (longer than the presence time-to-live) is noticed, and all of it comes back",
   ignore: !enabled,
   async fn() {

@@ -74,6 +74,11 @@ export class Feed {
   readonly #clock: Timers;
   /** The store's id space the rooms are ordered in. */
   #epoch: string;
+  /**
+   * Messages from another epoch that came while the store re-reads its own (see {@link #behind}),
+   * in the order they came; undefined when no re-read is under way.
+   */
+  #behindBy: MessageEnvelope[] | undefined;
 
   constructor(broker: Broker, store: HistoryStore, events: RoomEvents, options: FeedOptions) {
     this.#broker = broker;
@@ -279,6 +284,7 @@ export class Feed {
   #message(envelope: MessageEnvelope): void {
     this.rebaseIfNeeded();
     const store = this.#store;
+    if (envelope.epoch !== store.epoch && store.refresh) return this.#behind(envelope);
     if (envelope.epoch === store.epoch) store.seen?.(envelope.message.room, envelope.message.id);
     const order = this.#orders.get(envelope.message.room);
     if (!order) return;
@@ -286,6 +292,28 @@ export class Feed {
     // order or deduplicate by, so it is passed on as it comes.
     if (envelope.epoch !== store.epoch) return this.#events.message(order.room, envelope);
     order.accept(envelope);
+  }
+
+  /**
+   * A message from another epoch, over a shared store (one that can start a new epoch: Redis).
+   * Another instance may have noticed first that the store lost its data (emptied while it ran:
+   * nothing dropped the connection), so the store re-reads its epoch; once it has, the rooms
+   * move to it (new welcomes), and the messages that came meanwhile are taken in their order.
+   * One from an epoch that is still not the store's is dropped: from an instance not yet moved,
+   * its id was not given out in the current space. Without this, the new space's ids 1, 2, 3 went
+   * to members here after the old space's 10, under the old epoch, with no new welcome.
+   */
+  #behind(envelope: MessageEnvelope): void {
+    if (this.#behindBy !== undefined) return void this.#behindBy.push(envelope);
+    this.#behindBy = [envelope];
+    const resume = () => {
+      const waiting = this.#behindBy ?? [];
+      this.#behindBy = undefined;
+      this.rebaseIfNeeded();
+      const epoch = this.#store.epoch;
+      for (const held of waiting) if (held.epoch === epoch) this.#message(held);
+    };
+    when(() => this.#store.refresh!(), resume, resume);
   }
 
   #later(run: () => void, ms: number): Timer {
