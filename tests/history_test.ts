@@ -331,6 +331,31 @@ Deno.test({
     }),
 });
 
+Deno.test({
+  name:
+    "redis store: after a Redis emptied while it ran, an instance that has not noticed recovers nothing from the new space's ids, and re-reads the epoch",
+  ignore: !redis,
+  fn: () =>
+    withRedis(async (open) => {
+      const [stale, other] = [await open(), await open()];
+      for (let i = 1; i <= 3; i++) await stale.append("x", draft(`old ${i}`));
+      const before = stale.epoch;
+      await redis!.command("FLUSHALL");
+      // The other instance notices on its append and stores in a new epoch.
+      await assert.rejects(() => Promise.resolve(other.append("x", draft("n"))), StoreReset);
+      await other.refresh();
+      for (let i = 1; i <= 5; i++) await other.append("x", draft(`new ${i}`));
+      // `since` 2 is a position in the old space: the new ids 3-5 are not what came after it.
+      const recovery = await stale.after("x", 2, 256 * 1024);
+      assert.deepEqual(recovery, { messages: [], complete: false });
+      const deadline = Date.now() + 5000;
+      while (stale.epoch === before && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(stale.epoch, other.epoch, "it moved to the new epoch");
+    }),
+});
+
 Deno.test("memory store: a new store is a new epoch", () => {
   assert.notEqual(new MemoryStore().epoch, new MemoryStore().epoch);
 });

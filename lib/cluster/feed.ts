@@ -281,10 +281,10 @@ export class Feed {
   }
 
   /** A stored message: in order, once, in the store's current epoch. */
-  #message(envelope: MessageEnvelope): void {
+  #message(envelope: MessageEnvelope, reread = false): void {
     this.rebaseIfNeeded();
     const store = this.#store;
-    if (envelope.epoch !== store.epoch && store.refresh) return this.#behind(envelope);
+    if (envelope.epoch !== store.epoch && store.refresh && !reread) return this.#behind(envelope);
     if (envelope.epoch === store.epoch) store.seen?.(envelope.message.room, envelope.message.id);
     const order = this.#orders.get(envelope.message.room);
     if (!order) return;
@@ -299,9 +299,9 @@ export class Feed {
    * Another instance may have noticed first that the store lost its data (emptied while it ran:
    * nothing dropped the connection), so the store re-reads its epoch; once it has, the rooms
    * move to it (new welcomes), and the messages that came meanwhile are taken in their order.
-   * One from an epoch that is still not the store's is dropped: from an instance not yet moved,
-   * its id was not given out in the current space. Without this, the new space's ids 1, 2, 3 went
-   * to members here after the old space's 10, under the old epoch, with no new welcome.
+   * One from an epoch that is still not the store's (stored under the old one before the change)
+   * is passed on as it comes, as before. Without this, the new space's ids 1, 2, 3 went to members
+   * here after the old space's 10, under the old epoch, with no new welcome.
    */
   #behind(envelope: MessageEnvelope): void {
     if (this.#behindBy !== undefined) return void this.#behindBy.push(envelope);
@@ -310,8 +310,7 @@ export class Feed {
       const waiting = this.#behindBy ?? [];
       this.#behindBy = undefined;
       this.rebaseIfNeeded();
-      const epoch = this.#store.epoch;
-      for (const held of waiting) if (held.epoch === epoch) this.#message(held);
+      for (const held of waiting) this.#message(held, true);
     };
     when(() => this.#store.refresh!(), resume, resume);
   }

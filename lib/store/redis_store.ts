@@ -478,6 +478,14 @@ export class RedisStore implements HistoryStore {
   }
 
   async after(room: string, since: number, budget?: number): Promise<Recovery> {
+    // The room's ids are another epoch's (Redis was emptied while it ran and another instance
+    // stored there first, or the room has not yet adopted this one): `since` is not a position in
+    // them. Nothing is recovered, and the store re-reads its epoch, which the hub then moves to.
+    const kept = await this.#read(() => this.link.command.get(roomKey(room, "epoch")));
+    if (kept !== null && kept !== this.#epoch) {
+      this.refresh().catch(() => {});
+      return { messages: [], complete: false };
+    }
     if (budget !== undefined) return await this.#afterWithin(room, since, budget);
     // One connection runs these in order: the entries reach at least to `head`.
     const [head, entries] = await this.#read(() =>
