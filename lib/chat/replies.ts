@@ -73,14 +73,27 @@ export function withRefFrame(frame: Frame, ref: Ref | undefined): Frame {
 /** Most bytes (roughly, as JSON) of history that one welcome or history reply carries. */
 export const HISTORY_FRAME_BYTES = 512 * 1024;
 
-/** The newest of `messages` (oldest first) that fit in {@link HISTORY_FRAME_BYTES}. */
+/** Characters JSON writes escaped (and surrogates, which may be lone): counted by encoding. */
+// deno-lint-ignore no-control-regex
+const ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** UTF-8 bytes of `text` as a JSON string, quotes included. */
+function jsonBytes(text: string): number {
+  return ESCAPED.test(text) ? utf8Length(JSON.stringify(text)) : utf8Length(text) + 2;
+}
+
+/**
+ * The newest of `messages` (oldest first) that fit in {@link HISTORY_FRAME_BYTES} as JSON. The
+ * text counts as JSON writes it: plain text at its size (a worst-case guess of twice that halved
+ * what a recovery could carry), text with quotes or control characters as escaped.
+ */
 export function fitting(messages: Message[]): Message[] {
   let bytes = 0;
   let start = messages.length;
   while (start > 0) {
     const message = messages[start - 1]!;
-    // JSON doubles at worst: quotes and backslashes are escaped; 96 for the fields around it.
-    bytes += 2 * (utf8Length(message.text) + message.from.length) + 96;
+    // 96 for the fields around it (type, id, ts, room, action, deleted, and their names).
+    bytes += jsonBytes(message.text) + 2 * message.from.length + 96;
     if (bytes > HISTORY_FRAME_BYTES) break;
     start--;
   }
