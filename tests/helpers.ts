@@ -529,10 +529,13 @@ export class TestStore implements HistoryStore {
   stale = false;
   stall = false;
   fail = false;
+  /** Appends fail (the store is unreachable). */
+  failAppend = false;
   answer: (() => void) | undefined;
   #waiting: (() => void)[] = [];
   append(room: string, draft: Draft, key?: string): Stored | Promise<Stored> {
     if (this.stale) return Promise.reject(new StoreReset("the shared store was reset"));
+    if (this.failAppend) return Promise.reject(new Error("store unreachable"));
     const stored: Stored = { ...this.inner.append(room, draft, key), epoch: this.epoch };
     if (!this.stall) return stored;
     const later = new Promise<Stored>((resolve) => this.answer = () => resolve(stored));

@@ -261,3 +261,31 @@ Deno.test("welcome: a moderator's action in the room while a member's welcome is
   );
   hub.stop();
 });
+
+Deno.test("send contract: a resend of a key whose first copy the store left unsure, refused by the store, is unsure too and acknowledged when the first is kept", async () => {
+  const store = new TestStore();
+  const hub = new Hub({ now: clock, store });
+  const alice = new FakeConnection("json");
+  const bob = new FakeConnection("json");
+  hub.connect(alice, { name: "alice", room: "r" });
+  hub.connect(bob, { name: "bob", room: "r" });
+  const keyed = (ref: string) => JSON.stringify({ type: "say", text: "hi", ref, key: "k1" });
+  store.stall = true; // the store does not answer in time: "unknown"
+  hub.receive(alice, keyed("a"));
+  store.stall = false;
+  store.failAppend = true; // and then cannot be reached at all
+  hub.receive(alice, keyed("b"));
+  await until(() => byRef(alice, "b").length > 0, "an answer to the resend");
+  // Not "not sent": the message under that key may be kept, and is.
+  assert.deepEqual(byRef(alice, "b").map((e) => e.type), ["unknown"]);
+  store.failAppend = false;
+  store.answer!();
+  await until(
+    () => ["a", "b"].every((ref) => byRef(alice, ref).some((e) => e.type === "message")),
+    "both refs acknowledged",
+  );
+  await sleep(20);
+  assert.equal(bob.events.filter((e) => e.type === "message" && e.text === "hi").length, 1);
+  assert.deepEqual(byRef(alice, "b").map((e) => e.type), ["unknown", "message"]);
+  hub.stop();
+});

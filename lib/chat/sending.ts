@@ -49,6 +49,13 @@ export interface SendHost<A> {
 }
 
 export class Sender<A> {
+  /**
+   * Keys whose message the store has not said it kept (an `unknown` went out), by room and key:
+   * its answer when it comes. A resend of such a key that the store refuses is unsure too, not
+   * "not sent": the first copy may be kept, and is acknowledged for both when it is.
+   */
+  readonly #unsure = new Map<string, Promise<Stored>>();
+
   constructor(readonly host: SendHost<A>) {}
 
   /** Stores a message from `author` in `room`, then publishes it; answers the author once. */
@@ -73,15 +80,28 @@ export class Sender<A> {
           }, () => this.#notSent(author, error, ref));
         }
         host.rebaseIfNeeded();
-        if (error instanceof Unconfirmed) {
+        const unsure = key === undefined ? undefined : `${room}\n${key}`;
+        const earlier = unsure === undefined ? undefined : this.#unsure.get(unsure);
+        if (error instanceof Unconfirmed || earlier !== undefined) {
+          const reason = error instanceof Unconfirmed
+            ? error.message
+            : "its first copy is not confirmed yet";
           host.tell(author, {
             type: "unknown",
-            message: `not sure your message was kept: ${error.message}; it is delivered if it ` +
+            message: `not sure your message was kept: ${reason}; it is delivered if it ` +
               `was${key === undefined ? "" : " (a resend with the same key will not show twice)"}`,
             ...refField(ref),
             ...(key === undefined ? {} : { key }),
           });
-          error.later.then((stored) => this.#stored(author, stored, ref), () => {});
+          const later = error instanceof Unconfirmed ? error.later : earlier!;
+          if (unsure !== undefined && error instanceof Unconfirmed) {
+            this.#unsure.set(unsure, later);
+            const settle = () => {
+              if (this.#unsure.get(unsure) === later) this.#unsure.delete(unsure);
+            };
+            later.then(settle, settle);
+          }
+          later.then((stored) => this.#stored(author, stored, ref), () => {});
           return;
         }
         this.#notSent(author, error, ref);
