@@ -289,7 +289,12 @@ export class Api {
       if (await this.#hub.deleteMessage(room, id, "api")) {
         return json(request, { deleted: id, room });
       }
-      return failure(request, 404, "not_found", `no message ${id} is kept in #${room}`);
+      return failure(
+        request,
+        404,
+        "not_found",
+        `no message ${id} is kept in #${room} (never sent, past the retention, or deleted already)`,
+      );
     } catch (error) {
       return failure(request, 503, "unavailable", `not deleted: ${(error as Error).message}`);
     }
