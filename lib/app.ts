@@ -235,7 +235,6 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
     async shutdown(graceMs = SHUTDOWN_GRACE_MS) {
       gate.drain();
       guard.stop();
-      api?.stop();
       hub.announce("server is shutting down; reconnect in a moment");
       hub.closeAll(CloseCode.goingAway, "server shutting down");
       const deadline = Date.now() + graceMs;
@@ -247,6 +246,7 @@ export function createApp(partial: Partial<Options> = {}, deps: AppDeps = {}): A
       await store.close();
       await broker.close();
       turns.flushNow();
+      api?.stop(); // wrong keys that came during the grace are logged too
       return gate.sockets - gate.lingering;
     },
     hub,

@@ -92,8 +92,8 @@ export function fitting(messages: Message[]): Message[] {
   let start = messages.length;
   while (start > 0) {
     const message = messages[start - 1]!;
-    // 96 for the fields around it (type, id, ts, room, action, deleted, and their names).
-    bytes += jsonBytes(message.text) + 2 * message.from.length + 96;
+    // 96 for the fields around it (type, id, ts, action, deleted, and the names of all).
+    bytes += jsonBytes(message.text) + jsonBytes(message.from) + jsonBytes(message.room) + 96;
     if (bytes > HISTORY_FRAME_BYTES) break;
     start--;
   }

@@ -58,6 +58,8 @@ export interface Timers {
 }
 
 type Timer = ReturnType<typeof setTimeout>;
+/** Messages from another epoch make the store re-read its epoch at most this often. */
+const REREAD_MS = 1000;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export class Feed {
@@ -79,6 +81,8 @@ export class Feed {
    * in the order they came; undefined when no re-read is under way.
    */
   #behindBy: MessageEnvelope[] | undefined;
+  /** An epoch a re-read found not to be the store's, and when (see {@link #behind}). */
+  #notOurs: { epoch: string; at: number } | undefined;
 
   constructor(broker: Broker, store: HistoryStore, events: RoomEvents, options: FeedOptions) {
     this.#broker = broker;
@@ -301,18 +305,29 @@ export class Feed {
    * move to it (new welcomes), and the messages that came meanwhile are taken in their order.
    * One from an epoch that is still not the store's (stored under the old one before the change)
    * is passed on as it comes, as before. Without this, the new space's ids 1, 2, 3 went to members
-   * here after the old space's 10, under the old epoch, with no new welcome.
+   * here after the old space's 10, under the old epoch, with no new welcome. If the store cannot
+   * be read, the messages held are dropped, not passed on out of order: when its connection comes
+   * back, the store is read again and the rooms move and catch up (see the constructor).
    */
   #behind(envelope: MessageEnvelope): void {
     if (this.#behindBy !== undefined) return void this.#behindBy.push(envelope);
+    // A stream of them from an instance not yet moved: one re-read a second for that epoch.
+    const known = this.#notOurs;
+    if (known?.epoch === envelope.epoch && performance.now() - known.at < REREAD_MS) {
+      return this.#message(envelope, true);
+    }
     this.#behindBy = [envelope];
-    const resume = () => {
+    const resume = (read: boolean) => {
       const waiting = this.#behindBy ?? [];
       this.#behindBy = undefined;
       this.rebaseIfNeeded();
-      for (const held of waiting) this.#message(held, true);
+      if (read && envelope.epoch !== this.#store.epoch) {
+        this.#notOurs = { epoch: envelope.epoch, at: performance.now() };
+      }
+      const epoch = this.#store.epoch;
+      for (const held of waiting) if (read || held.epoch === epoch) this.#message(held, true);
     };
-    when(() => this.#store.refresh!(), resume, resume);
+    when(() => this.#store.refresh!(), () => resume(true), () => resume(false));
   }
 
   #later(run: () => void, ms: number): Timer {

@@ -173,6 +173,8 @@ export class RedisStore implements HistoryStore {
   #epoch = "";
   /** A room went back in time under the current epoch: the next sync replaces it. */
   #renew = false;
+  /** The re-read of the epoch under way (see {@link refresh}). */
+  #refreshing: Promise<void> | undefined;
   /** The highest id this instance has seen in each room under its epoch (oldest rooms dropped). */
   #highest = new Map<string, number>();
   /** When a write was last acknowledged that no replica had (see {@link RedisLink.replicated}). */
@@ -255,7 +257,12 @@ export class RedisStore implements HistoryStore {
    * After an outage: a Redis that came back empty, or went back in time (a room this instance
    * saw has a lower last id now), gets a new epoch, which every instance adopts.
    */
-  async refresh(): Promise<void> {
+  refresh(): Promise<void> {
+    // One re-read at a time: a wave of reconnects, or of messages from another epoch, shares it.
+    return this.#refreshing ??= this.#reread().finally(() => this.#refreshing = undefined);
+  }
+
+  async #reread(): Promise<void> {
     await this.link.answer(async () => {
       if (await this.#sync() || this.#highest.size === 0) return;
       const seen = [...this.#highest];
@@ -478,11 +485,12 @@ export class RedisStore implements HistoryStore {
   }
 
   async after(room: string, since: number, budget?: number): Promise<Recovery> {
-    // The room's ids are another epoch's (Redis was emptied while it ran and another instance
-    // stored there first, or the room has not yet adopted this one): `since` is not a position in
-    // them. Nothing is recovered, and the store re-reads its epoch, which the hub then moves to.
-    const kept = await this.#read(() => this.link.command.get(roomKey(room, "epoch")));
-    if (kept !== null && kept !== this.#epoch) {
+    // The deployment is in another epoch than this instance (Redis was emptied while it ran, and
+    // another instance noticed first): `since` is not a position in the room's ids now. Nothing
+    // is recovered, and the store re-reads its epoch, which the hub then moves to. (A room's own
+    // epoch key is no guide: it follows the deployment's only at the room's next message.)
+    const current = await this.#read(() => this.link.command.get(EPOCH_KEY));
+    if (current !== this.#epoch) {
       this.refresh().catch(() => {});
       return { messages: [], complete: false };
     }

@@ -304,15 +304,15 @@ export class Api {
     const value = await body(request, this.bodyLimit);
     if (value instanceof Response) return value;
     // A field given with the wrong type is refused, not taken as absent: `{"sub":42,"name":"x"}`
-    // must not disconnect x.
+    // must not disconnect x. `null` is absent.
     for (const field of ["sub", "name"]) {
       const given = value[field];
-      if (given !== undefined && (typeof given !== "string" || given === "")) {
+      if (given != null && (typeof given !== "string" || given === "")) {
         return failure(request, 400, "bad_request", `'${field}' must be a non-empty string`);
       }
     }
-    const sub = value.sub as string | undefined;
-    const name = value.name as string | undefined;
+    const sub = (value.sub ?? undefined) as string | undefined;
+    const name = (value.name ?? undefined) as string | undefined;
     if ((sub === undefined) === (name === undefined)) {
       return failure(request, 400, "bad_request", "give one of 'sub' (a user id) or 'name'");
     }
