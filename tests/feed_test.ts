@@ -75,9 +75,19 @@ class FakeStore implements HistoryStore {
   close(): void {}
 }
 
-function setup(origin = "h2") {
+/** A shared store (Redis): it re-reads its epoch when asked, or cannot. */
+class SharedStore extends FakeStore {
+  refreshes = 0;
+  refreshFails = false;
+  async refresh(): Promise<void> {
+    this.refreshes++;
+    await new Promise((r) => setTimeout(r, 1));
+    if (this.refreshFails) throw new Error("Redis does not answer");
+  }
+}
+
+function setup(origin = "h2", store = new FakeStore()) {
   const broker = new FakeBroker(origin);
-  const store = new FakeStore();
   const clock = new FakeClock();
   const heard: string[] = [];
   const events: RoomEvents = {
@@ -99,10 +109,10 @@ function setup(origin = "h2") {
     gapMs: 200,
     timers: clock,
   });
-  const message = (id: number, from = "h1"): MessageEnvelope => ({
+  const message = (id: number, from = "h1", epoch = store.epoch): MessageEnvelope => ({
     kind: "message",
     origin: from,
-    epoch: store.epoch,
+    epoch,
     message: store.message(id),
   });
   return { broker, store, clock, heard, feed, message };
@@ -229,5 +239,37 @@ Deno.test("feed: a snapshot and a hub's expiry reach the hub as joins and leaves
   assert.deepEqual(heard, ["r +cy", "r -ann", "r -cy"]);
   assert.equal(feed.view.size, 0);
   clock.advance(1);
+  feed.stop();
+});
+
+// Messages from another epoch over a shared store (cases from an outside review).
+
+Deno.test("feed: a message from another epoch while the store cannot re-read its own is not delivered after the old ids", async () => {
+  const store = new SharedStore();
+  store.head_ = 10;
+  const { broker, heard, feed, message } = setup("h2", store);
+  feed.open("r");
+  feed.startAt("r", 10);
+  broker.deliver(message(11));
+  store.refreshFails = true; // Redis slow or stalled for the command connection
+  for (const id of [1, 2, 3]) broker.deliver(message(id, "h1", "e2"));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(heard, ["r m11"]);
+  feed.stop();
+});
+
+Deno.test("feed: a stream of messages from an epoch the store is not in costs one re-read a second, and each is passed on", async () => {
+  const store = new SharedStore();
+  store.head_ = 10;
+  const { broker, heard, feed, message } = setup("h2", store);
+  feed.open("r");
+  feed.startAt("r", 10);
+  // Envelopes of an instance still storing under an old epoch, one every few ms.
+  for (let i = 0; i < 200; i++) {
+    broker.deliver(message(100 + i, "h1", "e0"));
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  assert.ok(store.refreshes <= 2, `${store.refreshes} re-reads for 200 messages in ~0.5 s`);
+  assert.equal(heard.filter((l) => l.startsWith("r m")).length, 200);
   feed.stop();
 });

@@ -909,24 +909,21 @@ Deno.test("Hub: a message said before its author's welcome is acknowledged, even
 });
 
 Deno.test("Hub: since= recovers what was missed up to one frame's worth as JSON, not half of it", () => {
-  const hub = new Hub({ now: clock, maxMessageBytes: 16 * 1024, historyOnJoin: 5 });
-  const author = new FakeConnection();
-  hub.connect(author, { name: "author", room: "big" });
-  // 24 messages of 16 KiB of plain text: 384 KiB as JSON, under the 512 KiB a frame carries.
-  for (let i = 1; i <= 25; i++) hub.receive(author, `${i} ${"y".repeat(16 * 1024 - 8)}`);
-  const back = new FakeConnection("json");
-  hub.connect(back, { name: "back", room: "big", since: 1 });
-  const welcome = back.events[0]!;
-  assert.equal(welcome.recovered, true);
-  assert.equal((welcome.history as unknown[]).length, 24);
-  assert.ok(back.frames[0]!.length <= 512 * 1024 + 1024, "the welcome stays one frame's size");
-  // Text that JSON escapes counts as what it becomes: quotes double.
-  const quoted = new Hub({ now: clock, maxMessageBytes: 16 * 1024, historyOnJoin: 5 });
-  const writer = new FakeConnection();
-  quoted.connect(writer, { name: "writer", room: "q" });
-  for (let i = 1; i <= 25; i++) quoted.receive(writer, `${i} ${'"'.repeat(16 * 1024 - 8)}`);
-  const reader = new FakeConnection("json");
-  quoted.connect(reader, { name: "reader", room: "q", since: 1 });
-  assert.equal(reader.events[0]!.recovered, false, "768 KiB as JSON: more than a frame");
-  assert.ok(reader.frames[0]!.length <= 512 * 1024 + 1024);
+  /** The welcome of a client back with since=1 after 25 messages of 16 KiB of `char`. */
+  const recoveryOf = (char: string) => {
+    const hub = new Hub({ now: clock, maxMessageBytes: 16 * 1024, historyOnJoin: 5 });
+    const author = new FakeConnection();
+    hub.connect(author, { name: "author", room: "big" });
+    for (let i = 1; i <= 25; i++) hub.receive(author, `${i} ${char.repeat(16 * 1024 - 8)}`);
+    const back = new FakeConnection("json");
+    hub.connect(back, { name: "back", room: "big", since: 1 });
+    assert.ok(back.frames[0]!.length <= 512 * 1024 + 1024, "the welcome stays one frame's size");
+    return back.events[0]!;
+  };
+  // 24 messages of plain text: 384 KiB as JSON, under the 512 KiB a frame carries.
+  const plain = recoveryOf("y");
+  assert.equal(plain.recovered, true);
+  assert.equal((plain.history as unknown[]).length, 24);
+  // Text that JSON escapes counts as what it becomes: quotes double, 768 KiB is more than a frame.
+  assert.equal(recoveryOf('"').recovered, false);
 });
